@@ -1,0 +1,9 @@
+"""AMID: adversarial mutual information distillation on cached features.
+
+`amid` (this folder) holds what every stage shares: the typed configuration,
+the manifest, the HDF5 feature-cache format and the registries. The stages live
+in `amid.extract` (folder `extract/`), `amid.distill` (`distill/`) and
+`amid.evaluate` (`evaluate/`).
+"""
+
+__version__ = "0.1.0"

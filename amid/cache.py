@@ -1,0 +1,400 @@
+"""The HDF5 feature cache, format version 1 (DESIGN 3.2).
+
+One file per (dataset, modality, extractor): `/ids` (n,) UTF-8 strings,
+`/offsets` (n+1,) int64 with offsets[0] = 0, `/features` (total_steps, dim)
+float16/float32; sample k is rows offsets[k]:offsets[k+1]. Root attributes
+carry the provenance (`format_version`, `modality`, `extractor`, `model`,
+`params` as JSON, `feature_dim`, `complete`, `created`, library versions).
+
+Writing is crash-safe by construction: a finished file only ever appears via
+`os.replace` of a fully written temporary file, and an extraction in progress
+commits its work as small shard files (each also written then renamed) in a
+`<file>.parts/` folder. A SIGKILL at any moment leaves, at worst, a stray
+temporary file; every shard that exists loads. `CacheWriter` resumes from the
+shards, and `finalize` merges them in manifest order.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from amid.errors import CacheError
+
+FORMAT_VERSION = 1
+_REQUIRED = ("ids", "offsets", "features")
+_IDENTITY_KEYS = ("modality", "extractor", "model", "params")
+
+
+def cache_path(cache_dir: str | Path, dataset: str, modality: str, extractor: str) -> Path:
+    """Where the cache of one (dataset, modality, extractor) lives."""
+    return Path(cache_dir) / dataset / f"{modality}__{extractor}.h5"
+
+
+def errors_path(path: str | Path) -> Path:
+    """The sidecar listing samples whose media could not be decoded."""
+    return Path(f"{path}.errors.csv")
+
+
+def canonical_params(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, separators=(",", ":"))
+
+
+def identity_hash(identity: dict[str, Any]) -> str:
+    """A short digest of everything that changes the features."""
+    text = json.dumps(
+        {k: identity[k] for k in _IDENTITY_KEYS}, sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _library_versions() -> str:
+    import importlib.metadata as md
+
+    versions = {}
+    for name in ("amid", "torch", "torchaudio", "transformers", "timm", "h5py", "numpy"):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    return json.dumps(versions, sort_keys=True)
+
+
+# --------------------------------------------------------------------- reading
+
+
+@dataclass
+class FeatureCache:
+    """A whole cache in memory: sample k's sequence is `features[offsets[k]:offsets[k+1]]`."""
+
+    path: Path
+    ids: list[str]
+    offsets: np.ndarray
+    features: np.ndarray
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.features.shape[1])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return json.loads(self.attrs.get("params", "{}"))
+
+    def sequence(self, k: int) -> np.ndarray:
+        return self.features[self.offsets[k] : self.offsets[k + 1]]
+
+    def index(self) -> dict[str, int]:
+        return {sid: k for k, sid in enumerate(self.ids)}
+
+
+def _attr(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _open(path: Path) -> h5py.File:
+    if not path.exists():
+        raise CacheError(f"feature cache {path} does not exist (run `amid-extract run` first)")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise CacheError(f"{path} is not a readable HDF5 file ({exc})") from None
+
+
+def _check_layout(path: Path, f: h5py.File, require_complete: bool) -> dict[str, Any]:
+    attrs = {k: _attr(v) for k, v in f.attrs.items()}
+    version = attrs.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CacheError(
+            f"{path}: format_version is {version!r}, this reader understands {FORMAT_VERSION}"
+        )
+    missing = [name for name in _REQUIRED if name not in f]
+    if missing:
+        raise CacheError(f"{path}: missing dataset(s) {', '.join('/' + m for m in missing)}")
+    if require_complete and not bool(attrs.get("complete", False)):
+        raise CacheError(
+            f"{path}: complete = false (an extraction did not finish); rerun `amid-extract run`"
+        )
+    return attrs
+
+
+def read_cache(path: str | Path, *, require_complete: bool = True) -> FeatureCache:
+    """Load a whole cache into memory, checking every DESIGN 3.2 invariant."""
+    path = Path(path)
+    with _open(path) as f:
+        attrs = _check_layout(path, f, require_complete)
+        ids = list(f["ids"].asstr()[...]) if f["ids"].dtype.kind == "O" else [
+            x.decode() if isinstance(x, bytes) else str(x) for x in f["ids"][...]
+        ]
+        offsets = np.asarray(f["offsets"][...], dtype=np.int64)
+        features = np.asarray(f["features"][...])
+    n = len(ids)
+    if features.ndim != 2:
+        raise CacheError(f"{path}: /features must be 2-D (steps, dim), has shape {features.shape}")
+    if features.dtype not in (np.float16, np.float32):
+        raise CacheError(f"{path}: /features must be float16 or float32, is {features.dtype}")
+    if offsets.shape != (n + 1,) or offsets[0] != 0:
+        raise CacheError(f"{path}: /offsets must have n+1 = {n + 1} entries starting at 0")
+    if np.any(np.diff(offsets) < 0) or offsets[-1] != features.shape[0]:
+        raise CacheError(f"{path}: /offsets must be non-decreasing and end at {features.shape[0]}")
+    if "feature_dim" in attrs and int(attrs["feature_dim"]) != features.shape[1]:
+        raise CacheError(
+            f"{path}: feature_dim attribute {attrs['feature_dim']} != /features width "
+            f"{features.shape[1]}"
+        )
+    if len(set(ids)) != n:
+        raise CacheError(f"{path}: /ids has duplicates")
+    if not np.isfinite(features).all():
+        bad = np.flatnonzero(~np.isfinite(features).all(axis=1))
+        sample = ids[int(np.searchsorted(offsets, bad[0], side="right") - 1)]
+        raise CacheError(f"{path}: {len(bad)} feature rows are NaN or infinite (first in {sample!r})")
+    return FeatureCache(path=path, ids=ids, offsets=offsets, features=features, attrs=attrs)
+
+
+def read_info(path: str | Path) -> dict[str, Any]:
+    """Attributes and sizes of a cache without loading its features."""
+    path = Path(path)
+    with _open(path) as f:
+        attrs = {k: _attr(v) for k, v in f.attrs.items()}
+        for name in _REQUIRED:
+            if name in f:
+                attrs[f"/{name}"] = f"{f[name].shape} {f[name].dtype}"
+    errors = errors_path(path)
+    attrs["errors"] = sum(1 for _ in open(errors)) - 1 if errors.exists() else 0
+    return attrs
+
+
+# --------------------------------------------------------------------- writing
+
+
+def write_cache(
+    path: str | Path,
+    ids: Sequence[str],
+    sequences: Sequence[np.ndarray],
+    identity: dict[str, Any],
+    *,
+    dtype: str = "float32",
+    complete: bool = True,
+    extra_attrs: dict[str, Any] | None = None,
+) -> Path:
+    """Write a whole cache atomically (temporary file, then rename).
+
+    `identity` holds `modality`, `extractor`, `model` and `params` (a dict).
+    """
+    path = Path(path)
+    if len(ids) != len(sequences):
+        raise ValueError(f"{len(ids)} ids but {len(sequences)} sequences")
+    dim = int(identity.get("feature_dim") or (sequences[0].shape[1] if sequences else 0))
+    for sid, seq in zip(ids, sequences, strict=True):
+        if seq.ndim != 2 or seq.shape[1] != dim:
+            raise CacheError(f"{path}: sample {sid!r} has shape {seq.shape}, expected (T, {dim})")
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("ids", data=list(ids), dtype=h5py.string_dtype("utf-8"))
+            f.create_dataset("offsets", data=offsets)
+            total = int(offsets[-1])
+            data = f.create_dataset(
+                "features",
+                shape=(total, dim),
+                dtype=dtype,
+                chunks=(max(1, min(total, 4096)), max(dim, 1)) if total and dim else None,
+            )
+            if total:
+                data[...] = np.concatenate(sequences).astype(dtype, copy=False)
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["modality"] = identity["modality"]
+            f.attrs["extractor"] = identity["extractor"]
+            f.attrs["model"] = identity.get("model", "none")
+            f.attrs["params"] = canonical_params(identity.get("params", {}))
+            f.attrs["identity"] = identity_hash(
+                {**identity, "params": identity.get("params", {}), "model": f.attrs["model"]}
+            )
+            f.attrs["feature_dim"] = dim
+            f.attrs["complete"] = bool(complete)
+            f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            f.attrs["library_versions"] = _library_versions()
+            for key, value in (extra_attrs or {}).items():
+                f.attrs[key] = value
+            f.flush()
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_errors(path: str | Path, errors: Iterable[tuple[str, str]]) -> Path:
+    """Write (or remove, when empty) the `.errors.csv` sidecar, atomically."""
+    target = errors_path(path)
+    rows = sorted(errors)
+    if not rows:
+        target.unlink(missing_ok=True)
+        return target
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["sample_id", "reason"])
+        writer.writerows(rows)
+    os.replace(tmp, target)
+    return target
+
+
+def read_errors(path: str | Path) -> dict[str, str]:
+    target = errors_path(path)
+    if not target.exists():
+        return {}
+    with open(target, newline="", encoding="utf-8") as fh:
+        return {row["sample_id"]: row["reason"] for row in csv.DictReader(fh)}
+
+
+class CacheWriter:
+    """Resumable, crash-safe writer for one cache; one writer per file (a lock says so).
+
+    Usage::
+
+        with CacheWriter(path, identity) as w:
+            todo = [i for i in ids if i not in w.done]
+            for sid, feats in ...: w.add(sid, feats)      # or w.add_error(sid, reason)
+            w.finalize(order=ids)
+    """
+
+    def __init__(
+        self, path: str | Path, identity: dict[str, Any], *, dtype: str = "float32",
+        shard_size: int = 64,
+    ) -> None:
+        self.path = Path(path)
+        self.identity = {k: identity[k] for k in _IDENTITY_KEYS}
+        self.dtype = dtype
+        self.shard_size = shard_size
+        self.parts = Path(f"{self.path}.parts")
+        self._lock_file: Any = None
+        self._buffer: list[tuple[str, np.ndarray]] = []
+        self._errors: dict[str, str] = {}
+        self.done: set[str] = set()
+
+    # -- lifecycle
+    def __enter__(self) -> CacheWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(f"{self.path}.lock", "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise CacheError(
+                f"{self.path} is being written by another extraction (lock {self.path}.lock); "
+                "wait for it to finish"
+            ) from None
+        self._resume()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None or not issubclass(exc[0], BaseException) or exc[0] is KeyboardInterrupt:
+            self._flush()  # keep what was computed, even on Ctrl-C
+        fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+        self._lock_file.close()
+
+    def _shards(self) -> list[Path]:
+        return sorted(self.parts.glob("shard-*.h5"))
+
+    def _resume(self) -> None:
+        self.parts.mkdir(exist_ok=True)
+        for stray in self.parts.glob(".*.tmp"):
+            stray.unlink()
+        marker = self.parts / "identity.json"
+        if marker.exists() and json.loads(marker.read_text()) != self.identity:
+            # The features would differ: never extend old work with new settings.
+            shutil.rmtree(self.parts)
+            self.parts.mkdir()
+        marker.write_text(json.dumps(self.identity, sort_keys=True))
+        for shard in self._shards():
+            with h5py.File(shard, "r") as f:
+                self.done.update(f["ids"].asstr()[...])
+
+    def adopt(self, existing: FeatureCache) -> None:
+        """Start from a finished cache of the same identity (to extend it with new ids)."""
+        if self._shards():
+            return  # an interrupted extension already holds it
+        write_cache(self.parts / "shard-000000.h5", existing.ids,
+                    [existing.sequence(k) for k in range(len(existing))],
+                    {**self.identity, "feature_dim": existing.feature_dim}, dtype=self.dtype)
+        self.done.update(existing.ids)
+
+    # -- adding work
+    def add(self, sample_id: str, features: np.ndarray) -> None:
+        features = np.asarray(features, dtype=np.float32)
+        if features.ndim != 2 or not len(features):
+            raise ValueError(f"{sample_id}: features must be (T >= 1, dim), got {features.shape}")
+        if not np.isfinite(features).all():
+            self.add_error(sample_id, "extractor produced NaN or infinite features")
+            return
+        self._buffer.append((sample_id, features))
+        self.done.add(sample_id)
+        if len(self._buffer) >= self.shard_size:
+            self._flush()
+
+    def add_error(self, sample_id: str, reason: str) -> None:
+        self._errors[sample_id] = reason
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        number = len(self._shards())
+        ids, seqs = zip(*self._buffer, strict=True)
+        identity = {**self.identity, "feature_dim": seqs[0].shape[1]}
+        write_cache(self.parts / f"shard-{number:06d}.h5", ids, seqs, identity, dtype=self.dtype)
+        self._buffer.clear()
+
+    def finalize(self, order: Sequence[str]) -> tuple[Path, int]:
+        """Merge the shards in `order` (manifest order) into the final file.
+
+        Returns the path and the number of samples written. Ids in the shards but
+        not in `order` are dropped (the manifest no longer has them).
+        """
+        self._flush()
+        found: dict[str, np.ndarray] = {}
+        dim = None
+        for shard in self._shards():
+            cache = read_cache(shard)
+            dim = cache.feature_dim
+            for k, sid in enumerate(cache.ids):
+                found[sid] = cache.sequence(k)
+        ids = [sid for sid in order if sid in found]
+        if not ids:
+            raise CacheError(
+                f"{self.path}: no sample could be extracted ({len(self._errors)} errors; "
+                f"see {errors_path(self.path)})"
+            )
+        write_errors(self.path, ((s, r) for s, r in self._errors.items() if s not in found))
+        identity = {**self.identity, "feature_dim": dim}
+        write_cache(self.path, ids, [found[s] for s in ids], identity, dtype=self.dtype)
+        shutil.rmtree(self.parts, ignore_errors=True)
+        return self.path, len(ids)

@@ -1,0 +1,206 @@
+"""The dataset manifest (DESIGN 3.1): one row per sample, validated on load.
+
+Columns: `sample_id`, `label`, `split` (train/val/test, or empty when `fold`
+is used), `fold`, `audio_path`, `video_path` (relative to the dataset root),
+`start`, `end` (seconds), `text`. Errors name the file and the line (the header
+is line 1), so a researcher can open the CSV and fix it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from amid.errors import ManifestError
+
+COLUMNS = ["sample_id", "label", "split", "fold", "audio_path", "video_path", "start", "end", "text"]
+REQUIRED = ["sample_id", "label"]
+SPLITS = ("train", "val", "test")
+# Which manifest column holds each modality's media; audio falls back to the
+# video's soundtrack when a dataset ships no separate audio files (UCF-101).
+MEDIA_COLUMN = {"audio": "audio_path", "visual": "video_path"}
+_SHOW = 10  # rows listed in an error message before "..."
+
+
+def _lines(index: pd.Index) -> str:
+    rows = [str(int(i) + 2) for i in index[:_SHOW]]
+    more = f" (and {len(index) - _SHOW} more)" if len(index) > _SHOW else ""
+    return ", ".join(rows) + more
+
+
+@dataclass
+class Manifest:
+    """A validated manifest; `root` is the folder media paths are relative to."""
+
+    df: pd.DataFrame
+    path: Path
+    root: Path
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+    @property
+    def ids(self) -> list[str]:
+        return self.df["sample_id"].tolist()
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted(self.df["label"].unique().tolist())
+
+    def label_indices(self, classes: list[str] | None = None) -> np.ndarray:
+        lookup = {c: i for i, c in enumerate(classes or self.classes)}
+        return self.df["label"].map(lookup).to_numpy(dtype=np.int64)
+
+    def media_path(self, row: int, modality: str) -> Path | None:
+        """Absolute path of a row's media for `modality`, or None (text, or absent)."""
+        column = MEDIA_COLUMN.get(modality)
+        if column is None:
+            return None
+        value = self.df.at[row, column]
+        if not value and modality == "audio":
+            value = self.df.at[row, "video_path"]
+        return self.root / value if value else None
+
+    def split_mask(self, split: str, fold: int | None = None) -> np.ndarray:
+        """Boolean mask of a split; with `fold`, that fold is `test`, the rest `train`."""
+        if fold is None:
+            if (self.df["split"] == "").all():
+                raise ManifestError(
+                    f"{self.path}: the manifest uses folds (no split column values); "
+                    "set dataset.fold to the held-out fold"
+                )
+            return (self.df["split"] == split).to_numpy()
+        folds = self.df["fold"]
+        if not (folds == fold).any():
+            known = sorted(set(folds.dropna().astype(int)))
+            raise ManifestError(f"{self.path}: fold {fold} does not exist; folds: {known}")
+        if split == "test":
+            return (folds == fold).to_numpy()
+        if split == "train":
+            return (folds != fold).to_numpy()
+        return np.zeros(len(self.df), dtype=bool)
+
+
+def read_manifest(path: str | Path, root: str | Path | None = None, *, check_media: bool = True
+                  ) -> Manifest:
+    """Read and validate a manifest CSV (or Parquet); media paths checked when asked."""
+    path = Path(path)
+    root = Path(root) if root is not None else path.parent
+    if not path.exists():
+        raise ManifestError(f"manifest {path} does not exist")
+    try:
+        if path.suffix == ".parquet":
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except pd.errors.EmptyDataError:
+        raise ManifestError(f"{path}: the file is empty (expected a header row and samples)") from None
+    except (pd.errors.ParserError, ValueError, OSError) as exc:
+        raise ManifestError(f"{path}: cannot be read as a table: {exc}") from None
+    return Manifest(validate(df, str(path), root, check_media=check_media), path, root)
+
+
+def validate(df: pd.DataFrame, source: str, root: Path, *, check_media: bool = True) -> pd.DataFrame:
+    """Normalise the columns and check every DESIGN 3.1 rule; returns a clean copy."""
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ManifestError(
+            f"{source}: missing column(s) {', '.join(missing)}; "
+            f"columns found: {', '.join(map(str, df.columns))}"
+        )
+    if "split" not in df.columns and "fold" not in df.columns:
+        raise ManifestError(f"{source}: needs a `split` or a `fold` column")
+    df = df.copy().reset_index(drop=True)
+    if df.empty:
+        raise ManifestError(f"{source}: no samples (the manifest has only a header)")
+    for column in COLUMNS:
+        if column not in df.columns:
+            df[column] = ""
+        if column not in ("fold", "start", "end"):
+            df[column] = df[column].fillna("").astype(str).str.strip()
+    bad = df.index[df["sample_id"] == ""]
+    if len(bad):
+        raise ManifestError(f"{source}: empty sample_id on line(s) {_lines(bad)}")
+    dup = df.index[df["sample_id"].duplicated(keep=False)]
+    if len(dup):
+        names = sorted(set(df.loc[dup, "sample_id"]))[:_SHOW]
+        raise ManifestError(f"{source}: duplicate sample_id {names} on line(s) {_lines(dup)}")
+    bad = df.index[df["label"] == ""]
+    if len(bad):
+        raise ManifestError(f"{source}: label missing on line(s) {_lines(bad)}")
+    bad = df.index[~df["split"].isin(("", *SPLITS))]
+    if len(bad):
+        values = sorted(set(df.loc[bad, "split"]))
+        raise ManifestError(
+            f"{source}: unknown split value(s) {values} on line(s) {_lines(bad)}; "
+            f"use {', '.join(SPLITS)} or leave empty and set `fold`"
+        )
+    df["fold"] = _numeric(df, "fold", source, integer=True)
+    df["start"] = _numeric(df, "start", source)
+    df["end"] = _numeric(df, "end", source)
+    bad = df.index[(df["split"] == "") & df["fold"].isna()]
+    if len(bad):
+        raise ManifestError(f"{source}: neither split nor fold on line(s) {_lines(bad)}")
+    bad = df.index[(df["start"] < 0) | (df["end"] <= df["start"])]
+    if len(bad):
+        raise ManifestError(f"{source}: need 0 <= start < end on line(s) {_lines(bad)}")
+    for column in ("audio_path", "video_path"):
+        _check_paths(df, column, source, root, check_media)
+    return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
+
+
+def _numeric(df: pd.DataFrame, column: str, source: str, integer: bool = False) -> pd.Series:
+    raw = df[column].replace("", np.nan)
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = df.index[raw.notna() & values.isna()]
+    if integer:
+        bad = bad.union(df.index[values.notna() & (values != values.round())])
+    if len(bad):
+        kind = "an integer" if integer else "a number"
+        raise ManifestError(f"{source}: `{column}` must be {kind} on line(s) {_lines(bad)}")
+    return values.astype("Int64") if integer else values.astype(float)
+
+
+def _check_paths(df: pd.DataFrame, column: str, source: str, root: Path, check: bool) -> None:
+    values = df[column]
+    absolute = df.index[values.map(lambda p: bool(p) and os.path.isabs(p))]
+    if len(absolute):
+        raise ManifestError(
+            f"{source}: `{column}` must be relative to the dataset root {root}, "
+            f"absolute on line(s) {_lines(absolute)}"
+        )
+    escaping = df.index[values.map(lambda p: bool(p) and os.path.normpath(p).startswith(".."))]
+    if len(escaping):
+        raise ManifestError(
+            f"{source}: `{column}` escapes the dataset root {root} on line(s) {_lines(escaping)}"
+        )
+    if not check:
+        return
+    gone = df.index[values.map(lambda p: bool(p) and not (root / p).exists())]
+    if len(gone):
+        listed = "\n  ".join(f"line {i + 2}: {root / values[i]}" for i in gone[:_SHOW])
+        more = f"\n  ... and {len(gone) - _SHOW} more" if len(gone) > _SHOW else ""
+        raise ManifestError(
+            f"{source}: {len(gone)} media file(s) in `{column}` not found:\n  {listed}{more}"
+        )
+
+
+def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write a manifest CSV atomically, columns in the standard order."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = df.copy()
+    for column in COLUMNS:
+        if column not in out.columns:
+            out[column] = ""
+    extra = [c for c in out.columns if c not in COLUMNS]
+    tmp = path.with_name(f".{path.name}.tmp")
+    out[COLUMNS + extra].to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path

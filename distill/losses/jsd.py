@@ -1,0 +1,34 @@
+"""Prediction-space alignment: Jensen-Shannon divergence (AMID paper, Eq. 16; DESIGN 4.4).
+
+    p = softmax(logits_p), q = softmax(logits_q), m = (p + q) / 2
+    JSD(p, q) = ( KL(p || m) + KL(q || m) ) / 2        (natural log, in [0, ln 2])
+
+averaged over the batch. Shapes: logits (N, C) -> scalar. ``log m`` is a
+``logsumexp`` of the two log-probabilities, so nothing underflows to log 0 and
+no epsilon is needed. Gradients flow into both inputs (online distillation).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["jsd_loss"]
+
+
+def jsd_loss(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
+    """Batch-mean JSD between ``softmax(logits_p)`` and ``softmax(logits_q)``, both (N, C)."""
+    if logits_p.dim() != 2 or logits_p.shape != logits_q.shape:
+        raise ValueError(
+            "jsd_loss needs two (N, C) logit tensors of the same shape, got "
+            f"{tuple(logits_p.shape)} and {tuple(logits_q.shape)}"
+        )
+    if logits_p.shape[0] == 0:
+        raise ValueError("jsd_loss needs a non-empty batch")
+    log_p = logits_p.log_softmax(dim=1)
+    log_q = logits_q.log_softmax(dim=1)
+    log_m = torch.logsumexp(torch.stack([log_p, log_q]), dim=0) - math.log(2.0)
+    kl_pm = (log_p.exp() * (log_p - log_m)).sum(dim=1)
+    kl_qm = (log_q.exp() * (log_q - log_m)).sum(dim=1)
+    return (0.5 * (kl_pm + kl_qm)).mean()

@@ -1,0 +1,129 @@
+"""Class-aware mutual-information lower bound (AMID paper, Eq. 2-9; DESIGN 4.2).
+
+For anchors ``u`` and candidates ``v`` of the same batch (row i of both is
+sample i), both L2-normalised here::
+
+    h_ij = softmax_j( cos(u_i, v_j) / tau )
+    P(i) = { j : y_j == y_i }   (contains i)      Ng(i) = { j : y_j != y_i }
+
+    AMID: l_i = -( sum_{P(i)} log h_ij + sum_{Ng(i)} log(1 - h_ij) ) / |P(i)|
+    CCL : l_i = -sum_{P(i)} log h_ij / |P(i)|  -  sum_{Ng(i)} log(1 - h_ij) / |Ng(i)|
+    loss = mean_i l_i
+
+The AMID form is the paper's critic log-likelihood with class prior
+``q(C=1) = |P| / (|P| + |Ng|)``: the negative sum is weighted by |Ng|/|P|
+relative to the CCL form, which leaves both sums over |P(i)|. Anchors whose
+class fills the whole batch have an empty Ng(i) and contribute only the
+positive sum.
+
+Numerics: ``log h`` comes from ``log_softmax``. ``log(1 - h)`` uses
+``log1p(-h)`` wherever ``h <= 1/2`` (every entry except a row's maximum), and
+for the row's maximum it is computed exactly as
+``logsumexp(other logits) - logsumexp(all logits)``, so it stays finite and
+accurate even when that entry holds all the mass (tiny tau, a negative equal
+to the anchor). No epsilons are added anywhere.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["MI_VARIANTS", "class_aware_mi_loss", "log1m_softmax", "symmetric_mi_loss"]
+
+MI_VARIANTS = ("amid", "ccl")
+
+
+def log1m_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """``log(1 - softmax(logits, dim=1))`` without cancellation, shape (N, M).
+
+    Entries other than a row's maximum have ``h <= 1/2`` so ``log1p(-exp(log h))``
+    is accurate there; the maximum uses the exact complement sum. ``M >= 2``.
+    """
+    log_h = logits.log_softmax(dim=1)
+    top = logits.argmax(dim=1, keepdim=True)
+    is_top = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, top, True)
+    # The row maximum is fed a harmless constant so its (discarded) branch has a
+    # finite gradient; where() alone would turn 0 * inf into NaN in backward.
+    safe = torch.where(is_top, torch.full_like(log_h, -math.log(2.0)), log_h)
+    rest = torch.log1p(-torch.exp(safe))
+    others = logits.masked_fill(is_top, float("-inf"))
+    top_val = torch.logsumexp(others, dim=1, keepdim=True) - torch.logsumexp(
+        logits, dim=1, keepdim=True
+    )
+    return torch.where(is_top, top_val.expand_as(rest), rest)
+
+
+def _check_inputs(
+    anchors: torch.Tensor, candidates: torch.Tensor, labels: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    if anchors.dim() != 2 or anchors.shape != candidates.shape:
+        raise ValueError(
+            "anchors and candidates must both be (N, d) with the same shape, got "
+            f"{tuple(anchors.shape)} and {tuple(candidates.shape)}"
+        )
+    if anchors.dtype != candidates.dtype:
+        raise ValueError(f"dtype mismatch: anchors {anchors.dtype}, candidates {candidates.dtype}")
+    if anchors.shape[0] == 0:
+        raise ValueError("class_aware_mi_loss needs a non-empty batch")
+    labels = torch.as_tensor(labels, device=anchors.device)
+    if labels.shape != (anchors.shape[0],):
+        raise ValueError(f"labels must have shape ({anchors.shape[0]},), got {tuple(labels.shape)}")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex:
+        raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
+    if not float(temperature) > 0.0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    return labels
+
+
+def class_aware_mi_loss(
+    anchors: torch.Tensor,
+    candidates: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    variant: str = "amid",
+) -> torch.Tensor:
+    """One direction of the class-aware MI bound, anchors (N, d) vs candidates (N, d).
+
+    ``labels`` is an integer tensor (N,). Returns a scalar in the input dtype;
+    gradients flow into both anchors and candidates. ``variant`` is ``"amid"``
+    (paper Eq. 9) or ``"ccl"`` (Chen et al. 2021 class-aware NCE weighting).
+    """
+    if variant not in MI_VARIANTS:
+        raise ValueError(f"unknown MI variant {variant!r}; known: {', '.join(MI_VARIANTS)}")
+    labels = _check_inputs(anchors, candidates, labels, temperature)
+    u = F.normalize(anchors, dim=1)
+    v = F.normalize(candidates, dim=1)
+    logits = u @ v.T / temperature
+
+    pos = labels[:, None] == labels[None, :]
+    n_pos = pos.sum(dim=1).to(anchors.dtype)
+    pos_sum = torch.where(pos, logits.log_softmax(dim=1), 0).sum(dim=1)
+    if anchors.shape[0] == 1:  # a single sample has no negatives at all
+        return -(pos_sum / n_pos).mean()
+
+    neg = ~pos
+    neg_sum = torch.where(neg, log1m_softmax(logits), 0).sum(dim=1)
+    if variant == "amid":
+        per_anchor = -(pos_sum + neg_sum) / n_pos
+    else:
+        # clamp only guards anchors with an empty Ng(i), whose neg_sum is 0
+        n_neg = neg.sum(dim=1).clamp(min=1).to(anchors.dtype)
+        per_anchor = -pos_sum / n_pos - neg_sum / n_neg
+    return per_anchor.mean()
+
+
+def symmetric_mi_loss(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    variant: str = "amid",
+) -> torch.Tensor:
+    """``(mi(x, y) + mi(y, x)) / 2``: L_TS with (t, s) and L_TA with (t, a) (DESIGN 4.2)."""
+    return 0.5 * (
+        class_aware_mi_loss(x, y, labels, temperature, variant)
+        + class_aware_mi_loss(y, x, labels, temperature, variant)
+    )

@@ -1,0 +1,9 @@
+"""Dataset adapters: each turns a dataset's published layout into a manifest.
+
+Adding one: a module with a `@ADAPTERS.register("name")` function, imported here.
+"""
+
+from amid.extract.adapters import csv, demo  # noqa: F401  (registration)
+from amid.extract.adapters.registry import ADAPTERS
+
+__all__ = ["ADAPTERS"]

@@ -1,0 +1,113 @@
+"""The extractor interface and its registry.
+
+An extractor turns one sample's raw media into a sequence of feature vectors,
+shape (T, D): audio windows, video frames or text tokens; a clip-level feature
+is T = 1. Extraction is split in two so the runner can overlap them:
+
+- `load(item)` decodes the media on the CPU (file reading, resampling, frame
+  sampling). It raises `MediaError` for anything that cannot be decoded; the
+  runner records the reason in the cache's `.errors.csv` sidecar and goes on.
+- `embed(batch)` runs the frozen model on a list of loaded items and returns
+  one float32 array of shape (T_i, D) per item.
+
+Every parameter that changes the features is a field of the extractor's
+`Params` dataclass, so it ends up in the cache's `params` attribute and its
+identity (DESIGN 3.2, 8). Register a new extractor with
+`@EXTRACTORS.register("name")` in its own module and import that module in
+`amid.extract.extractors.__init__`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from amid.config import coerce
+from amid.errors import AmidError, ConfigError
+from amid.registry import Registry
+
+
+class MediaError(AmidError):
+    """A sample's media could not be decoded; the message is the sidecar's reason."""
+
+
+@dataclass(frozen=True)
+class MediaItem:
+    """One sample as an extractor sees it (paths already resolved against the root)."""
+
+    sample_id: str
+    path: Path | None = None
+    start: float | None = None
+    end: float | None = None
+    text: str | None = None
+
+
+class Extractor(ABC):
+    """Base class: subclasses set `modality`, `Params`, `feature_dim`, `model`."""
+
+    modality: ClassVar[str]  # "audio" | "visual" | "text"
+    Params: ClassVar[type]  # a dataclass of every feature-changing parameter
+    name: ClassVar[str] = ""  # set by the registry lookup in `build_extractor`
+
+    def __init__(self, params: Any) -> None:
+        self.params = params
+
+    @property
+    @abstractmethod
+    def feature_dim(self) -> int: ...
+
+    @property
+    def model(self) -> str:
+        """Hub id or local path of the weights; "none" for weightless extractors."""
+        return "none"
+
+    def to(self, device: str) -> Extractor:
+        """Move the model to `device` ("cpu", "cuda", ...); weightless ones ignore it."""
+        return self
+
+    @abstractmethod
+    def load(self, item: MediaItem) -> Any:
+        """Decode one sample's media (CPU); raise MediaError if it cannot be."""
+
+    @abstractmethod
+    def embed(self, batch: list[Any]) -> list[np.ndarray]:
+        """Features of each loaded item, float32 arrays of shape (T_i, feature_dim)."""
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two caches of this extractor interchangeable."""
+        return {
+            "extractor": self.name,
+            "modality": self.modality,
+            "model": self.model,
+            "params": dataclasses.asdict(self.params),
+        }
+
+
+EXTRACTORS: Registry[type[Extractor]] = Registry("extractor")
+
+
+def build_params(cls: type[Extractor], values: dict[str, Any], where: str) -> Any:
+    """Fill `cls.Params` from a dict, naming the option at fault on a bad key or type."""
+    fields = {f.name: f for f in dataclasses.fields(cls.Params)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown parameter(s) {', '.join(unknown)} for extractor "
+            f"{cls.name!r}; known: {', '.join(sorted(fields))}"
+        )
+    hints = typing.get_type_hints(cls.Params)
+    kwargs = {k: coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
+    return cls.Params(**kwargs)
+
+
+def build_extractor(name: str, params: dict[str, Any] | None = None, where: str = "params") -> Extractor:
+    """Look up an extractor by name and construct it with validated parameters."""
+    cls = EXTRACTORS.get(name)
+    cls.name = name
+    return cls(build_params(cls, params or {}, where))

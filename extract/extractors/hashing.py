@@ -1,0 +1,47 @@
+"""`hashing`: a weightless text extractor, hashed bag of word n-grams.
+
+scikit-learn's HashingVectorizer (l2-normalised, signed hashing) over the
+transcript: one clip-level vector (1, n_features). No vocabulary to fit, so
+the features of a sample never depend on the other samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.feature_extraction.text import HashingVectorizer
+
+from amid.extract.extractors.base import EXTRACTORS, Extractor, MediaError, MediaItem
+
+
+@EXTRACTORS.register("hashing")
+class HashingExtractor(Extractor):
+    modality = "text"
+
+    @dataclass(frozen=True)
+    class Params:
+        n_features: int = 256
+        ngram_max: int = 1
+        lowercase: bool = True
+
+    def __init__(self, params: Any) -> None:
+        super().__init__(params)
+        self._vectorizer = HashingVectorizer(
+            n_features=params.n_features, ngram_range=(1, params.ngram_max),
+            lowercase=params.lowercase, norm="l2", alternate_sign=True,
+        )
+
+    @property
+    def feature_dim(self) -> int:
+        return self.params.n_features
+
+    def load(self, item: MediaItem) -> Any:
+        if not item.text:
+            raise MediaError("empty transcript")
+        return item.text
+
+    def embed(self, batch: list[Any]) -> list[np.ndarray]:
+        matrix = self._vectorizer.transform(batch).toarray().astype(np.float32)  # (B, n_features)
+        return [row[None] for row in matrix]

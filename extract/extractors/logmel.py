@@ -1,0 +1,65 @@
+"""`logmel`: a weightless audio extractor, log-mel frames or their statistics.
+
+torchaudio's mel spectrogram (power, `n_mels` bands, `n_fft`/`hop_length`
+samples at `sample_rate`), log-compressed. `pooling: none` keeps the frame
+sequence (T, n_mels); `stats` gives one clip-level vector (1, 2 * n_mels) of
+per-band mean and standard deviation over time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torchaudio
+
+from amid.extract.extractors.base import EXTRACTORS, Extractor, MediaError, MediaItem
+from amid.extract.media import load_audio
+
+
+@EXTRACTORS.register("logmel")
+class LogMelExtractor(Extractor):
+    modality = "audio"
+
+    @dataclass(frozen=True)
+    class Params:
+        sample_rate: int = 16000
+        n_fft: int = 400
+        hop_length: int = 160
+        n_mels: int = 40
+        f_min: float = 0.0
+        f_max: float = 8000.0
+        pooling: Literal["none", "stats"] = "stats"
+
+    def __init__(self, params: Any) -> None:
+        super().__init__(params)
+        p = params
+        self._mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=p.sample_rate, n_fft=p.n_fft, hop_length=p.hop_length, n_mels=p.n_mels,
+            f_min=p.f_min, f_max=p.f_max, power=2.0,
+        )
+
+    @property
+    def feature_dim(self) -> int:
+        return self.params.n_mels * (2 if self.params.pooling == "stats" else 1)
+
+    def load(self, item: MediaItem) -> Any:
+        if item.path is None:
+            raise MediaError("no audio_path (and no video soundtrack)")
+        wave = load_audio(item.path, self.params.sample_rate, start=item.start, end=item.end)
+        if len(wave) < self.params.n_fft:  # shorter than one window: pad, don't crash
+            wave = np.pad(wave, (0, self.params.n_fft - len(wave)))
+        return wave
+
+    def embed(self, batch: list[Any]) -> list[np.ndarray]:
+        out = []
+        with torch.no_grad():
+            for wave in batch:
+                mel = self._mel(torch.from_numpy(np.ascontiguousarray(wave)))  # (n_mels, T)
+                logmel = torch.log(mel + 1e-6).T  # (T, n_mels); 1e-6 floors silence
+                if self.params.pooling == "stats":
+                    logmel = torch.cat([logmel.mean(0), logmel.std(0, unbiased=False)])[None]
+                out.append(logmel.numpy().astype(np.float32))
+        return out

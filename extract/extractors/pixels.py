@@ -1,0 +1,49 @@
+"""`pixels`: a weightless visual extractor, frames average-pooled to a small grid.
+
+Each decoded frame (sampled at `fps`, or every frame when `fps` is 0) becomes
+its grey-level image average-pooled to `grid x grid` cells, scaled to [0, 1]:
+a sequence of shape (T, grid * grid). Enough for the demo's digits, and a
+fixed, reproducible baseline for any video.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from amid.extract.extractors.base import EXTRACTORS, Extractor, MediaError, MediaItem
+from amid.extract.media import load_video
+
+
+@EXTRACTORS.register("pixels")
+class PixelsExtractor(Extractor):
+    modality = "visual"
+
+    @dataclass(frozen=True)
+    class Params:
+        grid: int = 8  # cells per side of the pooled frame
+        fps: float = 0.0  # frames per second to sample; 0 keeps every frame
+        max_frames: int = 64
+
+    @property
+    def feature_dim(self) -> int:
+        return self.params.grid * self.params.grid
+
+    def load(self, item: MediaItem) -> Any:
+        if item.path is None:
+            raise MediaError("no video_path")
+        frames = load_video(item.path, fps=self.params.fps or None, start=item.start,
+                            end=item.end, max_frames=self.params.max_frames)
+        return frames  # (T, H, W, 3) uint8
+
+    def embed(self, batch: list[Any]) -> list[np.ndarray]:
+        out = []
+        for frames in batch:
+            gray = torch.from_numpy(frames).float().mean(dim=-1) / 255.0  # (T, H, W)
+            pooled = F.adaptive_avg_pool2d(gray[:, None], self.params.grid)  # (T, 1, g, g)
+            out.append(pooled.flatten(1).numpy().astype(np.float32))  # (T, g*g)
+        return out

@@ -1,0 +1,194 @@
+"""The extraction runner: manifest + extractor -> one resumable HDF5 cache.
+
+Work is committed in shards as it goes (amid.cache.CacheWriter), so killing the
+process loses at most one shard of work and rerunning picks up where it
+stopped. A finished cache with the same identity (extractor, model, params)
+is reused, and extended when the manifest gained samples; a cache made with
+other parameters is re-extracted and replaced only once the new one is
+complete, never mixed with new features.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from amid.cache import CacheWriter, identity_hash, read_cache, read_errors
+from amid.errors import CacheError
+from amid.extract.extractors.base import Extractor, MediaError, MediaItem
+from amid.manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExtractionReport:
+    path: Path
+    status: str  # "up to date" | "extended" | "extracted"
+    written: int  # samples in the finished cache
+    extracted: int  # samples computed by this call
+    errors: int
+    seconds: float
+
+
+def media_items(manifest: Manifest, modality: str) -> list[MediaItem]:
+    """One MediaItem per manifest row, media resolved for `modality`."""
+    df = manifest.df
+    items = []
+    for row in range(len(df)):
+        start, end = df.at[row, "start"], df.at[row, "end"]
+        items.append(MediaItem(
+            sample_id=df.at[row, "sample_id"],
+            path=manifest.media_path(row, modality),
+            start=None if np.isnan(start) else float(start),
+            end=None if np.isnan(end) else float(end),
+            text=df.at[row, "text"] or None,
+        ))
+    return items
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _load(extractor: Extractor, item: MediaItem) -> tuple[MediaItem, Any, str | None]:
+    try:
+        return item, extractor.load(item), None
+    except MediaError as exc:
+        return item, None, str(exc)
+    except Exception as exc:  # a decoder library's own error: record it, go on
+        return item, None, f"{type(exc).__name__}: {exc}"
+
+
+def _loaded(extractor: Extractor, items: list[MediaItem], workers: int
+            ) -> Iterator[tuple[MediaItem, Any, str | None]]:
+    if workers <= 0:
+        yield from (_load(extractor, item) for item in items)
+        return
+    # Threads, not processes: decoders release the GIL, and the extractor
+    # (with its model) is not copied per worker.
+    with ThreadPoolExecutor(workers) as pool:
+        yield from pool.map(lambda item: _load(extractor, item), items)
+
+
+def _existing(path: Path, identity: dict[str, Any]) -> tuple[str, Any]:
+    """("missing" | "same" | "other" | "broken", cache) for what is at `path` now."""
+    if not path.exists():
+        return "missing", None
+    try:
+        cache = read_cache(path)
+    except CacheError as exc:
+        log.warning("%s cannot be used (%s); extracting again", path, exc)
+        return "broken", None
+    if cache.attrs.get("identity") != identity_hash(identity):
+        return "other", cache
+    return "same", cache
+
+
+def run_extraction(
+    manifest: Manifest,
+    modality: str,
+    extractor: Extractor,
+    out: str | Path,
+    *,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    dtype: str = "float32",
+    shard_size: int = 64,
+    progress: bool = True,
+) -> ExtractionReport:
+    """Extract `modality` for every manifest row into the cache at `out`.
+
+    `shard_size` samples are committed at a time: a crash loses at most that much.
+    """
+    out = Path(out)
+    t0 = time.perf_counter()
+    if extractor.modality != modality:
+        raise CacheError(
+            f"extractor {extractor.name!r} makes {extractor.modality} features, "
+            f"not {modality}"
+        )
+    identity = extractor.identity()
+    order = manifest.ids
+    status, existing = _existing(out, identity)
+    known_errors = read_errors(out) if status == "same" else {}
+    if status == "same":
+        missing = [sid for sid in order if sid not in set(existing.ids) | set(known_errors)]
+        dropped = len(set(existing.ids) - set(order))
+        if not missing and not dropped:
+            return ExtractionReport(out, "up to date", len(existing), 0, len(known_errors),
+                                    time.perf_counter() - t0)
+        log.warning("%s: the manifest changed since extraction: %d new id(s) to extract, "
+                    "%d id(s) no longer in the manifest dropped", out, len(missing), dropped)
+    elif status == "other":
+        log.warning("%s was made with other settings (%s); extracting again, the old file "
+                    "stays until the new one is complete", out, existing.attrs.get("params"))
+
+    items = media_items(manifest, modality)
+    with CacheWriter(out, identity, dtype=dtype, shard_size=shard_size) as writer:
+        if status == "same":
+            writer.adopt(existing)
+            for sid, reason in known_errors.items():
+                writer.add_error(sid, reason)
+            writer.done.update(known_errors)
+        todo = [item for item in items if item.sample_id not in writer.done]
+        extracted = 0
+        bar = _progress(len(todo), f"{modality} ({extractor.name})", progress)
+        batch: list[tuple[MediaItem, Any]] = []
+        for item, loaded, error in _loaded(extractor, todo, num_workers):
+            if error is not None:
+                writer.add_error(item.sample_id, error)
+            else:
+                batch.append((item, loaded))
+            if len(batch) >= batch_size:
+                extracted += _embed(extractor, batch, writer)
+                batch = []
+            bar.update(1)
+        extracted += _embed(extractor, batch, writer)
+        bar.close()
+        path, written = writer.finalize(order)
+        n_errors = len(read_errors(path))
+    return ExtractionReport(path, "extended" if status == "same" else "extracted", written,
+                            extracted, n_errors, time.perf_counter() - t0)
+
+
+def _embed(extractor: Extractor, batch: list[tuple[MediaItem, Any]], writer: CacheWriter) -> int:
+    if not batch:
+        return 0
+    try:
+        features = extractor.embed([loaded for _, loaded in batch])
+    except Exception:
+        if len(batch) == 1:
+            item = batch[0][0]
+            log.exception("extractor failed on %s", item.sample_id)
+            writer.add_error(item.sample_id, "extractor failed (see log)")
+            return 0
+        # One bad sample must not sink its batch: retry one by one.
+        return sum(_embed(extractor, [pair], writer) for pair in batch)
+    for (item, _), feats in zip(batch, features, strict=True):
+        writer.add(item.sample_id, feats)
+    return len(batch)
+
+
+class _NoBar:
+    def update(self, n: int) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled or total == 0:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="sample", leave=False)
