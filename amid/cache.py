@@ -146,9 +146,11 @@ def read_cache(path: str | Path, *, require_complete: bool = True) -> FeatureCac
     path = Path(path)
     with _open(path) as f:
         attrs = _check_layout(path, f, require_complete)
-        ids = list(f["ids"].asstr()[...]) if f["ids"].dtype.kind == "O" else [
-            x.decode() if isinstance(x, bytes) else str(x) for x in f["ids"][...]
-        ]
+        ids = (
+            list(f["ids"].asstr()[...])
+            if f["ids"].dtype.kind == "O"
+            else [x.decode() if isinstance(x, bytes) else str(x) for x in f["ids"][...]]
+        )
         offsets = np.asarray(f["offsets"][...], dtype=np.int64)
         features = np.asarray(f["features"][...])
     n = len(ids)
@@ -170,7 +172,9 @@ def read_cache(path: str | Path, *, require_complete: bool = True) -> FeatureCac
     if not np.isfinite(features).all():
         bad = np.flatnonzero(~np.isfinite(features).all(axis=1))
         sample = ids[int(np.searchsorted(offsets, bad[0], side="right") - 1)]
-        raise CacheError(f"{path}: {len(bad)} feature rows are NaN or infinite (first in {sample!r})")
+        raise CacheError(
+            f"{path}: {len(bad)} feature rows are NaN or infinite (first in {sample!r})"
+        )
     return FeatureCache(path=path, ids=ids, offsets=offsets, features=features, attrs=attrs)
 
 
@@ -183,7 +187,7 @@ def read_info(path: str | Path) -> dict[str, Any]:
             if name in f:
                 attrs[f"/{name}"] = f"{f[name].shape} {f[name].dtype}"
     errors = errors_path(path)
-    attrs["errors"] = sum(1 for _ in open(errors)) - 1 if errors.exists() else 0
+    attrs["errors"] = len(read_errors(path))
     return attrs
 
 
@@ -288,7 +292,11 @@ class CacheWriter:
     """
 
     def __init__(
-        self, path: str | Path, identity: dict[str, Any], *, dtype: str = "float32",
+        self,
+        path: str | Path,
+        identity: dict[str, Any],
+        *,
+        dtype: str = "float32",
         shard_size: int = 64,
     ) -> None:
         self.path = Path(path)
@@ -304,21 +312,30 @@ class CacheWriter:
     # -- lifecycle
     def __enter__(self) -> CacheWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(f"{self.path}.lock", "a+")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.close()
-            raise CacheError(
-                f"{self.path} is being written by another extraction (lock {self.path}.lock); "
-                "wait for it to finish"
-            ) from None
+        lock = Path(f"{self.path}.lock")
+        while True:
+            handle = open(lock, "a+")  # noqa: SIM115  (held until __exit__)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                raise CacheError(
+                    f"{self.path} is being written by another extraction (lock {lock}); "
+                    "wait for it to finish"
+                ) from None
+            # The holder before us may have removed the file after we opened it:
+            # only a lock on the file that is still at `lock` counts.
+            if lock.exists() and os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+            handle.close()
+        self._lock_file = handle
         self._resume()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if exc[0] is None or not issubclass(exc[0], BaseException) or exc[0] is KeyboardInterrupt:
+        if exc[0] is None or exc[0] is KeyboardInterrupt:
             self._flush()  # keep what was computed, even on Ctrl-C
+        Path(f"{self.path}.lock").unlink(missing_ok=True)
         fcntl.flock(self._lock_file, fcntl.LOCK_UN)
         self._lock_file.close()
 
@@ -343,9 +360,13 @@ class CacheWriter:
         """Start from a finished cache of the same identity (to extend it with new ids)."""
         if self._shards():
             return  # an interrupted extension already holds it
-        write_cache(self.parts / "shard-000000.h5", existing.ids,
-                    [existing.sequence(k) for k in range(len(existing))],
-                    {**self.identity, "feature_dim": existing.feature_dim}, dtype=self.dtype)
+        write_cache(
+            self.parts / "shard-000000.h5",
+            existing.ids,
+            [existing.sequence(k) for k in range(len(existing))],
+            {**self.identity, "feature_dim": existing.feature_dim},
+            dtype=self.dtype,
+        )
         self.done.update(existing.ids)
 
     # -- adding work

@@ -48,8 +48,10 @@ class DatasetConfig:
     """Which manifest, which cache folder, which modalities play which role."""
 
     name: str = "demo"
+    adapter: str = "demo"  # how `amid-extract prepare` reads the layout (or "csv")
+    adapter_options: dict[str, Any] = field(default_factory=dict)
     root: str = "data/demo"
-    manifest: str = "data/demo/manifest.csv"
+    manifest: str = "data/manifests/demo.csv"
     cache_dir: str = "cache"
     target: list[str] = field(default_factory=lambda: ["visual"])
     auxiliary: list[str] = field(default_factory=lambda: ["audio", "text"])
@@ -104,6 +106,14 @@ class LossConfig:
     # folder of a `teacher` method to load instead
     teacher_epochs: int = 10
     teacher_run: str = ""
+    # competing methods (DESIGN 4.5; crd and crcd use the fixed teacher above);
+    # constants their papers fix (128-d heads, temperatures, momentum) live in the methods
+    crd_weight: float = 0.8  # CRD term, both directions (Tian et al.'s beta)
+    crd_negatives: int = 4096  # memory-bank negatives per anchor (at most train size - 1)
+    gmc_weight: float = 1.0  # NT-Xent summed over the modalities
+    ccl_nce_weight: float = 1.0  # class-aware NCE on (s, t) and (s, a)
+    ccl_kl_weight: float = 0.5  # symmetric KL between the student's and teacher's logits
+    crcd_weight: float = 1.0  # relation contrastive term
 
 
 @dataclass
@@ -162,6 +172,12 @@ _CHECKS: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("train.max_steps", lambda v: v >= 1, ">= 1"),
     ("train.model.disc_hidden", lambda v: v >= 1, ">= 1"),
     ("train.loss.teacher_epochs", lambda v: v >= 0, ">= 0"),
+    ("train.loss.crd_weight", lambda v: v >= 0, ">= 0"),
+    ("train.loss.crd_negatives", lambda v: v >= 1, ">= 1"),
+    ("train.loss.gmc_weight", lambda v: v >= 0, ">= 0"),
+    ("train.loss.ccl_nce_weight", lambda v: v >= 0, ">= 0"),
+    ("train.loss.ccl_kl_weight", lambda v: v >= 0, ">= 0"),
+    ("train.loss.crcd_weight", lambda v: v >= 0, ">= 0"),
     ("train.model.dim", lambda v: v >= 1, ">= 1"),
     ("train.model.hidden", lambda v: v >= 1, ">= 1"),
     ("train.model.rnn_layers", lambda v: v >= 1, ">= 1"),
@@ -210,7 +226,9 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{where}: must be one of {', '.join(map(repr, args))}, got {value!r}")
+            raise ConfigError(
+                f"{where}: must be one of {', '.join(map(repr, args))}, got {value!r}"
+            )
         return value
     if origin is list:
         if not isinstance(value, list | tuple):

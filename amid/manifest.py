@@ -17,7 +17,17 @@ import pandas as pd
 
 from amid.errors import ManifestError
 
-COLUMNS = ["sample_id", "label", "split", "fold", "audio_path", "video_path", "start", "end", "text"]
+COLUMNS = [
+    "sample_id",
+    "label",
+    "split",
+    "fold",
+    "audio_path",
+    "video_path",
+    "start",
+    "end",
+    "text",
+]
 REQUIRED = ["sample_id", "label"]
 SPLITS = ("train", "val", "test")
 # Which manifest column holds each modality's media; audio falls back to the
@@ -85,8 +95,9 @@ class Manifest:
         return np.zeros(len(self.df), dtype=bool)
 
 
-def read_manifest(path: str | Path, root: str | Path | None = None, *, check_media: bool = True
-                  ) -> Manifest:
+def read_manifest(
+    path: str | Path, root: str | Path | None = None, *, check_media: bool = True
+) -> Manifest:
     """Read and validate a manifest CSV (or Parquet); media paths checked when asked."""
     path = Path(path)
     root = Path(root) if root is not None else path.parent
@@ -100,13 +111,17 @@ def read_manifest(path: str | Path, root: str | Path | None = None, *, check_med
     except UnicodeDecodeError as exc:
         raise ManifestError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     except pd.errors.EmptyDataError:
-        raise ManifestError(f"{path}: the file is empty (expected a header row and samples)") from None
+        raise ManifestError(
+            f"{path}: the file is empty (expected a header row and samples)"
+        ) from None
     except (pd.errors.ParserError, ValueError, OSError) as exc:
         raise ManifestError(f"{path}: cannot be read as a table: {exc}") from None
     return Manifest(validate(df, str(path), root, check_media=check_media), path, root)
 
 
-def validate(df: pd.DataFrame, source: str, root: Path, *, check_media: bool = True) -> pd.DataFrame:
+def validate(
+    df: pd.DataFrame, source: str, root: Path, *, check_media: bool = True
+) -> pd.DataFrame:
     """Normalise the columns and check every DESIGN 3.1 rule; returns a clean copy."""
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:

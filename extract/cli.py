@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -25,7 +27,9 @@ app = typer.Typer(
 )
 
 PARAMS = typer.Option(Path("params.yaml"), "--params", help="The project configuration.")
-SET = typer.Option(None, "--set", "-S", help="Override a configuration key: key=value (repeatable).")
+SET = typer.Option(
+    None, "--set", "-S", help="Override a configuration key: key=value (repeatable)."
+)
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -68,27 +72,44 @@ def demo(
     demo_cfg.pop("out", None)
     manifest = make_demo(target, DemoSpec(**demo_cfg))
     counts = manifest["split"].value_counts().to_dict()
-    typer.echo(f"wrote {len(manifest)} samples to {target} ({counts}); manifest: "
-               f"{target / 'manifest.csv'}")
+    typer.echo(
+        f"wrote {len(manifest)} samples to {target} ({counts}); manifest: {target / 'manifest.csv'}"
+    )
 
 
 @app.command()
 @friendly
 def prepare(
-    dataset: str = typer.Argument(..., help="Adapter name (`amid-extract list` shows them)."),
-    root: Path = typer.Option(..., "--root", help="The dataset's folder, as published."),
-    out: Path = typer.Option(..., "--out", help="Manifest CSV to write."),
-    option: list[str] = typer.Option(None, "--option", "-o", help="Adapter option key=value."),
+    dataset: str = typer.Argument(
+        None, help="Adapter name (default: dataset.adapter); `amid-extract list` shows them."
+    ),
+    root: Path = typer.Option(
+        None, "--root", help="The dataset's folder, as published (default: dataset.root)."
+    ),
+    out: Path = typer.Option(
+        None, "--out", help="Manifest CSV to write (default: dataset.manifest)."
+    ),
+    option: list[str] = typer.Option(
+        None, "--option", "-o", help="Adapter option key=value (default: dataset.adapter_options)."
+    ),
+    params: Path = PARAMS,
+    overrides: list[str] = SET,
 ) -> None:
     """Write a manifest for a dataset on disk (ucf51, activitynet, iemocap, csv, demo)."""
     from amid.extract.adapters import ADAPTERS
     from amid.manifest import validate, write_manifest
 
-    adapter = ADAPTERS.get(dataset)
-    df = adapter(root, **_options(option, "--option"))
-    df = validate(df, f"{dataset} adapter on {root}", root)
+    cfg = load_config(params, overrides).dataset if params.exists() else None
+    if cfg is None and (dataset is None or root is None or out is None):
+        raise ConfigError(f"{params} not found: give DATASET, --root and --out")
+    name = dataset or cfg.adapter
+    root = root or Path(cfg.root)
+    out = out or Path(cfg.manifest)
+    options = _options(option, "--option") if option else (cfg.adapter_options if cfg else {})
+    df = ADAPTERS.get(name)(root, **options)
+    df = validate(df, f"{name} adapter on {root}", root)
     write_manifest(df, out)
-    typer.echo(f"wrote {len(df)} rows to {out}")
+    typer.echo(f"wrote {len(df)} rows to {out} ({df['label'].nunique()} classes)")
 
 
 @app.command()
@@ -97,10 +118,15 @@ def run(
     modality: str = typer.Option(..., "--modality", "-m", help="visual, audio or text."),
     params: Path = PARAMS,
     overrides: list[str] = SET,
-    out: Path = typer.Option(None, "--out", help="Cache file (default: cache/<dataset>/"
-                             "<modality>__<extractor>.h5)."),
-    shard_size: int = typer.Option(64, "--shard-size", min=1, help="Samples committed at a "
-                                   "time; a crash loses at most this many."),
+    out: Path = typer.Option(
+        None, "--out", help="Cache file (default: cache/<dataset>/<modality>__<extractor>.h5)."
+    ),
+    shard_size: int = typer.Option(
+        64,
+        "--shard-size",
+        min=1,
+        help="Samples committed at a time; a crash loses at most this many.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Extract one modality of the configured dataset into its HDF5 cache (resumable).
@@ -109,24 +135,71 @@ def run(
     override either with --set, e.g. `--set extract.audio.params.n_mels=64`.
     """
     from amid.extract.extractors import build_extractor
-    from amid.extract.run import resolve_device, run_extraction
+    from amid.extract.run import merge_parts, resolve_device, run_extraction
     from amid.manifest import read_manifest
 
     cfg = load_config(params, overrides)
     if modality not in cfg.extract:
-        raise ConfigError(f"no extract.{modality} section in {params} "
-                          f"(have: {', '.join(cfg.extract) or 'none'})")
+        raise ConfigError(
+            f"no extract.{modality} section in {params} (have: {', '.join(cfg.extract) or 'none'})"
+        )
     spec = cfg.extract[modality]
     manifest = read_manifest(cfg.dataset.manifest, cfg.dataset.root)
     extractor = build_extractor(spec.extractor, spec.params, f"extract.{modality}.params")
-    extractor.to(resolve_device(spec.device))
     target = out or cache_path(cfg.dataset.cache_dir, cfg.dataset.name, modality, spec.extractor)
-    report = run_extraction(manifest, modality, extractor, target, batch_size=spec.batch_size,
-                            num_workers=spec.num_workers, dtype=spec.dtype, shard_size=shard_size,
-                            progress=not quiet and sys.stderr.isatty())
-    typer.echo(f"{report.path}: {report.status}; {report.written} samples "
-               f"({report.extracted} extracted now), {report.errors} errors, "
-               f"{report.seconds:.1f} s")
+    # Under torchrun each rank takes every world_size-th row and writes its own
+    # part; rank 0 merges once all are done.
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    device = resolve_device(spec.device)
+    if world > 1 and device == "cuda":
+        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+    extractor.to(device)
+    report = run_extraction(
+        manifest,
+        modality,
+        extractor,
+        target,
+        batch_size=spec.batch_size,
+        num_workers=spec.num_workers,
+        dtype=spec.dtype,
+        shard_size=shard_size,
+        progress=not quiet and sys.stderr.isatty(),
+        rank=rank,
+        world_size=world,
+    )
+    typer.echo(
+        f"{report.path}: {report.status}; {report.written} samples "
+        f"({report.extracted} extracted now), {report.errors} errors, "
+        f"{report.seconds:.1f} s"
+    )
+    if world > 1:
+        import torch.distributed as dist
+
+        # Ranks finish at different times: wait as long as extraction may take.
+        dist.init_process_group("gloo", timeout=datetime.timedelta(hours=48))
+        dist.barrier()
+        if rank == 0:
+            merged = merge_parts(target, manifest.ids, world)
+            typer.echo(f"merged {world} parts into {merged}")
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+@app.command()
+@friendly
+def merge(
+    out: Path = typer.Argument(..., help="The cache to make from its part files."),
+    world_size: int = typer.Option(..., "--world-size", min=2, help="Number of parts."),
+    params: Path = PARAMS,
+    overrides: list[str] = SET,
+) -> None:
+    """Join the part files of a distributed extraction (if the ranks could not)."""
+    from amid.extract.run import merge_parts
+    from amid.manifest import read_manifest
+
+    cfg = load_config(params, overrides)
+    manifest = read_manifest(cfg.dataset.manifest, cfg.dataset.root, check_media=False)
+    typer.echo(f"wrote {merge_parts(out, manifest.ids, world_size)}")
 
 
 @app.command()

@@ -115,8 +115,12 @@ def make_demo(out: str | Path, spec: DemoSpec) -> pd.DataFrame:
             folder = out / split / WORDS[label]
             folder.mkdir(parents=True, exist_ok=True)
             write_video(folder / f"{sample_id}.avi", _video_frames(digits.images[index], spec, rng))
-            sf.write(folder / f"{sample_id}.wav", _audio(label, spec, rng), spec.sample_rate,
-                     subtype="PCM_16")
+            sf.write(
+                folder / f"{sample_id}.wav",
+                _audio(label, spec, rng),
+                spec.sample_rate,
+                subtype="PCM_16",
+            )
             (folder / f"{sample_id}.txt").write_text(_transcript(label, spec, rng) + "\n")
     manifest = prepare_demo(out)
     write_manifest(manifest, out / "manifest.csv")

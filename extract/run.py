@@ -19,8 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from amid.cache import CacheWriter, identity_hash, read_cache, read_errors
+from amid.cache import (
+    CacheWriter,
+    errors_path,
+    identity_hash,
+    read_cache,
+    read_errors,
+    write_cache,
+    write_errors,
+)
 from amid.errors import CacheError
 from amid.extract.extractors.base import Extractor, MediaError, MediaItem
 from amid.manifest import Manifest
@@ -44,21 +53,21 @@ def media_items(manifest: Manifest, modality: str) -> list[MediaItem]:
     items = []
     for row in range(len(df)):
         start, end = df.at[row, "start"], df.at[row, "end"]
-        items.append(MediaItem(
-            sample_id=df.at[row, "sample_id"],
-            path=manifest.media_path(row, modality),
-            start=None if np.isnan(start) else float(start),
-            end=None if np.isnan(end) else float(end),
-            text=df.at[row, "text"] or None,
-        ))
+        items.append(
+            MediaItem(
+                sample_id=df.at[row, "sample_id"],
+                path=manifest.media_path(row, modality),
+                start=None if np.isnan(start) else float(start),
+                end=None if np.isnan(end) else float(end),
+                text=df.at[row, "text"] or None,
+            )
+        )
     return items
 
 
 def resolve_device(device: str) -> str:
     if device != "auto":
         return device
-    import torch
-
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -71,8 +80,9 @@ def _load(extractor: Extractor, item: MediaItem) -> tuple[MediaItem, Any, str | 
         return item, None, f"{type(exc).__name__}: {exc}"
 
 
-def _loaded(extractor: Extractor, items: list[MediaItem], workers: int
-            ) -> Iterator[tuple[MediaItem, Any, str | None]]:
+def _loaded(
+    extractor: Extractor, items: list[MediaItem], workers: int
+) -> Iterator[tuple[MediaItem, Any, str | None]]:
     if workers <= 0:
         yield from (_load(extractor, item) for item in items)
         return
@@ -107,35 +117,48 @@ def run_extraction(
     dtype: str = "float32",
     shard_size: int = 64,
     progress: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> ExtractionReport:
     """Extract `modality` for every manifest row into the cache at `out`.
 
     `shard_size` samples are committed at a time: a crash loses at most that much.
+    With `world_size` > 1 this process takes rows rank, rank + world_size, ...
+    and writes its own part file (`part_path`); `merge_parts` joins them.
     """
-    out = Path(out)
+    out = Path(out) if world_size == 1 else part_path(out, rank, world_size)
     t0 = time.perf_counter()
     if extractor.modality != modality:
         raise CacheError(
-            f"extractor {extractor.name!r} makes {extractor.modality} features, "
-            f"not {modality}"
+            f"extractor {extractor.name!r} makes {extractor.modality} features, not {modality}"
         )
     identity = extractor.identity()
-    order = manifest.ids
+    items = media_items(manifest, modality)[rank::world_size]
+    order = [item.sample_id for item in items]
     status, existing = _existing(out, identity)
     known_errors = read_errors(out) if status == "same" else {}
     if status == "same":
         missing = [sid for sid in order if sid not in set(existing.ids) | set(known_errors)]
         dropped = len(set(existing.ids) - set(order))
         if not missing and not dropped:
-            return ExtractionReport(out, "up to date", len(existing), 0, len(known_errors),
-                                    time.perf_counter() - t0)
-        log.warning("%s: the manifest changed since extraction: %d new id(s) to extract, "
-                    "%d id(s) no longer in the manifest dropped", out, len(missing), dropped)
+            return ExtractionReport(
+                out, "up to date", len(existing), 0, len(known_errors), time.perf_counter() - t0
+            )
+        log.warning(
+            "%s: the manifest changed since extraction: %d new id(s) to extract, "
+            "%d id(s) no longer in the manifest dropped",
+            out,
+            len(missing),
+            dropped,
+        )
     elif status == "other":
-        log.warning("%s was made with other settings (%s); extracting again, the old file "
-                    "stays until the new one is complete", out, existing.attrs.get("params"))
+        log.warning(
+            "%s was made with other settings (%s); extracting again, the old file "
+            "stays until the new one is complete",
+            out,
+            existing.attrs.get("params"),
+        )
 
-    items = media_items(manifest, modality)
     with CacheWriter(out, identity, dtype=dtype, shard_size=shard_size) as writer:
         if status == "same":
             writer.adopt(existing)
@@ -159,15 +182,67 @@ def run_extraction(
         bar.close()
         path, written = writer.finalize(order)
         n_errors = len(read_errors(path))
-    return ExtractionReport(path, "extended" if status == "same" else "extracted", written,
-                            extracted, n_errors, time.perf_counter() - t0)
+    return ExtractionReport(
+        path,
+        "extended" if status == "same" else "extracted",
+        written,
+        extracted,
+        n_errors,
+        time.perf_counter() - t0,
+    )
+
+
+def part_path(out: str | Path, rank: int, world_size: int) -> Path:
+    """The file one rank of a distributed extraction writes."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.part{rank:03d}-of-{world_size:03d}{out.suffix}")
+
+
+def merge_parts(out: str | Path, order: list[str], world_size: int) -> Path:
+    """Join the part files of `world_size` ranks into one cache, rows in `order`.
+
+    Every part must be complete and of one identity; parts are removed only
+    after the merged file is in place.
+    """
+    out = Path(out)
+    parts = [part_path(out, r, world_size) for r in range(world_size)]
+    missing = [str(p) for p in parts if not p.exists()]
+    if missing:
+        raise CacheError(f"cannot merge {out}: part(s) missing: {', '.join(missing)}")
+    caches = [read_cache(p) for p in parts]
+    hashes = {c.attrs.get("identity") for c in caches}
+    if len(hashes) != 1:
+        raise CacheError(f"cannot merge {out}: the parts were made with different settings")
+    first = caches[0]
+    identity = {
+        "modality": first.attrs["modality"],
+        "extractor": first.attrs["extractor"],
+        "model": first.attrs["model"],
+        "params": first.params,
+    }
+    found = {sid: (c, k) for c in caches for k, sid in enumerate(c.ids)}
+    ids = [sid for sid in order if sid in found]
+    errors = {sid: why for p in parts for sid, why in read_errors(p).items()}
+    write_errors(out, errors.items())
+    write_cache(
+        out,
+        ids,
+        [found[s][0].sequence(found[s][1]) for s in ids],
+        identity,
+        dtype=str(first.features.dtype),
+    )
+    for p in parts:
+        p.unlink()
+        errors_path(p).unlink(missing_ok=True)
+    return out
 
 
 def _embed(extractor: Extractor, batch: list[tuple[MediaItem, Any]], writer: CacheWriter) -> int:
     if not batch:
         return 0
     try:
-        features = extractor.embed([loaded for _, loaded in batch])
+        with torch.inference_mode():
+            features = extractor.embed([loaded for _, loaded in batch])
     except Exception:
         if len(batch) == 1:
             item = batch[0][0]

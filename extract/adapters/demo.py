@@ -18,14 +18,18 @@ def prepare_demo(root: Path) -> pd.DataFrame:
     for video in sorted(root.glob("*/*/*.avi")):
         split, label = video.parent.parent.name, video.parent.name
         transcript = video.with_suffix(".txt")
-        rows.append({
-            "sample_id": video.stem,
-            "label": label,
-            "split": split,
-            "video_path": video.relative_to(root).as_posix(),
-            "audio_path": video.with_suffix(".wav").relative_to(root).as_posix(),
-            "text": transcript.read_text().strip() if transcript.exists() else "",
-        })
+        rows.append(
+            {
+                "sample_id": video.stem,
+                "label": label,
+                "split": split,
+                "video_path": video.relative_to(root).as_posix(),
+                "audio_path": video.with_suffix(".wav").relative_to(root).as_posix(),
+                "text": transcript.read_text().strip() if transcript.exists() else "",
+            }
+        )
     if not rows:
-        raise ManifestError(f"{root}: no demo videos (<split>/<label>/<id>.avi); run `amid-extract demo`")
+        raise ManifestError(
+            f"{root}: no demo videos (<split>/<label>/<id>.avi); run `amid-extract demo`"
+        )
     return pd.DataFrame(rows).sort_values("sample_id", ignore_index=True)

@@ -106,7 +106,9 @@ def build_params(cls: type[Extractor], values: dict[str, Any], where: str) -> An
     return cls.Params(**kwargs)
 
 
-def build_extractor(name: str, params: dict[str, Any] | None = None, where: str = "params") -> Extractor:
+def build_extractor(
+    name: str, params: dict[str, Any] | None = None, where: str = "params"
+) -> Extractor:
     """Look up an extractor by name and construct it with validated parameters."""
     cls = EXTRACTORS.get(name)
     cls.name = name

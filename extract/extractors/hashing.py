@@ -29,8 +29,11 @@ class HashingExtractor(Extractor):
     def __init__(self, params: Any) -> None:
         super().__init__(params)
         self._vectorizer = HashingVectorizer(
-            n_features=params.n_features, ngram_range=(1, params.ngram_max),
-            lowercase=params.lowercase, norm="l2", alternate_sign=True,
+            n_features=params.n_features,
+            ngram_range=(1, params.ngram_max),
+            lowercase=params.lowercase,
+            norm="l2",
+            alternate_sign=True,
         )
 
     @property

@@ -37,8 +37,13 @@ class LogMelExtractor(Extractor):
         super().__init__(params)
         p = params
         self._mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=p.sample_rate, n_fft=p.n_fft, hop_length=p.hop_length, n_mels=p.n_mels,
-            f_min=p.f_min, f_max=p.f_max, power=2.0,
+            sample_rate=p.sample_rate,
+            n_fft=p.n_fft,
+            hop_length=p.hop_length,
+            n_mels=p.n_mels,
+            f_min=p.f_min,
+            f_max=p.f_max,
+            power=2.0,
         )
 
     @property

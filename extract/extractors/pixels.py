@@ -36,8 +36,13 @@ class PixelsExtractor(Extractor):
     def load(self, item: MediaItem) -> Any:
         if item.path is None:
             raise MediaError("no video_path")
-        frames = load_video(item.path, fps=self.params.fps or None, start=item.start,
-                            end=item.end, max_frames=self.params.max_frames)
+        frames = load_video(
+            item.path,
+            fps=self.params.fps or None,
+            start=item.start,
+            end=item.end,
+            max_frames=self.params.max_frames,
+        )
         return frames  # (T, H, W, 3) uint8
 
     def embed(self, batch: list[Any]) -> list[np.ndarray]:

@@ -48,9 +48,18 @@ def _foreign(path, *, version=1, complete=True, drop=None, features=None):
             f.create_dataset("offsets", data=np.array([0, 1, 3, 6], dtype=np.int64))
         if drop != "features":
             f.create_dataset("features", data=feats, chunks=(2, 2))
-        f.attrs.update({"format_version": version, "modality": "visual", "extractor": "other",
-                        "model": "hub/id", "params": "{}", "feature_dim": 2,
-                        "complete": complete, "created": "2026-01-01"})
+        f.attrs.update(
+            {
+                "format_version": version,
+                "modality": "visual",
+                "extractor": "other",
+                "model": "hub/id",
+                "params": "{}",
+                "feature_dim": 2,
+                "complete": complete,
+                "created": "2026-01-01",
+            }
+        )
     return path
 
 
@@ -68,8 +77,14 @@ def test_reads_a_cache_written_by_another_program(tmp_path):
         ({"complete": False}, "complete = false"),
         ({"drop": "offsets"}, "/offsets"),
         ({"drop": "ids"}, "/ids"),
-        ({"features": np.array([[0, 1], [2, np.nan], [1, 1], [1, 1], [1, 1], [1, 1]],
-                               dtype=np.float32)}, "NaN or infinite (first in 'y')"),
+        (
+            {
+                "features": np.array(
+                    [[0, 1], [2, np.nan], [1, 1], [1, 1], [1, 1], [1, 1]], dtype=np.float32
+                )
+            },
+            "NaN or infinite (first in 'y')",
+        ),
     ],
 )
 def test_refuses_bad_caches_saying_why(tmp_path, kwargs, message):

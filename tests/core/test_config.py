@@ -31,8 +31,10 @@ def test_repo_params_load_and_match_defaults_where_unset():
 
 
 def test_override_parses_yaml_values(tmp_path):
-    cfg = load_config(_write(tmp_path, _params()),
-                      ["train.loss.alpha=2", "train.methods=[amid]", "dataset.fold=3"])
+    cfg = load_config(
+        _write(tmp_path, _params()),
+        ["train.loss.alpha=2", "train.methods=[amid]", "dataset.fold=3"],
+    )
     assert cfg.train.loss.alpha == 2.0 and isinstance(cfg.train.loss.alpha, float)
     assert cfg.train.methods == ["amid"]
     assert cfg.dataset.fold == 3

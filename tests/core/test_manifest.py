@@ -41,8 +41,14 @@ def test_good_manifest_loads_with_all_columns(tmp_path):
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
-        ([GOOD[0], {**GOOD[1], "sample_id": "a"}], r"duplicate sample_id \['a'\] on line\(s\) 2, 3"),
-        ([GOOD[0], {**GOOD[1], "split": "dev"}], r"unknown split value\(s\) \['dev'\] on line\(s\) 3"),
+        (
+            [GOOD[0], {**GOOD[1], "sample_id": "a"}],
+            r"duplicate sample_id \['a'\] on line\(s\) 2, 3",
+        ),
+        (
+            [GOOD[0], {**GOOD[1], "split": "dev"}],
+            r"unknown split value\(s\) \['dev'\] on line\(s\) 3",
+        ),
         ([GOOD[0], {**GOOD[1], "label": ""}], r"label missing on line\(s\) 3"),
         ([GOOD[0], {**GOOD[1], "audio_path": "/abs/b.wav"}], "absolute on line"),
         ([GOOD[0], {**GOOD[1], "audio_path": "../b.wav"}], "escapes the dataset root"),
@@ -58,8 +64,10 @@ def test_bad_rows_are_named(tmp_path, rows, message):
 
 
 def test_missing_media_are_listed_with_a_count(tmp_path):
-    rows = [{"sample_id": f"s{i}", "label": "x", "split": "train", "audio_path": f"{i}.wav"}
-            for i in range(12)]
+    rows = [
+        {"sample_id": f"s{i}", "label": "x", "split": "train", "audio_path": f"{i}.wav"}
+        for i in range(12)
+    ]
     _media(tmp_path, "0.wav")
     with pytest.raises(ManifestError) as info:
         read_manifest(_csv(tmp_path, rows), tmp_path)

@@ -25,8 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _project(tmp_path: Path, demo: Path, **extract_overrides) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["dataset"].update(root=str(demo), manifest=str(tmp_path / "manifest.csv"),
-                             cache_dir=str(tmp_path / "cache"))
+    params["dataset"].update(
+        root=str(demo), manifest=str(tmp_path / "manifest.csv"), cache_dir=str(tmp_path / "cache")
+    )
     for modality, values in extract_overrides.items():
         params["extract"][modality].update(values)
     shutil.copy(demo / "manifest.csv", tmp_path / "manifest.csv")
@@ -35,8 +36,13 @@ def _project(tmp_path: Path, demo: Path, **extract_overrides) -> Path:
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "amid.extract.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "amid.extract.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.slow
@@ -45,9 +51,23 @@ def test_sigkill_mid_extraction_then_resume_equals_uninterrupted(tmp_path, small
     cache = tmp_path / "cache/demo/visual__pixels.h5"
     parts = Path(f"{cache}.parts")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "amid.extract.cli", "run", "-m", "visual", "--params",
-         str(params), "--shard-size", "4", "--quiet"], cwd=tmp_path,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "amid.extract.cli",
+            "run",
+            "-m",
+            "visual",
+            "--params",
+            str(params),
+            "--shard-size",
+            "4",
+            "--quiet",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 60
     while not (parts / "shard-000003.h5").exists() and time.time() < deadline:
         time.sleep(0.005)
@@ -60,9 +80,13 @@ def test_sigkill_mid_extraction_then_resume_equals_uninterrupted(tmp_path, small
     assert out.returncode == 0, out.stderr
     resumed = read_cache(cache)
 
-    fresh = run_extraction(read_manifest(tmp_path / "manifest.csv", small_demo), "visual",
-                           build_extractor("pixels", {"grid": 8}), tmp_path / "fresh.h5",
-                           progress=False)
+    fresh = run_extraction(
+        read_manifest(tmp_path / "manifest.csv", small_demo),
+        "visual",
+        build_extractor("pixels", {"grid": 8}),
+        tmp_path / "fresh.h5",
+        progress=False,
+    )
     reference = read_cache(fresh.path)
     assert resumed.ids == reference.ids and len(set(resumed.ids)) == 100
     np.testing.assert_array_equal(resumed.offsets, reference.offsets)
@@ -78,9 +102,19 @@ def test_rerun_is_a_no_op_and_new_params_make_new_features(tmp_path, small_demo)
     assert "up to date" in again.stdout
     path = tmp_path / "cache/demo/audio__logmel.h5"
     before = read_cache(path)
-    changed = _cli("run", "-m", "audio", "--params", str(params), "--set",
-                   "extract.audio.params.n_mels=20", cwd=tmp_path)
-    assert changed.returncode == 0 and "extracted; 100 samples (100 extracted now)" in changed.stdout
+    changed = _cli(
+        "run",
+        "-m",
+        "audio",
+        "--params",
+        str(params),
+        "--set",
+        "extract.audio.params.n_mels=20",
+        cwd=tmp_path,
+    )
+    assert (
+        changed.returncode == 0 and "extracted; 100 samples (100 extracted now)" in changed.stdout
+    )
     after = read_cache(path)
     assert before.feature_dim == 80 and after.feature_dim == 40
     assert after.params["n_mels"] == 20
@@ -91,8 +125,13 @@ def test_new_manifest_rows_extend_the_cache(tmp_path, small_demo):
     ex = build_extractor("hashing", {})
     half = manifest.df.iloc[:50]
     write_manifest(half, tmp_path / "half.csv")
-    run_extraction(read_manifest(tmp_path / "half.csv", small_demo), "text", ex,
-                   tmp_path / "t.h5", progress=False)
+    run_extraction(
+        read_manifest(tmp_path / "half.csv", small_demo),
+        "text",
+        ex,
+        tmp_path / "t.h5",
+        progress=False,
+    )
     report = run_extraction(manifest, "text", ex, tmp_path / "t.h5", progress=False)
     assert report.status == "extended" and report.extracted == 50
     cache = read_cache(tmp_path / "t.h5")
@@ -108,8 +147,13 @@ def test_undecodable_media_go_to_the_sidecar_and_the_rest_is_extracted(tmp_path,
     broken, empty = df.video_path[0], df.video_path[1]
     (root / broken).write_bytes(b"RIFF\x00\x00junk" * 10)
     (root / empty).write_bytes(b"")
-    report = run_extraction(read_manifest(root / "manifest.csv", root), "visual",
-                            build_extractor("pixels", {}), tmp_path / "v.h5", progress=False)
+    report = run_extraction(
+        read_manifest(root / "manifest.csv", root),
+        "visual",
+        build_extractor("pixels", {}),
+        tmp_path / "v.h5",
+        progress=False,
+    )
     assert report.written == 98 and report.errors == 2
     errors = read_errors(tmp_path / "v.h5")
     assert set(errors) == {df.sample_id[0], df.sample_id[1]}
@@ -118,7 +162,57 @@ def test_undecodable_media_go_to_the_sidecar_and_the_rest_is_extracted(tmp_path,
 
 def test_bad_config_is_one_line_not_a_traceback(tmp_path, small_demo):
     params = _project(tmp_path, small_demo)
-    out = _cli("run", "-m", "visual", "--params", str(params), "--set",
-               "extract.visual.params.grd=4", cwd=tmp_path)
+    out = _cli(
+        "run",
+        "-m",
+        "visual",
+        "--params",
+        str(params),
+        "--set",
+        "extract.visual.params.grd=4",
+        cwd=tmp_path,
+    )
     assert out.returncode == 2
     assert "unknown parameter(s) grd" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_split_and_merge_into_the_single_process_cache(tmp_path, small_demo):
+    params = _project(tmp_path, small_demo)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            "-m",
+            "amid.extract.cli",
+            "run",
+            "-m",
+            "visual",
+            "--params",
+            str(params),
+            "--quiet",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "50 samples" in out.stdout and "merged 2 parts" in out.stdout
+    merged = read_cache(tmp_path / "cache/demo/visual__pixels.h5")
+    assert not list((tmp_path / "cache/demo").glob("*.part*"))
+    single = run_extraction(
+        read_manifest(tmp_path / "manifest.csv", small_demo),
+        "visual",
+        build_extractor("pixels", {"grid": 8}),
+        tmp_path / "one.h5",
+        progress=False,
+    )
+    reference = read_cache(single.path)
+    assert merged.ids == reference.ids
+    np.testing.assert_array_equal(merged.features, reference.features)

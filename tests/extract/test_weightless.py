@@ -26,7 +26,8 @@ def test_pixels_is_grey_block_average(tmp_path):
     np.testing.assert_allclose(feats, expected, atol=1e-6)
     # and the codec keeps the block means close to the frames we encoded
     np.testing.assert_allclose(
-        feats, (frames[..., 0] / 255.0).reshape(3, 4, 8, 4, 8).mean(axis=(2, 4)).reshape(3, 16),
+        feats,
+        (frames[..., 0] / 255.0).reshape(3, 4, 8, 4, 8).mean(axis=(2, 4)).reshape(3, 16),
         atol=0.05,
     )
 
