@@ -186,7 +186,6 @@ def read_info(path: str | Path) -> dict[str, Any]:
         for name in _REQUIRED:
             if name in f:
                 attrs[f"/{name}"] = f"{f[name].shape} {f[name].dtype}"
-    errors = errors_path(path)
     attrs["errors"] = len(read_errors(path))
     return attrs
 

@@ -66,8 +66,9 @@ class ModalityExtractConfig:
     params: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 16
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    num_workers: int = 0  # decoding processes; 0 decodes in the main process
-    dtype: Literal["float16", "float32"] = "float32"
+    num_workers: int = 0  # decoding threads; 0 decodes in the main thread
+    dtype: Literal["float16", "float32"] = "float32"  # storage type in the cache
+    amp: Literal["none", "bf16", "fp16"] = "bf16"  # autocast of neural extractors, GPU only
 
 
 @dataclass

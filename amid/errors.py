@@ -27,3 +27,7 @@ class CacheError(AmidError):
 
 class CheckpointError(AmidError):
     """A model file that is missing, truncated, or from another architecture."""
+
+
+class MediaError(AmidError):
+    """A sample's media could not be decoded; the message is the errors sidecar's reason."""

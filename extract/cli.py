@@ -135,6 +135,7 @@ def run(
     override either with --set, e.g. `--set extract.audio.params.n_mels=64`.
     """
     from amid.extract.extractors import build_extractor
+    from amid.extract.extractors.weights import TorchExtractor
     from amid.extract.run import merge_parts, resolve_device, run_extraction
     from amid.manifest import read_manifest
 
@@ -154,6 +155,8 @@ def run(
     if world > 1 and device == "cuda":
         device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
     extractor.to(device)
+    if isinstance(extractor, TorchExtractor):
+        extractor.amp = None if spec.amp == "none" else spec.amp
     report = run_extraction(
         manifest,
         modality,
@@ -200,6 +203,22 @@ def merge(
     cfg = load_config(params, overrides)
     manifest = read_manifest(cfg.dataset.manifest, cfg.dataset.root, check_media=False)
     typer.echo(f"wrote {merge_parts(out, manifest.ids, world_size)}")
+
+
+@app.command("import-ucf51")
+@friendly
+def import_ucf51(
+    archive: Path = typer.Argument(..., help="ucf51_cnn14_emb512.tar.gz (CCL's release)."),
+    out: Path = typer.Option(None, "--out", help="Cache to write (default: "
+                             "<dataset.cache_dir>/ucf51/audio__cnn14-emb512.h5)."),
+    params: Path = PARAMS,
+) -> None:
+    """Turn the published UCF51 CNN14 audio embeddings into a stage-two cache."""
+    from amid.extract.importers import UCF51_CNN14_EXTRACTOR, import_ucf51_cnn14
+
+    cache_dir = load_config(params).dataset.cache_dir if params.exists() else "cache"
+    target = out or cache_path(cache_dir, "ucf51", "audio", UCF51_CNN14_EXTRACTOR)
+    typer.echo(f"wrote {import_ucf51_cnn14(archive, target)}")
 
 
 @app.command()

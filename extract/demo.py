@@ -35,7 +35,6 @@ from amid.manifest import write_manifest
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 FPS = 8
-SPLIT_FRACTIONS = (("train", 0.6), ("val", 0.2), ("test", 0.2))
 
 
 @dataclass(frozen=True)
@@ -108,9 +107,10 @@ def make_demo(out: str | Path, spec: DemoSpec) -> pd.DataFrame:
         if spec.n_per_class > len(pool):
             raise ValueError(f"n_per_class={spec.n_per_class}, but digit {label} has {len(pool)}")
         chosen = np.sort(rng.choice(pool, spec.n_per_class, replace=False))
-        bounds = np.cumsum([round(f * spec.n_per_class) for _, f in SPLIT_FRACTIONS])
+        n_train = round(0.6 * spec.n_per_class)
+        n_val = round(0.2 * spec.n_per_class)
         for k, index in enumerate(chosen):
-            split = SPLIT_FRACTIONS[int(np.searchsorted(bounds, k, side="right"))][0]
+            split = "train" if k < n_train else "val" if k < n_train + n_val else "test"
             sample_id = f"{WORDS[label]}_{index:04d}"
             folder = out / split / WORDS[label]
             folder.mkdir(parents=True, exist_ok=True)

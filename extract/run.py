@@ -48,17 +48,24 @@ class ExtractionReport:
 
 
 def media_items(manifest: Manifest, modality: str) -> list[MediaItem]:
-    """One MediaItem per manifest row, media resolved for `modality`."""
+    """One MediaItem per manifest row, media resolved for `modality`.
+
+    `start`/`end` locate a sample inside its video (an IEMOCAP utterance in its
+    dialog's recording). They cut the audio too when the audio is the video's
+    soundtrack, but not a row's own audio file, which is the utterance already.
+    """
     df = manifest.df
     items = []
     for row in range(len(df)):
         start, end = df.at[row, "start"], df.at[row, "end"]
+        own_audio = modality == "audio" and bool(df.at[row, "audio_path"])
+        segment = not own_audio and not np.isnan(start)
         items.append(
             MediaItem(
                 sample_id=df.at[row, "sample_id"],
                 path=manifest.media_path(row, modality),
-                start=None if np.isnan(start) else float(start),
-                end=None if np.isnan(end) else float(end),
+                start=float(start) if segment else None,
+                end=float(end) if segment and not np.isnan(end) else None,
                 text=df.at[row, "text"] or None,
             )
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -53,5 +54,6 @@ def test_dvc_repro_runs_the_demo_and_reruns_only_what_changed(tmp_path):
     changed = set(json.loads(_dvc("status", "--json", cwd=proj).stdout))
     assert changed == {f"train@{m}" for m in METHODS}  # evaluate follows through its deps
     dry = _dvc("repro", "--dry", cwd=proj).stdout
-    assert "extract@" not in dry and "demo-data" not in dry.split("Running stage")[-1]
-    assert all(f"'evaluate@{m}'" in dry for m in METHODS)
+    # --dry lists the stages whose own deps or params changed; evaluate and
+    # report follow in a real run because the run folders they read change.
+    assert set(re.findall(r"Running stage '([^']+)'", dry)) == {f"train@{m}" for m in METHODS}

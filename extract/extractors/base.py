@@ -29,12 +29,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from amid.config import coerce
-from amid.errors import AmidError, ConfigError
+from amid.errors import ConfigError, MediaError  # noqa: F401  (MediaError re-exported)
 from amid.registry import Registry
-
-
-class MediaError(AmidError):
-    """A sample's media could not be decoded; the message is the sidecar's reason."""
 
 
 @dataclass(frozen=True)
@@ -81,12 +77,22 @@ class Extractor(ABC):
 
     def identity(self) -> dict[str, Any]:
         """What makes two caches of this extractor interchangeable."""
+        params = dataclasses.asdict(self.params)
+        precision = self.precision()
+        if precision != "fp32":  # autocast changes the features slightly
+            params["precision"] = precision
         return {
             "extractor": self.name,
             "modality": self.modality,
             "model": self.model,
-            "params": dataclasses.asdict(self.params),
+            "params": params,
         }
+
+    def precision(self) -> str:
+        """The arithmetic the model really runs in ("fp32", or "bf16"/"fp16" on a GPU)."""
+        amp = getattr(self, "amp", None)
+        device = getattr(self, "device", None)
+        return amp if amp and device is not None and device.type == "cuda" else "fp32"
 
 
 EXTRACTORS: Registry[type[Extractor]] = Registry("extractor")

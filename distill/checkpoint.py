@@ -1,0 +1,102 @@
+"""Per-epoch checkpoints: everything a resumed run needs to continue bit for bit.
+
+`checkpoint.pt` holds the method's state (networks, discriminators, dynamic
+weights), both optimisers, the completed epoch count, every RNG state, the
+metric history and the resolved configuration. It is written to a temporary
+name and renamed, so a crash leaves the previous epoch's file intact. It is
+read with `weights_only=True` (plain tensors and containers only).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from amid.errors import CheckpointError
+
+# Keys that may change between a run and its resumption without changing the result.
+RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.eval_batch_size", "train.methods")
+
+
+def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": _to_lists(random.getstate()),
+        "generator": generator.get_state(),
+    }
+
+
+def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    random.setstate(_to_tuples(state["python"]))
+    generator.set_state(state["generator"])
+
+
+def _to_lists(x: Any) -> Any:
+    return [_to_lists(v) for v in x] if isinstance(x, tuple | list) else x
+
+
+def _to_tuples(x: Any) -> Any:
+    return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and not (prefix == "" and k == "extract"):
+            flat.update(_flatten(v, key + "."))
+        else:
+            flat[key] = v
+    return flat
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Dotted keys whose value differs, ignoring those a resume may change."""
+    a, b = _flatten(old), _flatten(new)
+    keys = sorted(set(a) | set(b))
+    return [k for k in keys if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES]
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path, method: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Read a checkpoint and check it belongs to this method and configuration."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a damaged zip/pickle
+        raise CheckpointError(
+            f"{path}: cannot be read ({type(exc).__name__}: {exc}); delete it to start over"
+        ) from None
+    if ckpt.get("method") != method:
+        raise CheckpointError(
+            f"{path} is a checkpoint of method {ckpt.get('method')!r}, not {method!r}; "
+            "use another --out folder"
+        )
+    changed = config_changes(ckpt["config"], config)
+    if changed:
+        raise CheckpointError(
+            f"{path} was trained with a different configuration ({', '.join(changed[:8])}); "
+            "resuming would mix two experiments: use another --out folder or delete the checkpoint"
+        )
+    return ckpt

@@ -1,0 +1,148 @@
+"""Saving and loading trained modules; the student's inference API (contracts).
+
+Weights travel as safetensors only (no pickle: a run folder from someone else
+cannot execute code on load) next to a JSON file holding the architecture
+kwargs, classes and modality names needed to rebuild the module.
+
+    model, meta = load_student("runs/amid")
+    out = predict_student(model, meta, {"visual": read_cache(path)})
+    out["labels"], out["embeddings"]            # class names, (n, d)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from amid.cache import FeatureCache
+from amid.distill.data import pad_sequences
+from amid.distill.models import MultiModalEncoder, Student
+from amid.errors import CacheError, CheckpointError
+
+
+def _atomic(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_module(module: nn.Module, meta: dict[str, Any], run_dir: Path, name: str) -> Path:
+    """Write `<name>.safetensors` and `<name>.json` (meta) in `run_dir`, each atomically."""
+    run_dir = Path(run_dir)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+    weights = run_dir / f"{name}.safetensors"
+    _atomic(weights, lambda tmp: save_file(tensors, str(tmp), metadata={"module": name}))
+    # Key order is meaningful: a multi-modal encoder fuses its modalities in the
+    # order of its config's mapping, so it must survive the round trip.
+    text = json.dumps(meta, indent=2)
+    _atomic(run_dir / f"{name}.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return weights
+
+
+def load_weights(module: nn.Module, path: str | Path, device: str | torch.device = "cpu") -> None:
+    """Load a safetensors file into `module`; any mismatch is a CheckpointError naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"weight file {path} does not exist")
+    try:
+        state = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file (truncated?): {exc}"
+        ) from None
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or extra or shapes:
+        detail = "; ".join(
+            f"{what}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+            for what, keys in (
+                ("missing", missing), ("unexpected", extra), ("shape differs", shapes)
+            )
+            if keys
+        )
+        raise CheckpointError(f"{path}: weights are for another architecture ({detail})")
+    module.load_state_dict(state)
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist (is {path.parent} an amid-train run folder?)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+
+
+def load_student(run_dir: str | Path, device: str = "cpu") -> tuple[Student, dict[str, Any]]:
+    """The trained student of a run, in eval mode on `device`, and its `student.json` meta."""
+    run_dir = Path(run_dir)
+    meta = _read_meta(run_dir / "student.json")
+    try:
+        arch = meta["arch"]
+        encoder = MultiModalEncoder(**arch["encoder"])
+        model = Student(encoder, nn.Linear(arch["encoder"]["dim"], arch["num_classes"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{run_dir / 'student.json'}: bad architecture entry ({exc})"
+        ) from None
+    load_weights(model, run_dir / "student.safetensors")
+    return model.to(device).eval(), meta
+
+
+@torch.no_grad()
+def predict_student(
+    model: Student, meta: dict[str, Any], caches: dict[str, FeatureCache], batch_size: int = 256
+) -> dict[str, Any]:
+    """Embeddings, logits, probabilities and predicted class names for every sample
+    present in all of the student's target-modality caches (in the first cache's order)."""
+    target = meta["target"]
+    absent = [m for m in target if m not in caches]
+    if absent:
+        raise CacheError(f"the student needs features of {absent}; got {sorted(caches)}")
+    for m in target:
+        want = meta["feature_dims"][m]
+        if caches[m].feature_dim != want:
+            raise CacheError(
+                f"{caches[m].path}: features have dim {caches[m].feature_dim}, the student was "
+                f"trained on {m} features of dim {want} (another extractor?)"
+            )
+    common = set.intersection(*(set(caches[m].ids) for m in target))
+    ids = [sid for sid in caches[target[0]].ids if sid in common]
+    rows = {m: np.array([caches[m].index()[s] for s in ids], dtype=np.int64) for m in target}
+    device = next(model.parameters()).device
+    embs, logits = [], []
+    for start in range(0, len(ids), batch_size):
+        inputs = {}
+        for m in target:
+            x, lengths = pad_sequences(caches[m], rows[m][start:start + batch_size],
+                                       meta.get("max_steps"))
+            inputs[m] = (torch.from_numpy(x).to(device), torch.from_numpy(lengths).to(device))
+        e, lg = model(inputs)  # (b, d), (b, C)
+        embs.append(e.float().cpu())
+        logits.append(lg.float().cpu())
+    d = model.encoder.dim
+    emb = torch.cat(embs).numpy() if embs else np.zeros((0, d), np.float32)
+    lg = torch.cat(logits) if logits else torch.zeros((0, len(meta["classes"])))
+    probs = lg.softmax(dim=1).numpy()
+    classes = meta["classes"]
+    return {
+        "ids": ids,
+        "embeddings": emb,
+        "logits": lg.numpy(),
+        "probabilities": probs,
+        "labels": [classes[k] for k in probs.argmax(axis=1)] if len(ids) else [],
+    }

@@ -1,0 +1,111 @@
+"""`gmc`: Geometric Multimodal Contrastive learning (Poklukar et al., ICML 2022), DESIGN 4.5.
+
+Views: the target modalities (through the student encoder E_S, one view)
+and each auxiliary modality (its own encoder). A joint encoder reads every
+modality; one projection head P (2-layer MLP, d -> d) is shared by all views
+and the joint representation. The objective is
+
+    CE(g(s), y) + gmc_weight * sum_v NT-Xent( P(h_v), P(h_joint) )    (tau 0.1)
+
+The student is E_S + g; the auxiliary and joint encoders and P only shape
+its representation and are not reported (GMC has no teacher).
+
+Simplified relative to the paper: GMC's joint encoder reads the raw
+concatenated input; here sequences of different lengths cannot be
+concatenated, so the joint encoder has its own per-modality sequence encoders
+whose outputs are concatenated and fused by a 2-layer MLP. Several target
+modalities form a single view (the student's fused encoder), not one view
+each. The contrastive terms use the samples with every auxiliary modality.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from amid.config import ModelConfig
+from amid.distill.data import Batch, ModalityData
+from amid.distill.losses.ntxent import ntxent_loss
+from amid.distill.methods.base import (
+    METHODS,
+    Method,
+    MethodContext,
+    Outputs,
+    Prediction,
+    build_student,
+)
+from amid.distill.models import Inputs, SequenceEncoder, build_encoder, encoder_spec, mlp
+from amid.errors import ConfigError
+
+
+class JointEncoder(nn.Module):
+    """Own sequence encoder per modality, outputs concatenated, fused by an MLP to d."""
+
+    def __init__(self, target: dict[str, ModalityData], auxiliary: dict[str, ModalityData],
+                 cfg: ModelConfig) -> None:
+        super().__init__()
+        spec = {**encoder_spec(target, cfg.student, cfg, clip_mlp=False),
+                **encoder_spec(auxiliary, cfg.auxiliary, cfg, clip_mlp=True)}
+        self.encoders = nn.ModuleDict({m: SequenceEncoder(**kw) for m, kw in spec.items()})
+        for m, d in {**target, **auxiliary}.items():
+            self.encoders[m].set_normalisation(d.mean, d.std)
+        self.fuse = mlp([cfg.dim * len(spec), cfg.hidden, cfg.dim], cfg.dropout)
+
+    def forward(self, inputs: Inputs) -> torch.Tensor:
+        parts = [enc(*inputs[m]) for m, enc in self.encoders.items()]  # each (B, d)
+        return self.fuse(torch.cat(parts, dim=1))  # (B, d)
+
+
+@METHODS.register("gmc")
+class GMC(Method):
+    """Student CE plus GMC's modality-to-joint NT-Xent (see the module docstring)."""
+
+    TEMPERATURE = 0.1
+
+    def __init__(self, ctx: MethodContext) -> None:
+        super().__init__(ctx)
+        if not ctx.data.auxiliary:
+            raise ConfigError("gmc needs auxiliary modalities (dataset.auxiliary is empty)")
+        m = ctx.model
+        self.student = build_student(ctx)
+        self.aux_encoders = nn.ModuleDict({
+            name: build_encoder({name: d}, m.auxiliary, m, clip_mlp=True)
+            for name, d in ctx.data.auxiliary.items()
+        })
+        self.joint = JointEncoder(ctx.data.target, ctx.data.auxiliary, m)
+        self.projection = mlp([m.dim, m.hidden, m.dim])
+        # term names: the target view is named after its modalities
+        self.views = ["_".join(ctx.data.target), *ctx.data.auxiliary]
+
+    def forward(self, batch: Batch) -> Outputs:
+        s, logits_s = self.student(batch.target)  # (B, d), (B, C)
+        out = {"s": s, "logits_s": logits_s}
+        for name, enc in self.aux_encoders.items():
+            out[f"h_{name}"] = enc({name: batch.auxiliary[name]})  # (B, d)
+        out["h_joint"] = self.joint({**batch.target, **batch.auxiliary})  # (B, d)
+        return out
+
+    def predict(self, batch: Batch) -> Prediction:
+        s, logits_s = self.student(batch.target)  # the other encoders do not report
+        return {"student": (s, logits_s)}
+
+    def losses(self, batch: Batch, out: Outputs, epoch: int) -> dict[str, torch.Tensor]:
+        zero = out["s"].new_zeros(())
+        ce = F.cross_entropy(out["logits_s"], batch.labels)
+        terms = {"cls_student": ce, **{f"gmc_{v}": zero for v in self.views}, "gmc": zero}
+        rows = batch.teacher_rows
+        if rows is not None and rows.numel() < 2:  # nonzero() result: size known on the host
+            return {**terms, "total": ce}
+        hs = [out["s"], *(out[f"h_{name}"] for name in self.aux_encoders)]
+        hs.append(out["h_joint"])
+        if rows is not None:
+            hs = [h[rows] for h in hs]
+        z = self.projection(torch.cat(hs)).split(hs[0].shape[0])  # shared head, one pass
+        z_joint = z[-1]
+        gmc = zero
+        for view, z_v in zip(self.views, z[:-1], strict=True):
+            terms[f"gmc_{view}"] = ntxent_loss(z_v, z_joint, self.TEMPERATURE)
+            gmc = gmc + terms[f"gmc_{view}"]
+        terms["gmc"] = gmc
+        return {**terms, "total": ce + self.ctx.loss.gmc_weight * gmc}

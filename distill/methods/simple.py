@@ -1,0 +1,56 @@
+"""The two references of every table: `baseline` (student alone) and `teacher` (teacher alone)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from amid.distill.data import Batch
+from amid.distill.methods.base import (
+    METHODS,
+    Method,
+    MethodContext,
+    Outputs,
+    build_student,
+    build_teacher,
+    masked_ce,
+)
+
+
+@METHODS.register("baseline")
+class Baseline(Method):
+    """E_S and g trained with CE on the target modalities only."""
+
+    def __init__(self, ctx: MethodContext) -> None:
+        super().__init__(ctx)
+        self.student = build_student(ctx)
+
+    def losses(self, batch: Batch, out: Outputs, epoch: int) -> dict[str, torch.Tensor]:
+        ce = F.cross_entropy(out["logits_s"], batch.labels)
+        return {"cls_student": ce, "total": ce}
+
+
+@METHODS.register("teacher")
+class TeacherAlone(Method):
+    """The full-modality teacher H_T([E_S ; E_A]) and g trained with CE, no distillation.
+
+    Samples missing an auxiliary modality do not count. The student (E_S + g)
+    is reported as it falls out of the teacher's training.
+    """
+
+    has_teacher = True
+
+    def __init__(self, ctx: MethodContext) -> None:
+        super().__init__(ctx)
+        self.student = build_student(ctx)
+        self.teacher = build_teacher(ctx, self.student, ctx.model.teacher_encoders == "separate")
+
+    def forward(self, batch: Batch) -> Outputs:
+        s, logits_s = self.student(batch.target)  # (B, d), (B, C)
+        shared = self.teacher.student_encoder is self.student.encoder
+        tout = self.teacher(batch.target, batch.auxiliary, s if shared else None)
+        return {"s": s, "logits_s": logits_s, **tout}
+
+    def losses(self, batch: Batch, out: Outputs, epoch: int) -> dict[str, torch.Tensor]:
+        ce = masked_ce(out["logits_t"], batch.labels, batch.aux_present)
+        return {"cls_teacher": ce, "total": ce}

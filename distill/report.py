@@ -1,0 +1,137 @@
+"""Predictions over whole splits, the per-epoch metrics, and `outputs.h5` (contracts).
+
+Everything here runs between epochs (eval mode, no gradients), so the host
+syncs it needs never land inside a training epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from amid.distill.data import TrainData
+from amid.distill.methods.base import Method
+
+Split = dict[str, torch.Tensor]  # labels, present, student_emb/logits, teacher_emb/logits
+
+
+@torch.no_grad()
+def predict_split(method: Method, data: TrainData, rows: torch.Tensor, batch_size: int,
+                  autocast: AbstractContextManager | None = None) -> Split:
+    """Run `method.predict` over `rows` in eval mode; float32 results on the device."""
+    was_training = method.training
+    method.eval()
+    parts: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, int(rows.shape[0]), batch_size):
+        batch = data.batch(rows[start:start + batch_size])
+        if autocast is None:
+            pred = method.predict(batch)
+        else:
+            with autocast:
+                pred = method.predict(batch)
+        for role, (emb, logits) in pred.items():
+            parts.setdefault(f"{role}_emb", []).append(emb.float())  # (b, d)
+            parts.setdefault(f"{role}_logits", []).append(logits.float())  # (b, C)
+    method.train(was_training)
+    out = {k: torch.cat(v) for k, v in parts.items()}
+    out["labels"] = data.labels[rows]
+    out["present"] = data.aux_present[rows]
+    return out
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor | None = None
+             ) -> torch.Tensor:
+    hit = (logits.argmax(dim=1) == labels).float()  # (n,)
+    if keep is None:
+        return hit.mean()
+    return (hit * keep).sum() / keep.sum().clamp(min=1)
+
+
+def same_class_cosine(t: torch.Tensor, s: torch.Tensor, labels: torch.Tensor,
+                      keep: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """Mean cos(t_i, s_j) over pairs of the same class, i == j included (paper Fig. 5)."""
+    t = F.normalize(t, dim=1) * keep[:, None]
+    s = F.normalize(s, dim=1) * keep[:, None]
+    total = t.new_zeros(())
+    count = t.new_zeros(())
+    for start in range(0, t.shape[0], chunk):
+        cos = t[start:start + chunk] @ s.T  # (c, n)
+        same = (labels[start:start + chunk, None] == labels[None, :]).float()
+        same = same * keep[start:start + chunk, None] * keep[None, :]
+        total = total + (cos * same).sum()
+        count = count + same.sum()
+    return total / count.clamp(min=1)
+
+
+def split_metrics(preds: dict[str, Split]) -> dict[str, torch.Tensor]:
+    """Accuracies per split and role, the teacher-student gap and same-class cosine.
+
+    Gap and cosine use the validation split when there is one, else the
+    training split: test data never steers anything.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for split, p in preds.items():
+        out[f"{split}_acc_student"] = accuracy(p["student_logits"], p["labels"])
+        if "teacher_logits" in p:
+            keep = p["present"].float()
+            out[f"{split}_acc_teacher"] = accuracy(p["teacher_logits"], p["labels"], keep)
+    ref = "val" if "val" in preds else "train"
+    p = preds[ref]
+    if "teacher_logits" in p:
+        out["acc_gap"] = out[f"{ref}_acc_teacher"] - out[f"{ref}_acc_student"]
+        out["cos_same_class"] = same_class_cosine(
+            p["teacher_emb"], p["student_emb"], p["labels"], p["present"].float())
+    return out
+
+
+def write_outputs(path: Path, data: TrainData, preds: dict[str, Split], *, method: str,
+                  seed: int) -> Path:
+    """`outputs.h5` per the contract, written to a temporary name and renamed."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    string = h5py.string_dtype("utf-8")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["classes"] = json.dumps(data.classes)
+            f.attrs["method"] = method
+            f.attrs["dataset"] = data.dataset
+            f.attrs["fold"] = json.dumps(data.fold)
+            f.attrs["seed"] = seed
+            for split, p in preds.items():
+                rows = data.splits[split].cpu().numpy()
+                g = f.create_group(split)
+                ids = [data.ids[r] for r in rows]
+                g.create_dataset("ids", data=ids, dtype=string)
+                g.create_dataset("labels", data=p["labels"].cpu().numpy().astype(np.int64))
+                _role(g, "student", p, None)
+                if "teacher_emb" in p:
+                    present = p["present"].cpu().numpy()
+                    if present.all():
+                        _role(g, "teacher", p, None)
+                    else:
+                        t = _role(g, "teacher", p, present)
+                        t.create_dataset("ids", data=[i for i, k in zip(ids, present, strict=True)
+                                                      if k], dtype=string)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _role(group: h5py.Group, role: str, p: Split, keep: np.ndarray | None) -> Any:
+    emb = p[f"{role}_emb"].cpu().numpy().astype(np.float32)
+    logits = p[f"{role}_logits"].cpu().numpy().astype(np.float32)
+    if keep is not None:
+        emb, logits = emb[keep], logits[keep]
+    sub = group.create_group(role)
+    sub.create_dataset("embeddings", data=emb)
+    sub.create_dataset("logits", data=logits)
+    return sub

@@ -1,0 +1,118 @@
+"""Exporting a run's student for use without this package (TorchScript, ONNX).
+
+The exported model takes flat tensors, two per target modality in the order
+recorded with it: features `x_<m>` (B, T, D) float32, zero-padded, and
+`len_<m>` (B,) int64; it returns (embeddings (B, d), logits (B, C),
+probabilities (B, C)). Sequences longer than the run's `max_steps` should be
+subsampled the way `amid.distill.data.pad_sequences` does before calling it.
+The metadata (modalities, feature dims, classes, max_steps) travels inside
+the TorchScript file (`meta.json` extra file) and next to either export as
+`<file>.json`.
+
+Tracing is used instead of scripting: the student's forward takes a dict and
+unpacks it, which TorchScript cannot compile, while a trace of the flat wrapper
+records the time and batch sizes as dynamic shapes (checked in the tests on a
+batch of another size and length than the trace's).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from amid.errors import AmidError
+
+FORMATS = ("torchscript", "onnx")
+
+
+class FlatStudent(nn.Module):
+    """The student with positional tensor inputs: (x_m1, len_m1, x_m2, len_m2, ...)."""
+
+    def __init__(self, student: nn.Module, modalities: list[str]) -> None:
+        super().__init__()
+        self.student = student
+        self.modalities = list(modalities)
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        inputs = {m: (tensors[2 * k], tensors[2 * k + 1]) for k, m in enumerate(self.modalities)}
+        embeddings, logits = self.student(inputs)
+        return embeddings, logits, logits.softmax(dim=1)
+
+
+def example_inputs(
+    meta: dict[str, Any], batch: int = 3, steps: int = 5
+) -> tuple[torch.Tensor, ...]:
+    """Random padded inputs of the right dims (lengths vary, one at full length)."""
+    generator = torch.Generator().manual_seed(0)
+    tensors: list[torch.Tensor] = []
+    for m in meta["target"]:
+        dim = int(meta["feature_dims"][m])
+        tensors.append(torch.randn(batch, steps, dim, generator=generator))
+        lengths = torch.randint(1, steps + 1, (batch,), generator=generator)
+        lengths[0] = steps
+        tensors.append(lengths.to(torch.int64))
+    return tuple(tensors)
+
+
+def export_meta(meta: dict[str, Any], fmt: str) -> dict[str, Any]:
+    inputs = [name for m in meta["target"] for name in (f"x_{m}", f"len_{m}")]
+    return {
+        "format": fmt, "inputs": inputs, "outputs": ["embeddings", "logits", "probabilities"],
+        "target": list(meta["target"]), "feature_dims": meta["feature_dims"],
+        "classes": meta["classes"], "max_steps": meta.get("max_steps"),
+        "method": meta.get("method"), "dataset": meta.get("dataset"),
+    }
+
+
+def export_student(run_dir: str | Path, fmt: str = "torchscript", out: str | Path | None = None
+                   ) -> Path:
+    """Export the run's student; returns the written file (metadata beside it as .json)."""
+    from amid.distill.inference import load_student
+
+    if fmt not in FORMATS:
+        raise AmidError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
+    if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
+        raise AmidError(
+            "ONNX export needs the `onnx` package, which is not installed "
+            "(pip install onnx); --format torchscript needs nothing extra"
+        )
+    run_dir = Path(run_dir)
+    student, meta = load_student(run_dir, device="cpu")
+    flat = FlatStudent(student, meta["target"]).eval()
+    example = example_inputs(meta)
+    info = export_meta(meta, fmt)
+    path = Path(out) if out is not None else run_dir / (
+        "student.pt" if fmt == "torchscript" else "student.onnx"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        # The trace is checked for shape generality in the tests; torch's generic
+        # tracer and deprecation notices would only alarm the user here.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if fmt == "torchscript":
+            traced = torch.jit.trace(flat, example, check_trace=False)
+            torch.jit.save(traced, str(path), _extra_files={"meta.json": json.dumps(info)})
+        else:  # pragma: no cover - needs the optional onnx package
+            dynamic = {name: {0: "batch", 1: "steps"} if name.startswith("x_") else {0: "batch"}
+                       for name in info["inputs"]}
+            dynamic |= {name: {0: "batch"} for name in info["outputs"]}
+            torch.onnx.export(flat, example, str(path), input_names=info["inputs"],
+                              output_names=info["outputs"], dynamic_axes=dynamic, dynamo=False)
+    Path(f"{path}.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    return path
+
+
+def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
+    """An exported TorchScript student and its metadata (no amid code needed to run it)."""
+    extra = {"meta.json": ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = torch.jit.load(str(path), _extra_files=extra)
+    return model, json.loads(extra["meta.json"])

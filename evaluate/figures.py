@@ -1,0 +1,181 @@
+"""Small PNG figures for the report (paper Figs. 3-5, confusion, embeddings).
+
+Built on `matplotlib.figure.Figure`, never pyplot, so no global backend or
+open-figure state is touched (safe in tests, servers and notebooks). Each
+function returns the list of files it wrote: empty when the data it needs is
+absent, because a report should draw what exists rather than fail.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.colors import Colormap, ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+# dvclive names a metric `gap` or `val/gap` (plots/metrics/val/gap.tsv); these
+# match the file stem, which is also the TSV's value column.
+GAP_METRIC = re.compile(r"(^|_)gap($|_)")
+COS_METRIC = re.compile(r"cos")
+_DPI = 110
+
+
+def _save(fig: Figure, path: Path) -> list[Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=_DPI)
+    return [path]
+
+
+def read_history(tsv: Path) -> pd.DataFrame | None:
+    """(step, value) of one dvclive TSV; None when unreadable or empty."""
+    try:
+        df = pd.read_csv(tsv, sep="\t")
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
+    values = [c for c in df.columns if c not in ("step", "timestamp")]
+    if df.empty or not values:
+        return None
+    x = df["step"] if "step" in df.columns else pd.Series(range(len(df)))
+    y = pd.to_numeric(df[values[-1]], errors="coerce")
+    return pd.DataFrame({"step": x.to_numpy(), "value": y.to_numpy()}).dropna()
+
+
+def find_history(run_dir: Path, pattern: re.Pattern[str]) -> Path | None:
+    """The run's dvclive TSV whose metric name matches; validation logs preferred."""
+    root = run_dir / "dvclive" / "plots" / "metrics"
+    if not root.is_dir():
+        return None
+    hits = sorted(p for p in root.rglob("*.tsv") if pattern.search(p.stem))
+    if not hits:
+        return None
+    preferred = [p for p in hits if "val" in p.relative_to(root).parts[:-1]]
+    return (preferred or hits)[0]
+
+
+def history_figure(
+    runs_dir: Path, pattern: re.Pattern[str], out: Path, ylabel: str
+) -> list[Path]:
+    """One line per run under `runs_dir` that logged a metric matching `pattern`."""
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.add_subplot()
+    drawn = 0
+    for run in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+        tsv = find_history(run, pattern)
+        hist = read_history(tsv) if tsv else None
+        if hist is None or hist.empty:
+            continue
+        ax.plot(hist["step"] + 1, hist["value"], label=run.name, linewidth=1.5)
+        drawn += 1
+    if not drawn:
+        return []
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
+def _read_tables(dirs: Sequence[Path], name: str) -> list[pd.DataFrame]:
+    return [pd.read_csv(d / f"{name}.csv") for d in dirs if (d / f"{name}.csv").is_file()]
+
+
+def per_class_figure(methods: Sequence[tuple[str, Sequence[Path]]], out: Path) -> list[Path]:
+    """Per-class accuracy of two (or more) methods side by side (paper Fig. 3).
+
+    Folds of one method are averaged per class.
+    """
+    series = {}
+    for label, dirs in methods:
+        tables = _read_tables(dirs, "per_class")
+        if tables:
+            series[label] = pd.concat(tables).groupby("class", sort=False)["accuracy"].mean()
+    if len(series) < 2:
+        return []
+    classes = list(next(iter(series.values())).index)
+    n = len(classes)
+    width = 0.8 / len(series)
+    fig = Figure(figsize=(min(3 + 0.3 * n, 16), 3.4))
+    ax = fig.add_subplot()
+    x = np.arange(n)
+    for k, (label, acc) in enumerate(series.items()):
+        ax.bar(x + (k - (len(series) - 1) / 2) * width, 100 * acc.reindex(classes).to_numpy(),
+               width, label=label)
+    ax.set_xticks(x, classes, rotation=90 if n > 8 else 0, fontsize=7 if n > 20 else 8)
+    ax.set_ylabel("Top-1 accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
+def confusion_figure(dirs: Sequence[Path], out: Path, title: str) -> list[Path]:
+    """Row-normalised confusion matrix, summed over the runs (folds) given."""
+    tables = _read_tables(dirs, "confusion")
+    per_class = _read_tables(dirs, "per_class")
+    if not tables:
+        return []
+    df = pd.concat(tables)
+    classes = list(per_class[0]["class"]) if per_class else sorted(
+        set(df["actual"]) | set(df["predicted"])
+    )
+    index = {c: i for i, c in enumerate(classes)}
+    n = len(classes)
+    matrix = np.zeros((n, n))
+    np.add.at(matrix, (df["actual"].map(index), df["predicted"].map(index)), 1)
+    rows = matrix.sum(axis=1, keepdims=True)
+    norm = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    side = min(2.5 + 0.25 * n, 10)
+    fig = Figure(figsize=(side + 0.8, side))
+    ax = fig.add_subplot()
+    image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    if n <= 20:
+        ax.set_xticks(range(n), classes, rotation=90, fontsize=7)
+        ax.set_yticks(range(n), classes, fontsize=7)
+    if n <= 10:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, out)
+
+
+def _class_colours(n: int) -> Colormap:
+    """Distinct qualitative colours for up to 20 classes, a continuous map beyond."""
+    if n > 20:
+        return colormaps["turbo"].resampled(n)
+    base = colormaps["tab10" if n <= 10 else "tab20"]
+    return ListedColormap(base(np.arange(n)))
+
+
+def embedding_figure(folder: Path, out: Path, title: str) -> list[Path]:
+    """2-D projection of the test embeddings, one colour per class."""
+    path = folder / "embedding_2d.csv"
+    if not path.is_file():
+        return []
+    df = pd.read_csv(path)
+    if df.empty:
+        return []
+    labels = sorted(df["label"].astype(str).unique())
+    fig = Figure(figsize=(4.5, 4))
+    ax = fig.add_subplot()
+    codes = df["label"].astype(str).map({c: i for i, c in enumerate(labels)})
+    points = ax.scatter(df["x"], df["y"], c=codes, cmap=_class_colours(len(labels)), s=8,
+                        alpha=0.8, vmin=-0.5, vmax=len(labels) - 0.5)
+    if len(labels) <= 12:
+        handles = points.legend_elements(num=list(range(len(labels))))[0]
+        ax.legend(handles, labels, fontsize=6, loc="best", markerscale=0.7)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+    return _save(fig, out)

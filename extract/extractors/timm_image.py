@@ -1,0 +1,157 @@
+"""`densenet`: per-frame features of any timm image model (default DenseNet-121).
+
+Frames are sampled from the video at `fps` (by timestamp, `media.load_video`),
+preprocessed with the model's own timm data config (`resolve_data_config` +
+`create_transform`: resize the shorter side to size / crop_pct with the
+config's interpolation, centre crop, mean/std normalisation; applied to
+frame tensors), and passed through the network with its classifier removed
+(`num_classes=0`), i.e. global-pooled backbone features, one row per frame.
+`pooling: mean` averages the frames into one clip vector (T = 1).
+
+Weights: `checkpoint` (a local .safetensors/.pth/.bin of the timm model), or,
+when empty, the model's timm weights on the Hugging Face hub (its
+`pretrained_cfg.hf_hub_id`), taken from the HF cache, or downloaded when
+online. Both are loaded strictly here (timm's own loader only logs missing
+keys once the classifier is dropped); `random_init: true` is for tests/CI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from amid.errors import CheckpointError, ConfigError
+from amid.extract.extractors.base import EXTRACTORS, MediaError, MediaItem
+from amid.extract.extractors.weights import (
+    TorchExtractor,
+    hf_cache_dir,
+    load_state_dict,
+    offline,
+)
+from amid.extract.media import load_video
+
+HUB_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def hub_weights(repo_id: str) -> str:
+    """Local path of a timm hub repository's weight file (cache first; download if allowed)."""
+    from huggingface_hub import hf_hub_download
+
+    errors = []
+    for filename in HUB_FILES:
+        try:
+            return hf_hub_download(repo_id, filename, local_files_only=offline())
+        except Exception as exc:  # not cached, offline, no such file: try the next
+            errors.append(f"{filename}: {type(exc).__name__}")
+    how = "not tried (offline)" if offline() else "download failed"
+    raise CheckpointError(
+        f"no weights for timm model {repo_id!r}; looked at: Hugging Face cache {hf_cache_dir()} "
+        f"({', '.join(errors)}); the hub: {how}. Set params.checkpoint to a local weight file"
+    )
+
+
+def strip_classifier(state: dict[str, torch.Tensor], model: torch.nn.Module
+                     ) -> dict[str, torch.Tensor]:
+    """Drop the pretrained classifier's tensors: the model here has none (num_classes=0)."""
+    names = model.pretrained_cfg.get("classifier") or ()
+    names = (names,) if isinstance(names, str) else tuple(names)
+    return {k: v for k, v in state.items() if not any(k.startswith(f"{n}.") for n in names)}
+
+
+@EXTRACTORS.register("densenet")
+class TimmImageExtractor(TorchExtractor):
+    modality = "visual"
+    frame_batch = 64  # frames per forward pass: bounds activation memory
+
+    @dataclass(frozen=True)
+    class Params:
+        model: str = "densenet121"  # any timm model name (with optional .tag)
+        checkpoint: str = ""  # local weight file; empty: the model's timm hub weights
+        random_init: bool = False  # tests/CI only
+        fps: float = 1.0
+        max_frames: int | None = None
+        pooling: Literal["none", "mean"] = "none"
+
+    def __init__(self, params: Any) -> None:
+        super().__init__(params)
+        import timm
+        from timm.data import create_transform, resolve_data_config
+
+        p = params
+        if p.fps <= 0 or (p.max_frames is not None and p.max_frames < 1):
+            raise ConfigError(f"extractor {self.name!r}: fps must be > 0 and max_frames >= 1")
+        if p.checkpoint and p.random_init:
+            raise ConfigError(f"extractor {self.name!r}: set checkpoint or random_init, not both")
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model = timm.create_model(p.model, pretrained=False, num_classes=0)
+        except RuntimeError as exc:  # unknown model name
+            raise ConfigError(f"extractor {self.name!r}: {exc}") from None
+        self._source = "random-init(seed=0)"
+        if not p.random_init:
+            if p.checkpoint:
+                path = self._source = p.checkpoint
+            else:
+                repo = model.pretrained_cfg.get("hf_hub_id")
+                if not repo:
+                    raise CheckpointError(f"timm model {p.model!r} has no hub weights; set "
+                                          "params.checkpoint to a local weight file")
+                self._source = f"hf://{repo}"
+                path = hub_weights(repo)
+            self._load(model, path)
+        self.module = self._frozen(model)
+        self.data_config = resolve_data_config({}, model=model)
+        self.transform = create_transform(**self.data_config)
+
+    def _load(self, model: torch.nn.Module, path: str) -> None:
+        state = strip_classifier(load_state_dict(path, "timm checkpoint"), model)
+        own = model.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+        if missing or unexpected or wrong:
+            raise CheckpointError(
+                f"{path} does not fit timm model {self.params.model!r}: missing keys "
+                f"{missing[:10]}, unexpected keys {unexpected[:10]}, shape mismatches {wrong[:10]}"
+            )
+        model.load_state_dict(state, strict=True)
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.module.num_features)
+
+    @property
+    def model(self) -> str:
+        return f"{self.params.model} ({self._source})"
+
+    def preprocess(self, frames: np.ndarray) -> torch.Tensor:
+        """(T, H, W, 3) uint8 -> (T, 3, h, w) float32, timm's eval transform on tensors."""
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)
+        return self.transform(x).contiguous()
+
+    def load(self, item: MediaItem) -> torch.Tensor:
+        if item.path is None:
+            raise MediaError("no video_path")
+        p = self.params
+        frames = load_video(item.path, p.fps, start=item.start, end=item.end,
+                            max_frames=p.max_frames)
+        return self.preprocess(frames)
+
+    def embed(self, batch: list[Any]) -> list[np.ndarray]:
+        frames = torch.cat(batch)
+        parts = []
+        with self.running():
+            for lo in range(0, len(frames), self.frame_batch):
+                chunk = frames[lo : lo + self.frame_batch].to(self.device, non_blocking=True)
+                parts.append(self.module(chunk).float().cpu())
+        feats = torch.cat(parts).numpy()
+        out, start = [], 0
+        for x in batch:
+            seq = feats[start : start + len(x)]
+            start += len(x)
+            out.append(seq.mean(axis=0, keepdims=True) if self.params.pooling == "mean" else seq)
+        return out

@@ -1,0 +1,70 @@
+"""A synthetic dataset written through the real cache and manifest writers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from amid.cache import cache_path, write_cache
+from amid.config import Config, DatasetConfig, ModalityExtractConfig, TrainConfig
+from amid.manifest import write_manifest
+
+
+@dataclass
+class Synthetic:
+    root: Path
+    cfg: Config
+    ids: list[str]
+    labels: np.ndarray
+    splits: list[str]
+
+
+def make_dataset(root: Path, *, n_classes: int = 4, per_class: int = 30, target_signal: float = 0.3,
+                 aux_signal: float = 3.0, missing_aux: int = 0, seed: int = 0,
+                 visual_len: tuple[int, int] = (3, 6)) -> Synthetic:
+    """visual: variable-length (T in visual_len) 12-d frames whose mean carries the label weakly;
+    audio: T=4 sequences, text: T=1, both carrying it strongly. Splits 60/20/20 per class."""
+    rng = np.random.default_rng(seed)
+    protos = {"visual": rng.normal(size=(n_classes, 12)), "audio": rng.normal(size=(n_classes, 8)),
+              "text": rng.normal(size=(n_classes, 6))}
+    ids, labels, splits, seqs = [], [], [], {m: [] for m in protos}
+    for c in range(n_classes):
+        for k in range(per_class):
+            ids.append(f"s{c}_{k:03d}")
+            labels.append(c)
+            frac = k / per_class
+            splits.append("train" if frac < 0.6 else "val" if frac < 0.8 else "test")
+            t = rng.integers(visual_len[0], visual_len[1] + 1)
+            seqs["visual"].append(target_signal * protos["visual"][c] + rng.normal(size=(t, 12)))
+            seqs["audio"].append(aux_signal * protos["audio"][c] + rng.normal(size=(4, 8)))
+            seqs["text"].append(aux_signal * protos["text"][c] + rng.normal(size=(1, 6)))
+    df = pd.DataFrame({"sample_id": ids, "label": [f"class{c}" for c in labels], "split": splits})
+    write_manifest(df, root / "manifest.csv")
+    for m, ss in seqs.items():
+        keep = list(range(len(ids)))
+        if m == "audio" and missing_aux:
+            keep = keep[missing_aux:]
+        write_cache(cache_path(root / "cache", "synth", m, "synthetic"), [ids[i] for i in keep],
+                    [ss[i].astype(np.float32) for i in keep],
+                    {"modality": m, "extractor": "synthetic", "model": "none", "params": {}})
+    cfg = Config(
+        dataset=DatasetConfig(name="synth", root=str(root), manifest=str(root / "manifest.csv"),
+                              cache_dir=str(root / "cache"), target=["visual"],
+                              auxiliary=["audio", "text"]),
+        extract={m: ModalityExtractConfig(extractor="synthetic") for m in protos},
+        train=TrainConfig(epochs=3, batch_size=32, device="cpu"),
+    )
+    cfg.train.model.dim = 16
+    cfg.train.model.hidden = 16
+    cfg.train.model.disc_hidden = 16
+    cfg.train.loss.warmup_epochs = 1
+    return Synthetic(root, cfg, ids, np.array(labels), splits)
+
+
+@pytest.fixture
+def synthetic(tmp_path: Path) -> Synthetic:
+    return make_dataset(tmp_path)

@@ -1,0 +1,101 @@
+"""The timm frame extractor with tiny random timm models (no download): timm's preprocessing,
+frame sampling, strict loading of a local weight file, loud failure without weights."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from amid.errors import CheckpointError
+from amid.extract.extractors import timm_image  # noqa: F401  (registration)
+from amid.extract.extractors.base import MediaError, MediaItem, build_extractor
+
+
+def _helper():
+    path = Path(__file__).parent / "fixtures" / "media_gen.py"
+    spec = importlib.util.spec_from_file_location("amid_test_media_gen", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+gen = _helper()
+TINY = "test_resnet"  # timm's 0.4 M-parameter test network, 160 px, bilinear, crop 0.95
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    return gen.write_video(tmp_path_factory.mktemp("v") / "v.avi", n_frames=20, rate=10,
+                           size=(48, 64))
+
+
+def test_preprocessing_is_timms_own_and_frames_follow_fps(video) -> None:
+    ex = build_extractor("densenet", {"model": TINY, "random_init": True, "fps": 2.0})
+    assert ex.data_config["input_size"] == (3, 160, 160)
+    x = ex.load(MediaItem("v", video))
+    assert x.shape == (4, 3, 160, 160)  # 2 s at 2 fps
+    # timm's transform on PIL images, frame by frame: the reference pipeline
+    from timm.data import create_transform
+
+    reference = create_transform(**ex.data_config)
+    frames = np.stack([np.full((48, 64, 3), gen.frame_level(i), np.uint8) for i in (0, 5, 10, 15)])
+    expect = torch.stack([reference(Image.fromarray(f)) for f in frames])
+    np.testing.assert_allclose(x.numpy(), expect.numpy(), atol=6 / 255 / 0.5)  # codec noise
+    np.testing.assert_allclose(ex.preprocess(frames).numpy(), expect.numpy(), atol=2e-2)
+    default = build_extractor("densenet", {"random_init": True})  # densenet121's own config
+    assert default.feature_dim == 1024
+    assert default.data_config["interpolation"] == "bicubic"
+    assert default.data_config["crop_pct"] == 0.875
+
+
+def test_features_per_frame_and_pooling(video) -> None:
+    ex = build_extractor("densenet", {"model": TINY, "random_init": True, "fps": 2.0})
+    x = ex.load(MediaItem("v", video))
+    short = ex.load(MediaItem("w", video, start=0.5, end=1.0))  # targets .5, 1.0 excluded: 1
+    feats = ex.embed([x, short])
+    assert feats[0].shape == (4, ex.feature_dim) and feats[1].shape == (1, ex.feature_dim)
+    with torch.no_grad():
+        direct = ex.module(x).numpy()
+    np.testing.assert_allclose(feats[0], direct, atol=1e-5)
+    np.testing.assert_allclose(feats[1][0], feats[0][1], atol=1e-4)  # both are frame 5
+    mean = build_extractor("densenet", {"model": TINY, "random_init": True, "fps": 2.0,
+                                        "pooling": "mean"})
+    np.testing.assert_allclose(mean.embed([x])[0], direct.mean(axis=0, keepdims=True), atol=1e-5)
+    with pytest.raises(MediaError, match="no video_path"):
+        ex.load(MediaItem("n", None))
+
+
+def test_local_checkpoint_loads_strictly(tmp_path, video) -> None:
+    torch.manual_seed(3)
+    source = timm.create_model(TINY, pretrained=False).eval()  # with its 1000-class head
+    path = tmp_path / "weights.safetensors"
+    save_file(source.state_dict(), str(path))
+    ex = build_extractor("densenet", {"model": TINY, "checkpoint": str(path), "fps": 2.0})
+    assert ex.model == f"{TINY} ({path})"
+    x = ex.load(MediaItem("v", video))
+    with torch.no_grad():
+        expect = source.forward_head(source.forward_features(x), pre_logits=True).numpy()
+    np.testing.assert_allclose(ex.embed([x])[0], expect, atol=1e-5)
+
+    state = source.state_dict()
+    del state["stem.conv1.weight" if "stem.conv1.weight" in state else next(iter(state))]
+    partial = tmp_path / "partial.safetensors"
+    save_file(state, str(partial))
+    with pytest.raises(CheckpointError, match="does not fit timm model.*missing keys"):
+        build_extractor("densenet", {"model": TINY, "checkpoint": str(partial)})
+    with pytest.raises(CheckpointError, match="not found"):
+        build_extractor("densenet", {"model": TINY, "checkpoint": str(tmp_path / "no.pth")})
+
+
+def test_no_weights_offline_is_an_error(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(CheckpointError, match="timm/test_resnet.*looked at.*offline"):
+        build_extractor("densenet", {"model": TINY})

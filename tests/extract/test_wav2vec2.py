@@ -1,0 +1,130 @@
+"""wav2vec2 through the same loading code as real checkpoints: a tiny random model saved
+with save_pretrained, loaded by local path; layers, chunking, pooling, loud failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+from amid.errors import CheckpointError, ConfigError
+from amid.extract.extractors import wav2vec2  # noqa: F401  (registration)
+from amid.extract.extractors.base import MediaItem, build_extractor
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("w2v") / "tiny-wav2vec2"
+    config = Wav2Vec2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+        conv_dim=(16, 16, 16, 16), conv_stride=(5, 4, 4, 4), conv_kernel=(10, 4, 4, 4),
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+    )
+    torch.manual_seed(0)
+    Wav2Vec2Model(config).save_pretrained(path)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, do_normalize=True,
+                             return_attention_mask=False).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir) -> Wav2Vec2Model:
+    return Wav2Vec2Model.from_pretrained(model_dir).eval()
+
+
+def _hidden(reference: Wav2Vec2Model, wave: np.ndarray, layer: int) -> np.ndarray:
+    """Hidden state `layer` of a normalised clip, straight from transformers."""
+    x = (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
+    with torch.no_grad():
+        out = reference(torch.tensor(x, dtype=torch.float32)[None], output_hidden_states=True)
+    return out.hidden_states[layer][0].numpy()
+
+
+def _wav(tmp_path: Path, seconds: float, seed: int = 0, rate: int = 16000
+         ) -> tuple[Path, np.ndarray]:
+    noise = np.random.default_rng(seed).standard_normal(int(seconds * rate))
+    wave = (noise * 0.1).astype(np.float32)
+    path = tmp_path / f"a{seed}.wav"
+    sf.write(str(path), wave, rate, subtype="FLOAT")
+    return path, wave
+
+
+def test_layers_match_transformers(tmp_path, model_dir, reference) -> None:
+    path, wave = _wav(tmp_path, 1.0)
+    for layer in (-1, 0, 1):
+        ex = build_extractor("wav2vec2", {"model": str(model_dir), "layer": layer})
+        assert ex.feature_dim == 32 and ex.model == str(model_dir)
+        feats = ex.embed([ex.load(MediaItem("a", path))])[0]
+        # 16000 samples, strides 5, 4, 4, 4, kernels 10, 4, 4, 4: 3199, 799, 199, 49 frames
+        assert feats.shape == (49, 32)
+        np.testing.assert_allclose(feats, _hidden(reference, wave, layer), atol=1e-5)
+    with torch.no_grad():
+        x = (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
+        last = reference(torch.tensor(x)[None]).last_hidden_state[0].numpy()
+    ex = build_extractor("wav2vec2", {"model": str(model_dir)})
+    np.testing.assert_allclose(ex.embed([ex.load(MediaItem("a", path))])[0], last, atol=1e-5)
+
+
+def test_long_audio_in_chunks_and_resampling(tmp_path, model_dir, reference) -> None:
+    path, wave = _wav(tmp_path, 1.7)
+    ex = build_extractor("wav2vec2", {"model": str(model_dir), "chunk_seconds": 0.5})
+    chunks = ex.load(MediaItem("a", path))
+    assert [len(c) for c in chunks] == [8000, 8000, 8000, 3200]  # never more than a chunk
+    feats = ex.embed([chunks, ex.load(MediaItem("b", _wav(tmp_path, 0.5, 1)[0]))])
+    # the whole clip normalised once, then each 0.5 s piece through the model on its own
+    x = (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
+    expect = []
+    for lo in range(0, len(x), 8000):
+        with torch.no_grad():
+            piece = torch.tensor(x[lo : lo + 8000])[None]
+            expect.append(reference(piece).last_hidden_state[0].numpy())
+    np.testing.assert_allclose(feats[0], np.concatenate(expect), atol=1e-5)
+    assert feats[1].shape == (24, 32)
+    # an 8 kHz file is resampled to the model's 16 kHz
+    low = tmp_path / "low.wav"
+    sf.write(str(low), wave[::2], 8000, subtype="FLOAT")
+    assert sum(len(c) for c in ex.load(MediaItem("c", low))) == len(wave[::2]) * 2
+
+
+def test_pooling(tmp_path, model_dir) -> None:
+    path, _ = _wav(tmp_path, 1.0)
+    frames = build_extractor("wav2vec2", {"model": str(model_dir)})
+    seq = frames.embed([frames.load(MediaItem("a", path))])[0]  # 49 frames at 50 /s
+    mean = build_extractor("wav2vec2", {"model": str(model_dir), "pooling": "mean"})
+    np.testing.assert_allclose(mean.embed([mean.load(MediaItem("a", path))])[0],
+                               seq.mean(axis=0, keepdims=True), atol=1e-6)
+    rate = build_extractor("wav2vec2", {"model": str(model_dir), "frame_rate": 10.0})
+    pooled = rate.embed([rate.load(MediaItem("a", path))])[0]
+    naive = [seq[i : i + 5].mean(axis=0) for i in range(0, 49, 5)]  # 0.1 s = 5 frames
+    np.testing.assert_allclose(pooled, np.stack(naive), atol=1e-6)
+    with pytest.raises(ConfigError, match="layer 5 outside"):
+        build_extractor("wav2vec2", {"model": str(model_dir), "layer": 5})
+
+
+def test_missing_weights_fail_loudly(tmp_path, model_dir, monkeypatch) -> None:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="cannot load wav2vec2 model"):
+        build_extractor("wav2vec2", {"model": str(broken)})
+    partial = tmp_path / "partial"
+    shutil.copytree(model_dir, partial)
+    state = load_file(str(model_dir / "model.safetensors"))
+    del state["encoder.layers.1.attention.k_proj.weight"]
+    save_file(state, str(partial / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"missing weights \['encoder.layers.1.attention"):
+        build_extractor("wav2vec2", {"model": str(partial)})
+    with pytest.raises(CheckpointError, match="not found"):
+        build_extractor("wav2vec2", {"model": str(tmp_path / "nowhere")})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(CheckpointError, match="looked at: .*Hugging Face cache.*HF_HUB_OFFLINE"):
+        build_extractor("wav2vec2", {"model": "facebook/wav2vec2-base"})
