@@ -10,19 +10,19 @@ Writing is crash-safe by construction: a finished file only ever appears via
 `os.replace` of a fully written temporary file, and an extraction in progress
 commits its work as small shard files (each also written then renamed) in a
 `<file>.parts/` folder. A SIGKILL at any moment leaves, at worst, a stray
-temporary file; every shard that exists loads. `CacheWriter` resumes from the
-shards, and `finalize` merges them in manifest order.
+temporary file; every shard that exists loads. `amid.cache_writer.CacheWriter`
+resumes from the shards, and `finalize` merges them in manifest order.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as _dt
-import fcntl
+import functools
 import hashlib
 import json
+import logging
 import os
-import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,9 @@ import h5py
 import numpy as np
 
 from amid.errors import CacheError
+from amid.storage import hdf5_estimate, reserve_space, write_failure
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 _REQUIRED = ("ids", "offsets", "features")
@@ -60,7 +63,9 @@ def identity_hash(identity: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=1)
 def _library_versions() -> str:
+    # cached: the metadata lookups cost ~13 ms, paid on every shard otherwise
     import importlib.metadata as md
 
     versions = {}
@@ -192,7 +197,6 @@ def read_info(path: str | Path) -> dict[str, Any]:
 
 # --------------------------------------------------------------------- writing
 
-
 def write_cache(
     path: str | Path,
     ids: Sequence[str],
@@ -218,11 +222,14 @@ def write_cache(
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    total = int(offsets[-1])
     try:
+        id_bytes = sum(len(i.encode()) for i in ids)
+        reserve_space(tmp, hdf5_estimate(total * dim * np.dtype(dtype).itemsize
+                                         + offsets.nbytes, len(ids), id_bytes))
         with h5py.File(tmp, "w") as f:
             f.create_dataset("ids", data=list(ids), dtype=h5py.string_dtype("utf-8"))
             f.create_dataset("offsets", data=offsets)
-            total = int(offsets[-1])
             data = f.create_dataset(
                 "features",
                 shape=(total, dim),
@@ -249,6 +256,9 @@ def write_cache(
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # e.g. the fsync or rename on a full disk
+        tmp.unlink(missing_ok=True)
+        raise CacheError(write_failure(path, exc)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -263,11 +273,15 @@ def write_errors(path: str | Path, errors: Iterable[tuple[str, str]]) -> Path:
         target.unlink(missing_ok=True)
         return target
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["sample_id", "reason"])
-        writer.writerows(rows)
-    os.replace(tmp, target)
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["sample_id", "reason"])
+            writer.writerows(rows)
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CacheError(write_failure(target, exc)) from None
     return target
 
 
@@ -277,144 +291,3 @@ def read_errors(path: str | Path) -> dict[str, str]:
         return {}
     with open(target, newline="", encoding="utf-8") as fh:
         return {row["sample_id"]: row["reason"] for row in csv.DictReader(fh)}
-
-
-class CacheWriter:
-    """Resumable, crash-safe writer for one cache; one writer per file (a lock says so).
-
-    Usage::
-
-        with CacheWriter(path, identity) as w:
-            todo = [i for i in ids if i not in w.done]
-            for sid, feats in ...: w.add(sid, feats)      # or w.add_error(sid, reason)
-            w.finalize(order=ids)
-    """
-
-    def __init__(
-        self,
-        path: str | Path,
-        identity: dict[str, Any],
-        *,
-        dtype: str = "float32",
-        shard_size: int = 64,
-    ) -> None:
-        self.path = Path(path)
-        self.identity = {k: identity[k] for k in _IDENTITY_KEYS}
-        self.dtype = dtype
-        self.shard_size = shard_size
-        self.parts = Path(f"{self.path}.parts")
-        self._lock_file: Any = None
-        self._buffer: list[tuple[str, np.ndarray]] = []
-        self._errors: dict[str, str] = {}
-        self.done: set[str] = set()
-
-    # -- lifecycle
-    def __enter__(self) -> CacheWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = Path(f"{self.path}.lock")
-        while True:
-            handle = open(lock, "a+")  # noqa: SIM115  (held until __exit__)
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()
-                raise CacheError(
-                    f"{self.path} is being written by another extraction (lock {lock}); "
-                    "wait for it to finish"
-                ) from None
-            # The holder before us may have removed the file after we opened it:
-            # only a lock on the file that is still at `lock` counts.
-            if lock.exists() and os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino:
-                break
-            handle.close()
-        self._lock_file = handle
-        self._resume()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if exc[0] is None or exc[0] is KeyboardInterrupt:
-            self._flush()  # keep what was computed, even on Ctrl-C
-        Path(f"{self.path}.lock").unlink(missing_ok=True)
-        fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-        self._lock_file.close()
-
-    def _shards(self) -> list[Path]:
-        return sorted(self.parts.glob("shard-*.h5"))
-
-    def _resume(self) -> None:
-        self.parts.mkdir(exist_ok=True)
-        for stray in self.parts.glob(".*.tmp"):
-            stray.unlink()
-        marker = self.parts / "identity.json"
-        if marker.exists() and json.loads(marker.read_text()) != self.identity:
-            # The features would differ: never extend old work with new settings.
-            shutil.rmtree(self.parts)
-            self.parts.mkdir()
-        marker.write_text(json.dumps(self.identity, sort_keys=True))
-        for shard in self._shards():
-            with h5py.File(shard, "r") as f:
-                self.done.update(f["ids"].asstr()[...])
-
-    def adopt(self, existing: FeatureCache) -> None:
-        """Start from a finished cache of the same identity (to extend it with new ids)."""
-        if self._shards():
-            return  # an interrupted extension already holds it
-        write_cache(
-            self.parts / "shard-000000.h5",
-            existing.ids,
-            [existing.sequence(k) for k in range(len(existing))],
-            {**self.identity, "feature_dim": existing.feature_dim},
-            dtype=self.dtype,
-        )
-        self.done.update(existing.ids)
-
-    # -- adding work
-    def add(self, sample_id: str, features: np.ndarray) -> None:
-        features = np.asarray(features, dtype=np.float32)
-        if features.ndim != 2 or not len(features):
-            raise ValueError(f"{sample_id}: features must be (T >= 1, dim), got {features.shape}")
-        if not np.isfinite(features).all():
-            self.add_error(sample_id, "extractor produced NaN or infinite features")
-            return
-        self._buffer.append((sample_id, features))
-        self.done.add(sample_id)
-        if len(self._buffer) >= self.shard_size:
-            self._flush()
-
-    def add_error(self, sample_id: str, reason: str) -> None:
-        self._errors[sample_id] = reason
-
-    def _flush(self) -> None:
-        if not self._buffer:
-            return
-        number = len(self._shards())
-        ids, seqs = zip(*self._buffer, strict=True)
-        identity = {**self.identity, "feature_dim": seqs[0].shape[1]}
-        write_cache(self.parts / f"shard-{number:06d}.h5", ids, seqs, identity, dtype=self.dtype)
-        self._buffer.clear()
-
-    def finalize(self, order: Sequence[str]) -> tuple[Path, int]:
-        """Merge the shards in `order` (manifest order) into the final file.
-
-        Returns the path and the number of samples written. Ids in the shards but
-        not in `order` are dropped (the manifest no longer has them).
-        """
-        self._flush()
-        found: dict[str, np.ndarray] = {}
-        dim = None
-        for shard in self._shards():
-            cache = read_cache(shard)
-            dim = cache.feature_dim
-            for k, sid in enumerate(cache.ids):
-                found[sid] = cache.sequence(k)
-        ids = [sid for sid in order if sid in found]
-        if not ids:
-            raise CacheError(
-                f"{self.path}: no sample could be extracted ({len(self._errors)} errors; "
-                f"see {errors_path(self.path)})"
-            )
-        write_errors(self.path, ((s, r) for s, r in self._errors.items() if s not in found))
-        identity = {**self.identity, "feature_dim": dim}
-        write_cache(self.path, ids, [found[s] for s in ids], identity, dtype=self.dtype)
-        shutil.rmtree(self.parts, ignore_errors=True)
-        return self.path, len(ids)

@@ -13,6 +13,7 @@ dotted keys that stage reads.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -132,6 +133,9 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast, on CUDA only
     eval_batch_size: int = 512
     max_steps: int = 512  # longer sequences are subsampled evenly to this many steps
+    # torch.compile the method's forward and loss terms (falls back to eager with a
+    # warning when compilation fails); pays off on a GPU, where eager steps are launch-bound
+    compile: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 
@@ -252,6 +256,8 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # YAML's .nan/.inf pass every range check below
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -317,7 +323,11 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"override {key}: {part!r} is not a section")
         node = child
-    node[parts[-1]] = yaml.safe_load(raw)
+    try:
+        node[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:  # e.g. `--set a=[1` or a `!!python/...` tag
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"override {key}: value {raw!r} is not valid YAML ({problem})") from None
 
 
 def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Config:
@@ -327,6 +337,10 @@ def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = 
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"configuration file {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except OSError as exc:  # a folder, no permission
+        raise ConfigError(f"configuration file {path} cannot be read: {exc.strerror}") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:

@@ -8,6 +8,7 @@ is line 1), so a researcher can open the CSV and fix it.
 
 from __future__ import annotations
 
+import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +117,20 @@ def read_manifest(
         ) from None
     except (pd.errors.ParserError, ValueError, OSError) as exc:
         raise ManifestError(f"{path}: cannot be read as a table: {exc}") from None
+    if not isinstance(df.index, pd.RangeIndex):
+        # pandas turns surplus leading fields into an index and shifts every
+        # column silently (an unquoted comma in a transcript does it)
+        raise ManifestError(f"{path}: cannot be read as a table: {_ragged(path)}")
     return Manifest(validate(df, str(path), root, check_media=check_media), path, root)
+
+
+def _ragged(path: Path) -> str:
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = csv.reader(fh)
+        width = len(next(rows))
+        bad = pd.Index([n for n, row in enumerate(rows) if row and len(row) != width])
+    return (f"line(s) {_lines(bad)} have more fields than the {width} of the header "
+            "(quote fields that contain commas)")
 
 
 def validate(
@@ -173,7 +187,8 @@ def validate(
 def _numeric(df: pd.DataFrame, column: str, source: str, integer: bool = False) -> pd.Series:
     raw = df[column].replace("", np.nan)
     values = pd.to_numeric(raw, errors="coerce")
-    bad = df.index[raw.notna() & values.isna()]
+    # "inf" and "nan" parse as numbers but are no segment bound or fold
+    bad = df.index[raw.notna() & ~np.isfinite(values.astype(float))]
     if integer:
         bad = bad.union(df.index[values.notna() & (values != values.round())])
     if len(bad):

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from amid.errors import CheckpointError
+from amid.storage import reserve_space, write_failure
 
 # Keys that may change between a run and its resumption without changing the result.
 RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.eval_batch_size", "train.methods")
@@ -70,14 +71,38 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [k for k in keys if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES]
 
 
+def _tensor_bytes(x: Any) -> int:
+    if isinstance(x, torch.Tensor):
+        return x.numel() * x.element_size()
+    if isinstance(x, dict):
+        return sum(_tensor_bytes(v) for v in x.values())
+    if isinstance(x, list | tuple):
+        return sum(_tensor_bytes(v) for v in x)
+    return 0
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write atomically; a full disk is a CheckpointError and the previous file stays."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        # torch's zip writer reports a full disk as "unexpected pos 640 vs 534":
+        # claiming the space first gives the user the real reason.
+        reserve_space(tmp, int(_tensor_bytes(payload) * 1.1) + (1 << 20))
         torch.save(payload, tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        tmp.unlink(missing_ok=True)
+        kept = "the previous checkpoint is kept" if path.exists() else "no checkpoint written"
+        raise CheckpointError(f"{write_failure(path, exc)}; {kept}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_strays(run: Path) -> None:
+    """Delete temporaries a killed run left in its folder (checkpoint, weights, outputs)."""
+    for stray in Path(run).glob(".*.tmp"):
+        stray.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, method: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -88,6 +113,8 @@ def load_checkpoint(path: Path, method: str, config: dict[str, Any]) -> dict[str
         raise CheckpointError(
             f"{path}: cannot be read ({type(exc).__name__}: {exc}); delete it to start over"
         ) from None
+    if not isinstance(ckpt, dict) or not {"method", "config", "epoch"} <= set(ckpt):
+        raise CheckpointError(f"{path}: not an amid-train checkpoint; delete it to start over")
     if ckpt.get("method") != method:
         raise CheckpointError(
             f"{path} is a checkpoint of method {ckpt.get('method')!r}, not {method!r}; "

@@ -1,6 +1,7 @@
 """`amid-train`: train one method on cached features into a run folder.
 
     amid-train --method amid [--params params.yaml] [--out runs/amid] [--set train.loss.alpha=2]
+    amid-train --method amid --sweep 'train.loss.alpha=[1,2,4]' --sweep 'train.seed=[0,1]'
 
 Thin by design: load the configuration once, hand explicit values to
 `amid.distill.train.train`. Errors a user can fix print one line, exit code 2.
@@ -16,6 +17,7 @@ import typer
 
 from amid.config import load_config
 from amid.errors import AmidError
+from amid.storage import NO_SPACE, write_failure
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -34,6 +36,15 @@ def train_command(
                                         help="Override a key, e.g. --set train.loss.alpha=2 "
                                              "(repeatable; value parsed as YAML)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+    sweep: list[str] = typer.Option(
+        [], "--sweep",
+        help="Train a grid in one process: 'train.loss.alpha=[1,2,4]' (repeatable; the grid is "
+             "the product of the axes) or a YAML file mapping dotted keys to lists. One run "
+             "folder per member under --out (default runs/<method>-sweep), listed in sweep.json. "
+             "Members differing only in seed, lr, weight_decay, disc_lr, alpha, beta, gamma, "
+             "jsd, tau or mu train together as a stacked ensemble (methods baseline, teacher, "
+             "ts, ts_ta, amid without fixed_teacher, every auxiliary modality present); all "
+             "others train one after another in the same process."),
 ) -> None:
     from amid.distill.methods import METHODS
     from amid.distill.train import train
@@ -42,11 +53,26 @@ def train_command(
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         METHODS.get(method)  # an unknown name fails before any data is loaded
+        if sweep:
+            from amid.distill.sweep import run_sweep
+
+            folder = out if out is not None else Path("runs") / f"{method}-sweep"
+            done = run_sweep(method, params, overrides, sweep, folder)
+            for name, res in done.items():
+                row = res.history[-1] if res.history else {}
+                acc = {k: round(v, 4) for k, v in row.items() if k.startswith("val_acc")}
+                typer.echo(f"{method} {name}: {len(res.history)} epochs -> {res.run} {acc}")
+            return
         cfg = load_config(params, overrides)
         run = out if out is not None else Path("runs") / method
         history = train(method, cfg, run)
     except AmidError as exc:
         typer.echo(f"amid-train: error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except OSError as exc:  # a full disk under dvclive or another writer
+        if exc.errno not in NO_SPACE:
+            raise
+        typer.echo(f"amid-train: error: {write_failure(exc.filename, exc)}", err=True)
         raise typer.Exit(2) from None
     last = history[-1] if history else {}
     shown = {k: round(v, 4) for k, v in last.items() if k.endswith(("acc_student", "acc_teacher"))}

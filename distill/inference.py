@@ -26,6 +26,7 @@ from amid.cache import FeatureCache
 from amid.distill.data import pad_sequences
 from amid.distill.models import MultiModalEncoder, Student
 from amid.errors import CacheError, CheckpointError
+from amid.storage import write_failure
 
 
 def _atomic(path: Path, write: Any) -> None:
@@ -33,6 +34,9 @@ def _atomic(path: Path, write: Any) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
+    except (OSError, SafetensorError) as exc:  # a full disk: say so, not a library error
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(write_failure(path, exc)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 
 from amid.distill.data import TrainData
 from amid.distill.methods.base import Method
+from amid.errors import CacheError
+from amid.storage import hdf5_estimate, reserve_space, write_failure
 
 Split = dict[str, torch.Tensor]  # labels, present, student_emb/logits, teacher_emb/logits
 
@@ -98,6 +100,9 @@ def write_outputs(path: Path, data: TrainData, preds: dict[str, Split], *, metho
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     string = h5py.string_dtype("utf-8")
     try:
+        # HDF5 segfaults on a full disk; reserve first (see amid.storage)
+        size = sum(v.numel() * v.element_size() for p in preds.values() for v in p.values())
+        reserve_space(tmp, hdf5_estimate(2 * size, len(data.ids), sum(map(len, data.ids))))
         with h5py.File(tmp, "w") as f:
             f.attrs["classes"] = json.dumps(data.classes)
             f.attrs["method"] = method
@@ -120,6 +125,9 @@ def write_outputs(path: Path, data: TrainData, preds: dict[str, Split], *, metho
                         t.create_dataset("ids", data=[i for i, k in zip(ids, present, strict=True)
                                                       if k], dtype=string)
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CacheError(write_failure(path, exc)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

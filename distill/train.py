@@ -22,7 +22,13 @@ import numpy as np
 import torch
 
 from amid.config import Config, to_dict
-from amid.distill.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from amid.distill.checkpoint import (
+    load_checkpoint,
+    remove_strays,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from amid.distill.data import TrainData, load_data
 from amid.distill.inference import save_module
 from amid.distill.methods import METHODS, MethodContext
@@ -99,6 +105,10 @@ def train(method_name: str, cfg: Config, run: str | Path, *, data: TrainData | N
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if use_amp
                 else contextlib.nullcontext())
     method = METHODS.get(method_name)(MethodContext(data, tc.model, tc.loss, tc.epochs)).to(device)
+    if getattr(tc, "compile", False):  # forward + losses compiled, eager fallback (distill/fast.py)
+        from amid.distill.fast import compile_method
+
+        compile_method(method, device)
     opt = torch.optim.AdamW(method.network_parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     disc_opt = None
     if method.discriminators is not None:
@@ -107,6 +117,7 @@ def train(method_name: str, cfg: Config, run: str | Path, *, data: TrainData | N
     # ---------------------------------------------------------------- resume
     start, history = 0, []
     ckpt_path = run / "checkpoint.pt"
+    remove_strays(run)  # temporaries of a killed run
     if ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, method_name, config)
         method.load_state_dict(ckpt["method_state"])
@@ -119,6 +130,9 @@ def train(method_name: str, cfg: Config, run: str | Path, *, data: TrainData | N
     logger = _open_live(run, history) if live else None
     train_rows = data.splits["train"]  # (n,) row indices on the device
     n, bs = int(train_rows.shape[0]), tc.batch_size
+    if bs > n:  # clamped, not an error: a small dataset (or fold) is still trainable
+        log.warning("train.batch_size %d > %d training samples: one batch of %d per epoch",
+                    bs, n, n)
     # a last batch of one sample has no pairs for the MI/JSD terms: drop it
     n_used = n - 1 if n % bs == 1 and n > 1 else n
     # ---------------------------------------------------------------- epochs

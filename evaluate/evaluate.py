@@ -93,8 +93,9 @@ def evaluate_outputs(
 
     `student` holds top1/top5/wa/ua and `retrieval` (R@K: `split` embeddings
     query the `gallery_split` embeddings by cosine similarity); `teacher` is
-    present only for methods that train one. A run without a student (the
-    `teacher` method) has only the `teacher` block.
+    present only for methods that train one. The `teacher` method's `student`
+    block scores E_S + g as they fall out of the teacher's training (never
+    trained on the target alone): a reference, not a distilled student.
     """
     return metrics_from_outputs(read_outputs(outputs_h5), ks, chunk_size, split, gallery_split)
 

@@ -18,6 +18,7 @@ import yaml
 from amid.cache import cache_path, read_info
 from amid.config import DemoConfig, load_config, to_dict
 from amid.errors import AmidError, ConfigError
+from amid.storage import NO_SPACE, write_failure
 
 app = typer.Typer(
     help="Stage one: turn a dataset's raw media into per-modality HDF5 feature caches.",
@@ -42,6 +43,11 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except AmidError as exc:
             typer.secho(f"error: {exc}", fg="red", err=True)
             raise typer.Exit(2) from None
+        except OSError as exc:
+            if exc.errno not in NO_SPACE:
+                raise
+            typer.secho(f"error: {write_failure(exc.filename, exc)}", fg="red", err=True)
+            raise typer.Exit(2) from None
 
     return wrapper
 
@@ -52,7 +58,10 @@ def _options(pairs: list[str] | None, where: str) -> dict[str, Any]:
         if "=" not in pair:
             raise ConfigError(f"{where} {pair!r} is not of the form key=value")
         key, value = pair.split("=", 1)
-        out[key] = yaml.safe_load(value)
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"{where} {pair!r}: the value is not valid YAML") from None
     return out
 
 

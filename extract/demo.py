@@ -30,6 +30,7 @@ import soundfile as sf
 from scipy.ndimage import gaussian_filter, zoom
 from sklearn.datasets import load_digits
 
+from amid.errors import ConfigError
 from amid.extract.adapters.demo import prepare_demo
 from amid.manifest import write_manifest
 
@@ -105,7 +106,10 @@ def make_demo(out: str | Path, spec: DemoSpec) -> pd.DataFrame:
     for label in range(10):
         pool = np.flatnonzero(digits.target == label)
         if spec.n_per_class > len(pool):
-            raise ValueError(f"n_per_class={spec.n_per_class}, but digit {label} has {len(pool)}")
+            raise ConfigError(
+                f"demo.n_per_class is {spec.n_per_class}, but digit {label} has only {len(pool)} "
+                f"images (use at most {min(np.bincount(digits.target))})"
+            )
         chosen = np.sort(rng.choice(pool, spec.n_per_class, replace=False))
         n_train = round(0.6 * spec.n_per_class)
         n_val = round(0.2 * spec.n_per_class)

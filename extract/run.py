@@ -1,6 +1,6 @@
 """The extraction runner: manifest + extractor -> one resumable HDF5 cache.
 
-Work is committed in shards as it goes (amid.cache.CacheWriter), so killing the
+Work is committed in shards as it goes (amid.cache_writer.CacheWriter), so killing the
 process loses at most one shard of work and rerunning picks up where it
 stopped. A finished cache with the same identity (extractor, model, params)
 is reused, and extended when the manifest gained samples; a cache made with
@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from amid.cache import (
-    CacheWriter,
     errors_path,
     identity_hash,
     read_cache,
@@ -30,6 +29,7 @@ from amid.cache import (
     write_cache,
     write_errors,
 )
+from amid.cache_writer import CacheWriter
 from amid.errors import CacheError
 from amid.extract.extractors.base import Extractor, MediaError, MediaItem
 from amid.manifest import Manifest
@@ -148,6 +148,10 @@ def run_extraction(
         missing = [sid for sid in order if sid not in set(existing.ids) | set(known_errors)]
         dropped = len(set(existing.ids) - set(order))
         if not missing and not dropped:
+            if Path(f"{out}.parts").exists():
+                # A kill between finalize's rename and its cleanup left the shards.
+                with CacheWriter(out, identity, dtype=dtype, shard_size=shard_size) as writer:
+                    writer.discard()
             return ExtractionReport(
                 out, "up to date", len(existing), 0, len(known_errors), time.perf_counter() - t0
             )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -50,6 +51,8 @@ class Extractor(ABC):
     modality: ClassVar[str]  # "audio" | "visual" | "text"
     Params: ClassVar[type]  # a dataclass of every feature-changing parameter
     name: ClassVar[str] = ""  # set by the registry lookup in `build_extractor`
+    # Params field -> (predicate, what it must be), checked by `build_params`
+    CHECKS: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {}
 
     def __init__(self, params: Any) -> None:
         self.params = params
@@ -109,7 +112,14 @@ def build_params(cls: type[Extractor], values: dict[str, Any], where: str) -> An
         )
     hints = typing.get_type_hints(cls.Params)
     kwargs = {k: coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
-    return cls.Params(**kwargs)
+    params = cls.Params(**kwargs)
+    # A value out of range would otherwise fail later inside torch on every
+    # sample (grid 0, n_fft 0) or surface as a library error at construction.
+    for key, (ok, must) in cls.CHECKS.items():
+        value = getattr(params, key)
+        if not ok(value):
+            raise ConfigError(f"{where}.{key} must be {must}, got {value!r}")
+    return params
 
 
 def build_extractor(
@@ -118,4 +128,8 @@ def build_extractor(
     """Look up an extractor by name and construct it with validated parameters."""
     cls = EXTRACTORS.get(name)
     cls.name = name
-    return cls(build_params(cls, params or {}, where))
+    built = build_params(cls, params or {}, where)
+    try:
+        return cls(built)
+    except (ValueError, RuntimeError) as exc:  # a combination the library refuses
+        raise ConfigError(f"{where}: {exc}") from None

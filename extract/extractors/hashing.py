@@ -19,6 +19,10 @@ from amid.extract.extractors.base import EXTRACTORS, Extractor, MediaError, Medi
 @EXTRACTORS.register("hashing")
 class HashingExtractor(Extractor):
     modality = "text"
+    CHECKS = {
+        "n_features": (lambda v: v >= 1, ">= 1"),
+        "ngram_max": (lambda v: v >= 1, ">= 1"),
+    }
 
     @dataclass(frozen=True)
     class Params:

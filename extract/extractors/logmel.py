@@ -22,6 +22,13 @@ from amid.extract.media import load_audio
 @EXTRACTORS.register("logmel")
 class LogMelExtractor(Extractor):
     modality = "audio"
+    CHECKS = {
+        "sample_rate": (lambda v: v >= 1000, ">= 1000"),
+        "n_fft": (lambda v: v >= 8, ">= 8"),
+        "hop_length": (lambda v: v >= 1, ">= 1"),
+        "n_mels": (lambda v: v >= 1, ">= 1"),
+        "f_min": (lambda v: v >= 0, ">= 0"),
+    }
 
     @dataclass(frozen=True)
     class Params:

@@ -22,6 +22,11 @@ from amid.extract.media import load_video
 @EXTRACTORS.register("pixels")
 class PixelsExtractor(Extractor):
     modality = "visual"
+    CHECKS = {
+        "grid": (lambda v: 1 <= v <= 256, "in [1, 256]"),  # 256 cells a side: 65,536-d
+        "fps": (lambda v: v >= 0, ">= 0 (0 keeps every frame)"),
+        "max_frames": (lambda v: v >= 1, ">= 1"),
+    }
 
     @dataclass(frozen=True)
     class Params:

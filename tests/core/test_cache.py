@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from amid.cache import (
-    CacheWriter,
     errors_path,
     identity_hash,
     read_cache,
     read_errors,
     write_cache,
 )
+from amid.cache_writer import CacheWriter
 from amid.errors import CacheError
 
 IDENTITY = {"modality": "audio", "extractor": "toy", "model": "none", "params": {"sr": 16000}}

@@ -72,3 +72,18 @@ def test_resolved_config_round_trips(tmp_path):
     cfg = load_config(ROOT / "params.yaml")
     again = load_config(_write(tmp_path, to_dict(cfg)))
     assert to_dict(again) == to_dict(cfg)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_paper_configs_load_and_name_real_extractors_and_methods(path):
+    from amid.distill.methods import METHODS
+    from amid.extract.extractors import EXTRACTORS
+    from amid.extract.extractors.base import build_params
+
+    cfg = load_config(path)
+    for modality, spec in cfg.extract.items():
+        cls = EXTRACTORS.get(spec.extractor)
+        assert cls.modality == modality
+        build_params(cls, spec.params, f"{path.name}: extract.{modality}.params")
+    for method in cfg.train.methods:
+        METHODS.get(method)

@@ -1,0 +1,214 @@
+"""Resumable, crash-safe writing of one feature cache (`CacheWriter`).
+
+An extraction commits its work as small shard files in `<file>.parts/`, each
+written to a temporary name and renamed, so a SIGKILL at any moment loses at
+most the samples not yet in a shard; every shard that exists loads. A lock
+file makes it one writer per cache. `finalize` merges the shards, in manifest
+order, into the final file (again temporary name, then rename). The format
+itself is `amid.cache`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from amid.cache import (
+    _IDENTITY_KEYS,
+    FeatureCache,
+    _attr,
+    errors_path,
+    identity_hash,
+    read_cache,
+    write_cache,
+    write_errors,
+)
+from amid.errors import CacheError
+
+log = logging.getLogger(__name__)
+
+
+class CacheWriter:
+    """Resumable, crash-safe writer for one cache; one writer per file (a lock says so).
+
+    Usage::
+
+        with CacheWriter(path, identity) as w:
+            todo = [i for i in ids if i not in w.done]
+            for sid, feats in ...: w.add(sid, feats)      # or w.add_error(sid, reason)
+            w.finalize(order=ids)
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        identity: dict[str, Any],
+        *,
+        dtype: str = "float32",
+        shard_size: int = 64,
+    ) -> None:
+        self.path = Path(path)
+        self.identity = {k: identity[k] for k in _IDENTITY_KEYS}
+        self.dtype = dtype
+        self.shard_size = shard_size
+        self.parts = Path(f"{self.path}.parts")
+        self._lock_file: Any = None
+        self._buffer: list[tuple[str, np.ndarray]] = []
+        self._errors: dict[str, str] = {}
+        self.done: set[str] = set()
+
+    # -- lifecycle
+    def __enter__(self) -> CacheWriter:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # e.g. cache_dir names a file
+            raise CacheError(f"cannot create the cache folder {self.path.parent}: {exc}") from None
+        lock = Path(f"{self.path}.lock")
+        while True:
+            handle = open(lock, "a+")  # noqa: SIM115  (held until __exit__)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                raise CacheError(
+                    f"{self.path} is being written by another extraction (lock {lock}); "
+                    "wait for it to finish"
+                ) from None
+            # The holder before us may have removed the file after we opened it:
+            # only a lock on the file that is still at `lock` counts.
+            if lock.exists() and os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+            handle.close()
+        self._lock_file = handle
+        self._resume()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None or exc[0] is KeyboardInterrupt:
+            self._flush()  # keep what was computed, even on Ctrl-C
+        Path(f"{self.path}.lock").unlink(missing_ok=True)
+        fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+        self._lock_file.close()
+
+    def _shards(self) -> list[Path]:
+        return sorted(self.parts.glob("shard-*.h5"))
+
+    def _resume(self) -> None:
+        self.parts.mkdir(exist_ok=True)
+        # Temporaries of killed writers (shards, the final file, the sidecar);
+        # we hold the lock, so none of them is being written now.
+        strays = [*self.parts.glob(".*.tmp"),
+                  *self.path.parent.glob(f".{glob.escape(self.path.name)}.*.tmp")]
+        for stray in strays:
+            stray.unlink(missing_ok=True)
+        marker = self.parts / "identity.json"
+        if marker.exists() and json.loads(marker.read_text()) != self.identity:
+            # The features would differ: never extend old work with new settings.
+            shutil.rmtree(self.parts)
+            self.parts.mkdir()
+        marker.write_text(json.dumps(self.identity, sort_keys=True))
+        # Each shard carries its own identity: a kill during finalize's cleanup
+        # can leave shards without the marker, and they must not be mixed into
+        # a cache of other settings.
+        want = identity_hash(self.identity)
+        for shard in self._shards():
+            try:
+                with h5py.File(shard, "r") as f:
+                    same = _attr(f.attrs.get("identity")) == want
+                    ids = list(f["ids"].asstr()[...]) if same else []
+            except (OSError, KeyError) as exc:
+                log.warning("%s cannot be read (%s); its samples are extracted again", shard, exc)
+                same = False
+            if not same:
+                shard.unlink()
+                continue
+            self.done.update(ids)
+
+    def discard(self) -> None:
+        """Remove the shard folder (left by a kill after the final file was in place)."""
+        shutil.rmtree(self.parts, ignore_errors=True)
+        self.done.clear()
+
+    def adopt(self, existing: FeatureCache) -> None:
+        """Start from a finished cache of the same identity (to extend it with new ids).
+
+        Only ids no shard holds yet are added: an interrupted extension already
+        holds them all, and shards left by an interrupted cleanup hold some.
+        """
+        keep = [k for k, sid in enumerate(existing.ids) if sid not in self.done]
+        if not keep:
+            return
+        write_cache(
+            self._next_shard(),
+            [existing.ids[k] for k in keep],
+            [existing.sequence(k) for k in keep],
+            {**self.identity, "feature_dim": existing.feature_dim},
+            dtype=self.dtype,
+        )
+        self.done.update(existing.ids[k] for k in keep)
+
+    def _next_shard(self) -> Path:
+        # After the highest number, not the count: shards may be missing from
+        # the middle, and a rename onto an existing shard would lose its samples.
+        numbers = [int(p.stem.split("-")[1]) for p in self._shards()]
+        return self.parts / f"shard-{max(numbers, default=-1) + 1:06d}.h5"
+
+    # -- adding work
+    def add(self, sample_id: str, features: np.ndarray) -> None:
+        features = np.asarray(features, dtype=np.float32)
+        if features.ndim != 2 or not len(features):
+            raise ValueError(f"{sample_id}: features must be (T >= 1, dim), got {features.shape}")
+        if not np.isfinite(features).all():
+            self.add_error(sample_id, "extractor produced NaN or infinite features")
+            return
+        self._buffer.append((sample_id, features))
+        self.done.add(sample_id)
+        if len(self._buffer) >= self.shard_size:
+            self._flush()
+
+    def add_error(self, sample_id: str, reason: str) -> None:
+        self._errors[sample_id] = reason
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        ids, seqs = zip(*self._buffer, strict=True)
+        identity = {**self.identity, "feature_dim": seqs[0].shape[1]}
+        write_cache(self._next_shard(), ids, seqs, identity, dtype=self.dtype)
+        self._buffer.clear()
+
+    def finalize(self, order: Sequence[str]) -> tuple[Path, int]:
+        """Merge the shards in `order` (manifest order) into the final file.
+
+        Returns the path and the number of samples written. Ids in the shards but
+        not in `order` are dropped (the manifest no longer has them).
+        """
+        self._flush()
+        found: dict[str, np.ndarray] = {}
+        dim = None
+        for shard in self._shards():
+            cache = read_cache(shard)
+            dim = cache.feature_dim
+            for k, sid in enumerate(cache.ids):
+                found[sid] = cache.sequence(k)
+        ids = [sid for sid in order if sid in found]
+        if not ids:
+            raise CacheError(
+                f"{self.path}: no sample could be extracted ({len(self._errors)} errors; "
+                f"see {errors_path(self.path)})"
+            )
+        write_errors(self.path, ((s, r) for s, r in self._errors.items() if s not in found))
+        identity = {**self.identity, "feature_dim": dim}
+        write_cache(self.path, ids, [found[s] for s in ids], identity, dtype=self.dtype)
+        shutil.rmtree(self.parts, ignore_errors=True)
+        return self.path, len(ids)
