@@ -61,7 +61,7 @@ def data_from_config(cfg: Config, device: torch.device) -> TrainData:
                      extractors, fold=ds.fold, device=device, max_steps=cfg.train.max_steps)
 
 
-def _open_live(run: Path, history: list[dict[str, float]]) -> Any:
+def open_live(run: Path, history: list[dict[str, float]]) -> Any:
     """A fresh dvclive folder with the checkpoint's history replayed into it.
 
     Replaying (instead of dvclive's own resume) keeps the logged history equal
@@ -94,8 +94,6 @@ def train(method_name: str, cfg: Config, run: str | Path, *, data: TrainData | N
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     config = to_dict(cfg)
-    (run / "config.json").write_text(json.dumps({"method": method_name, "config": config},
-                                                indent=2), encoding="utf-8")
     # ---------------------------------------------------------------- setup
     device = resolve_device(tc.device)
     generator = seed_everything(tc.seed)
@@ -105,7 +103,7 @@ def train(method_name: str, cfg: Config, run: str | Path, *, data: TrainData | N
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if use_amp
                 else contextlib.nullcontext())
     method = METHODS.get(method_name)(MethodContext(data, tc.model, tc.loss, tc.epochs)).to(device)
-    if getattr(tc, "compile", False):  # forward + losses compiled, eager fallback (distill/fast.py)
+    if tc.compile:  # forward + losses compiled, eager fallback (distill/fast.py)
         from amid.distill.fast import compile_method
 
         compile_method(method, device)
@@ -127,7 +125,10 @@ def train(method_name: str, cfg: Config, run: str | Path, *, data: TrainData | N
         set_rng_state(ckpt["rng"], generator)
         start, history = ckpt["epoch"], ckpt["history"]
         log.info("resuming %s from %s after epoch %d", method_name, ckpt_path, start)
-    logger = _open_live(run, history) if live else None
+    # written only now: a refused resume must not overwrite the run's configuration
+    (run / "config.json").write_text(json.dumps({"method": method_name, "config": config},
+                                                indent=2), encoding="utf-8")
+    logger = open_live(run, history) if live else None
     train_rows = data.splits["train"]  # (n,) row indices on the device
     n, bs = int(train_rows.shape[0]), tc.batch_size
     if bs > n:  # clamped, not an error: a small dataset (or fold) is still trainable
@@ -175,21 +176,21 @@ def train(method_name: str, cfg: Config, run: str | Path, *, data: TrainData | N
         scalars = {**{k: v for k, v in zip(keys, sums / n_batches, strict=True)},
                    **split_metrics(preds), **extra}
         values = torch.stack([v.float().reshape(()) for v in scalars.values()]).tolist()
-        _stop_if_nonfinite(keys, first_bad.tolist(), epoch, ckpt_path)
+        stop_if_nonfinite(keys, first_bad.tolist(), epoch, ckpt_path)
         row = {"epoch": epoch, **dict(zip(scalars, values, strict=True))}
         history.append(row)
-        save_checkpoint(ckpt_path, _states(method, opt, disc_opt, generator, method_name,
+        save_checkpoint(ckpt_path, checkpoint_state(method, opt, disc_opt, generator, method_name,
                                            epoch + 1, history, config))
         if logger is not None:
             _log_epoch(logger, row)
         log.info("%s epoch %d: %s", method_name, epoch, _short(row))
     if logger is not None:
         logger.end()
-    _finish(method, method_name, data, cfg, run)
+    finish_run(method, method_name, data, cfg, run)
     return history
 
 
-def _states(method: Any, opt: Any, disc_opt: Any, generator: torch.Generator, name: str,
+def checkpoint_state(method: Any, opt: Any, disc_opt: Any, generator: torch.Generator, name: str,
             epoch: int, history: list, config: dict) -> dict[str, Any]:
     return {
         "method": name,
@@ -216,7 +217,7 @@ def _regrow(old: list[str], new: list[str], sums: torch.Tensor | None,
     return keys, grown, bad
 
 
-def _stop_if_nonfinite(keys: list[str], first_bad: list[int], epoch: int, ckpt: Path) -> None:
+def stop_if_nonfinite(keys: list[str], first_bad: list[int], epoch: int, ckpt: Path) -> None:
     hits = [(b, k != "loss_total", k) for k, b in zip(keys, first_bad, strict=True) if b >= 0]
     if not hits:
         return
@@ -233,7 +234,7 @@ def _short(row: dict[str, float]) -> str:
     return ", ".join(f"{k}={row[k]:.4f}" for k in keys)
 
 
-def _finish(method: Any, name: str, data: TrainData, cfg: Config, run: Path) -> None:
+def finish_run(method: Any, name: str, data: TrainData, cfg: Config, run: Path) -> None:
     """Safetensors + JSON per module, and the last epoch's predictions as outputs.h5."""
     tc = cfg.train
     common = {

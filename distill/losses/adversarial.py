@@ -56,8 +56,9 @@ def enhanced_mask(labels: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"labels must be 1-D, got shape {tuple(labels.shape)}")
     if labels.numel() == 0:
         return torch.zeros(0, dtype=torch.bool, device=labels.device)
-    _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
-    return counts[inverse] >= 2
+    # An (N, N) comparison instead of torch.unique, which syncs with the host
+    # on every call on CUDA (and breaks torch.compile graphs).
+    return (labels[:, None] == labels[None, :]).sum(dim=1) >= 2
 
 
 def _logits(disc: Discriminator, x: torch.Tensor, frozen: bool) -> torch.Tensor:

@@ -1,0 +1,92 @@
+"""`train.compile`: torch.compile of a method's forward and loss terms, with an eager fallback.
+
+Why these two: on a GPU an eager AMID step is launch-bound (hundreds of small
+kernels, most of them in the MI, JSD and adversarial terms); compiling
+`losses` (and `forward` when the encoders are not RNNs, see
+`compiled_functions`) lets inductor fuse them, and AOTAutograd fuses their
+backward too. The discriminator step stays eager (a few small MLP calls).
+
+Fallback: if compiling (or running the compiled code) raises, a warning names
+the function and the error, and that function runs eagerly from then on. A
+retry is safe: `forward` has no side effects, and the only one of `losses`
+(the alignment sums) comes after everything that can fail to compile.
+
+On the CPU inductor is told to draw random numbers like eager PyTorch
+(`fallback_random`), so dropout masks, and with them the results, match an
+eager run within float tolerance.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+log = logging.getLogger("amid.distill")
+
+COMPILED = ("forward", "losses")
+BACKEND = "inductor"  # tests swap in a failing backend to exercise the fallback
+
+
+class Guarded:
+    """Call the compiled function; on its first failure warn and stay eager."""
+
+    def __init__(self, name: str, eager: Callable[..., Any],
+                 compiled: Callable[..., Any] | None) -> None:
+        self.name = name
+        self.eager = eager
+        self.compiled: Callable[..., Any] | None = compiled
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.compiled is None:
+            return self.eager(*args, **kwargs)
+        try:
+            return self.compiled(*args, **kwargs)
+        except Exception as exc:  # dynamo/inductor raise many types; any of them means eager
+            lines = [x for x in str(exc).splitlines() if x.strip()][:2]  # the cause, no hints
+            log.warning("torch.compile of %s failed (%s: %s); running it eagerly",
+                        self.name, type(exc).__name__, " ".join(lines))
+            self.compiled = None
+            return self.eager(*args, **kwargs)
+
+    @property
+    def active(self) -> bool:
+        return self.compiled is not None
+
+
+def compile_method(method: torch.nn.Module, device: torch.device) -> dict[str, Guarded]:
+    """Replace `method.forward` and `method.losses` by guarded compiled versions, in place.
+
+    Returns the guards (their `active` says whether compiled code is in use).
+    The module's parameters and state_dict are untouched, so checkpoints and
+    exported weights are the same as an eager run's.
+    """
+    if device.type == "cpu":
+        import torch._inductor.config as inductor_config
+
+        inductor_config.fallback_random = True
+    guards = {}
+    for name in compiled_functions(method):
+        eager = getattr(method, name)
+        qual = f"{type(method).__name__}.{name}"
+        try:
+            compiled: Callable[..., Any] | None = torch.compile(eager, backend=BACKEND)
+        except Exception as exc:  # e.g. an unknown backend or an unsupported Python
+            log.warning("torch.compile unavailable for %s (%s); running it eagerly", qual, exc)
+            compiled = None
+        guards[name] = Guarded(qual, eager, compiled)
+        setattr(method, name, guards[name])
+    return guards
+
+
+def compiled_functions(method: torch.nn.Module) -> tuple[str, ...]:
+    """`losses` always; `forward` only when no encoder is an RNN.
+
+    Dynamo does not trace nn.GRU/nn.LSTM: a recurrent forward splits into one
+    small graph per encoder piece, which costs compile time and saves nothing
+    (the RNN is one ATen/cuDNN call anyway). The loss terms are the launch-heavy part.
+    """
+    rnn = any(isinstance(m, torch.nn.RNNBase) for m in method.modules())
+    return ("losses",) if rnn else COMPILED

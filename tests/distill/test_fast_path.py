@@ -1,0 +1,65 @@
+"""`train.compile`: compiled and eager training agree; a failing compiler falls back to eager."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import pytest
+import torch
+
+from amid.distill import fast
+from amid.distill.train import data_from_config, train
+
+from .conftest import make_dataset
+
+
+def _cfg(syn, compile_: bool):
+    cfg = copy.deepcopy(syn.cfg)
+    cfg.train.epochs = 2
+    cfg.train.compile = compile_
+    return cfg
+
+
+def test_compiled_training_matches_eager(tmp_path, monkeypatch):
+    # aot_eager runs Dynamo capture and AOTAutograd's joint forward/backward graphs (the parts
+    # that can change semantics) without inductor's C++ build, which takes minutes on 2 cores
+    monkeypatch.setattr(fast, "BACKEND", "aot_eager")
+    syn = make_dataset(tmp_path)
+    data = data_from_config(syn.cfg, torch.device("cpu"))
+    eager = train("amid", _cfg(syn, False), tmp_path / "eager", data=data, live=False)
+    calls = []
+    real = fast.compile_method
+
+    def spy(method, device):
+        guards = real(method, device)
+        calls.append(guards)
+        return guards
+
+    monkeypatch.setattr(fast, "compile_method", spy)
+    compiled = train("amid", _cfg(syn, True), tmp_path / "compiled", data=data, live=False)
+    assert len(calls) == 1 and calls[0]["losses"].active  # compiled code ran, no fallback
+    assert set(calls[0]) == {"losses"}  # a GRU student: forward stays eager
+    for a, b in zip(eager, compiled, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["epoch"], key)
+
+
+def test_a_failing_compiler_falls_back_to_eager_with_a_warning(tmp_path, monkeypatch, caplog):
+    def broken(gm, example_inputs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(fast, "BACKEND", broken)
+    syn = make_dataset(tmp_path)
+    syn.cfg.train.model.student = "pool"  # no RNN: forward is compiled too
+    syn.cfg.train.model.auxiliary = "pool"
+    data = data_from_config(syn.cfg, torch.device("cpu"))
+    eager = train("ts", _cfg(syn, False), tmp_path / "eager", data=data, live=False)
+    with caplog.at_level(logging.WARNING, logger="amid.distill"):
+        fell_back = train("ts", _cfg(syn, True), tmp_path / "fallback", data=data, live=False)
+    warned = [r.getMessage() for r in caplog.records if "running it eagerly" in r.getMessage()]
+    assert any(m.startswith("torch.compile of TS.forward failed") for m in warned)
+    assert any(m.startswith("torch.compile of TS.losses failed") for m in warned)
+    assert any("no compiler here" in m for m in warned)
+    assert fell_back == eager  # the eager code path, bit for bit
