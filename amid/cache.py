@@ -112,7 +112,8 @@ class FeatureCache:
         return {sid: k for k, sid in enumerate(self.ids)}
 
 
-def _attr(value: Any) -> Any:
+def attr_value(value: Any) -> Any:
+    """An HDF5 attribute as plain Python (bytes decoded, NumPy scalars unwrapped)."""
     if isinstance(value, bytes):
         return value.decode("utf-8")
     if isinstance(value, np.generic):
@@ -130,7 +131,7 @@ def _open(path: Path) -> h5py.File:
 
 
 def _check_layout(path: Path, f: h5py.File, require_complete: bool) -> dict[str, Any]:
-    attrs = {k: _attr(v) for k, v in f.attrs.items()}
+    attrs = {k: attr_value(v) for k, v in f.attrs.items()}
     version = attrs.get("format_version")
     if version != FORMAT_VERSION:
         raise CacheError(
@@ -187,7 +188,7 @@ def read_info(path: str | Path) -> dict[str, Any]:
     """Attributes and sizes of a cache without loading its features."""
     path = Path(path)
     with _open(path) as f:
-        attrs = {k: _attr(v) for k, v in f.attrs.items()}
+        attrs = {k: attr_value(v) for k, v in f.attrs.items()}
         for name in _REQUIRED:
             if name in f:
                 attrs[f"/{name}"] = f"{f[name].shape} {f[name].dtype}"

@@ -26,7 +26,7 @@ import numpy as np
 from amid.cache import (
     _IDENTITY_KEYS,
     FeatureCache,
-    _attr,
+    attr_value,
     errors_path,
     identity_hash,
     read_cache,
@@ -124,7 +124,7 @@ class CacheWriter:
         for shard in self._shards():
             try:
                 with h5py.File(shard, "r") as f:
-                    same = _attr(f.attrs.get("identity")) == want
+                    same = attr_value(f.attrs.get("identity")) == want
                     ids = list(f["ids"].asstr()[...]) if same else []
             except (OSError, KeyError) as exc:
                 log.warning("%s cannot be read (%s); its samples are extracted again", shard, exc)

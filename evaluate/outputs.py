@@ -20,6 +20,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from amid.cache import attr_value
 from amid.errors import CacheError
 
 SPLITS = ("train", "val", "test")
@@ -62,14 +63,6 @@ class RunOutputs:
             have = ", ".join(self.splits) or "none"
             raise CacheError(f"{self.path}: has no /{name} split (splits present: {have})")
         return self.splits[name]
-
-
-def _attr(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def _json_attr(path: Path, attrs: dict[str, Any], key: str) -> Any:
@@ -140,7 +133,7 @@ def read_outputs(path: str | Path) -> RunOutputs:
     except OSError as exc:
         raise CacheError(f"{path} is not a readable HDF5 file ({exc})") from None
     with f:
-        attrs = {k: _attr(v) for k, v in f.attrs.items()}
+        attrs = {k: attr_value(v) for k, v in f.attrs.items()}
         missing = [k for k in ("classes", "method", "dataset") if k not in attrs]
         if missing:
             raise CacheError(f"{path}: missing root attribute(s) {', '.join(missing)}")

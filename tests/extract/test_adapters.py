@@ -3,11 +3,11 @@ layouts (real file formats, tiny generated media), and UCF51 against the real ar
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import tarfile
 from pathlib import Path, PurePosixPath
 
+import media_gen as gen  # tests/extract/fixtures, on pytest's pythonpath
 import numpy as np
 import pytest
 
@@ -20,15 +20,6 @@ SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 ARCHIVE = SHARED / "ucf51" / "ucf51_cnn14_emb512.tar.gz"
 
 
-def _helper():
-    path = Path(__file__).parent / "fixtures" / "media_gen.py"
-    spec = importlib.util.spec_from_file_location("amid_test_media_gen", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _helper()
 
 
 def _round_trip(df, root: Path, tmp_path: Path):

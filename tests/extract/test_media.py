@@ -3,26 +3,14 @@ frame sampling by timestamp, and every kind of broken file as a MediaError."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
+import media_gen as gen  # tests/extract/fixtures, on pytest's pythonpath
 import numpy as np
 import pytest
 
 from amid.extract.extractors.base import MediaError
 from amid.extract.media import load_audio, load_video
-
-
-def _helper():
-    path = Path(__file__).parent / "fixtures" / "media_gen.py"
-    spec = importlib.util.spec_from_file_location("amid_test_media_gen", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _helper()
-
 
 # --------------------------------------------------------------------- audio files
 

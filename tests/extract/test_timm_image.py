@@ -3,9 +3,9 @@ frame sampling, strict loading of a local weight file, loud failure without weig
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
+import media_gen as gen  # tests/extract/fixtures, on pytest's pythonpath
 import numpy as np
 import pytest
 import timm
@@ -17,16 +17,6 @@ from amid.errors import CheckpointError
 from amid.extract.extractors import timm_image  # noqa: F401  (registration)
 from amid.extract.extractors.base import MediaError, MediaItem, build_extractor
 
-
-def _helper():
-    path = Path(__file__).parent / "fixtures" / "media_gen.py"
-    spec = importlib.util.spec_from_file_location("amid_test_media_gen", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _helper()
 TINY = "test_resnet"  # timm's 0.4 M-parameter test network, 160 px, bilinear, crop 0.95
 
 
