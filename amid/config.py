@@ -146,6 +146,7 @@ class EvaluateConfig:
 
     ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 50])
     chunk_size: int = 4096  # retrieval queries per chunk (bounds memory)
+    gallery_chunk_size: int = 8192  # gallery items per retrieval block (bounds memory)
     split: str = "test"  # the split that is scored (queries for retrieval)
     gallery_split: str = "train"  # the retrieval gallery
     projection: Literal["pca", "tsne"] = "pca"  # 2-D embedding plot data
@@ -195,6 +196,7 @@ _CHECKS: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("train.loss.mu", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("train.loss.warmup_epochs", lambda v: v >= 0, ">= 0"),
     ("evaluate.chunk_size", lambda v: v >= 1, ">= 1"),
+    ("evaluate.gallery_chunk_size", lambda v: v >= 1, ">= 1"),
     ("evaluate.ks", lambda v: len(v) > 0 and min(v) >= 1, "a non-empty list of integers >= 1"),
     ("evaluate.split", lambda v: v in ("train", "val", "test"), "one of train, val, test"),
     ("evaluate.gallery_split", lambda v: v in ("train", "val", "test"), "one of train, val, test"),

@@ -65,6 +65,7 @@ def run_command(
         metrics = evaluate_run(
             outputs, out, ks=cfg.ks, chunk_size=cfg.chunk_size, split=cfg.split,
             gallery_split=cfg.gallery_split, projection=cfg.projection,
+            gallery_chunk_size=cfg.gallery_chunk_size,
         )
     role = "teacher" if metrics["method"] == "teacher" or "student" not in metrics else "student"
     block = metrics[role]

@@ -53,6 +53,8 @@ def metrics_from_outputs(
     chunk_size: int = 4096,
     split: str = "test",
     gallery_split: str = "train",
+    *,
+    gallery_chunk_size: int = 8192,
 ) -> dict[str, Any]:
     """The metrics JSON of an already-loaded run (see `evaluate_outputs`)."""
     scored = run.split(split)
@@ -72,6 +74,7 @@ def metrics_from_outputs(
         student["retrieval"] = recall_at_k(
             scored.student.embeddings, scored.student.labels,
             gallery.embeddings, gallery.labels, ks=ks, chunk_size=chunk_size,
+            gallery_chunk_size=gallery_chunk_size,
         )
         result["student"] = student
     if _nonempty(scored.teacher):
@@ -88,6 +91,8 @@ def evaluate_outputs(
     chunk_size: int = 4096,
     split: str = "test",
     gallery_split: str = "train",
+    *,
+    gallery_chunk_size: int = 8192,
 ) -> dict[str, Any]:
     """Score `outputs.h5`: the DESIGN 3.3 metrics dict, fractions in [0, 1].
 
@@ -97,7 +102,8 @@ def evaluate_outputs(
     block scores E_S + g as they fall out of the teacher's training (never
     trained on the target alone): a reference, not a distilled student.
     """
-    return metrics_from_outputs(read_outputs(outputs_h5), ks, chunk_size, split, gallery_split)
+    return metrics_from_outputs(read_outputs(outputs_h5), ks, chunk_size, split, gallery_split,
+                                gallery_chunk_size=gallery_chunk_size)
 
 
 def project_2d(embeddings: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
@@ -199,10 +205,13 @@ def evaluate_run(
     split: str = "test",
     gallery_split: str = "train",
     projection: str = "pca",
+    *,
+    gallery_chunk_size: int = 8192,
 ) -> dict[str, Any]:
     """Score a run and write `out` (metrics JSON) plus its plot folder; returns the metrics."""
     run = read_outputs(outputs_h5)
-    metrics = metrics_from_outputs(run, ks, chunk_size, split, gallery_split)
+    metrics = metrics_from_outputs(run, ks, chunk_size, split, gallery_split,
+                                   gallery_chunk_size=gallery_chunk_size)
     write_plot_data(plot_data(run, split, projection), plots_dir_for(out))
     write_metrics(metrics, out)
     return metrics

@@ -131,6 +131,28 @@ def _rank_of_best_hit(scores: torch.Tensor, hit: torch.Tensor) -> torch.Tensor:
     return torch.where(hit.any(dim=1), rank, -1)
 
 
+def _rank_in_gallery_chunks(q: torch.Tensor, qc: torch.Tensor, g: torch.Tensor,
+                            gc: torch.Tensor, size: int) -> torch.Tensor:
+    """`_rank_of_best_hit` of `q @ g.T`, computed `size` gallery columns at a time."""
+    n = q.shape[0]
+    best = torch.full((n,), float("-inf"), dtype=q.dtype, device=q.device)
+    first = torch.full((n,), -1, dtype=torch.long, device=q.device)
+    for lo in range(0, g.shape[0], size):  # pass 1: best hit, lowest index among equals
+        sim = q @ g[lo : lo + size].T  # (n, size)
+        hit = qc[:, None] == gc[None, lo : lo + size]
+        top = torch.where(hit, sim, float("-inf")).amax(dim=1)
+        at = (hit & (sim == top[:, None])).to(torch.uint8).argmax(dim=1) + lo
+        better = hit.any(dim=1) & (top > best)  # strict: an earlier chunk keeps a tie
+        best, first = torch.where(better, top, best), torch.where(better, at, first)
+    rank = torch.zeros(n, dtype=torch.long, device=q.device)
+    for lo in range(0, g.shape[0], size):  # pass 2: items ranked above the best hit
+        sim = q @ g[lo : lo + size].T
+        cols = torch.arange(lo, lo + sim.shape[1], device=q.device)[None, :]
+        rank += (sim > best[:, None]).sum(dim=1)
+        rank += ((sim == best[:, None]) & (cols < first[:, None])).sum(dim=1)
+    return torch.where(first >= 0, rank, -1)
+
+
 def _check_ks(ks: Iterable[int]) -> list[int]:
     ks = [int(k) for k in ks]
     if not ks or min(ks) < 1:
@@ -183,20 +205,25 @@ def recall_at_k(
     gallery_labels: Any,
     ks: Iterable[int] = (1, 5, 10, 20, 50),
     chunk_size: int = 4096,
+    gallery_chunk_size: int = 8192,
 ) -> dict[str, float]:
     """kNN retrieval R@K by cosine similarity (DESIGN 3.3): {"R@1": float, ...}.
 
     R@K is the fraction of queries with at least one gallery item of the same
-    class among their K most similar gallery items. Exact: queries are handled
-    in chunks of ``chunk_size`` (memory chunk x gallery), never the full
-    similarity matrix at once. K above the gallery size means the whole
-    gallery. A query whose class is absent from the gallery never hits. Ties:
+    class among their K most similar gallery items. Exact and memory-bounded:
+    ``chunk_size`` queries against ``gallery_chunk_size`` gallery items at a
+    time (one similarity block of that size), in two passes over the gallery
+    (the best same-class item, then how many items rank above it), so a
+    gallery of any size never needs its full similarity matrix. K above the
+    gallery size means the whole gallery. A query whose class is absent from the gallery never hits. Ties:
     lower gallery index ranks first. Runs on the device of ``query`` when it is
     a tensor; float64 inputs are kept in float64, others use float32.
     """
     ks = _check_ks(ks)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if chunk_size < 1 or gallery_chunk_size < 1:
+        raise ValueError(
+            f"chunk sizes must be >= 1, got {chunk_size} and {gallery_chunk_size}"
+        )
     q, g = _embeddings(query, "query"), _embeddings(gallery, "gallery")
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"query dim {q.shape[1]} differs from gallery dim {g.shape[1]}")
@@ -218,9 +245,11 @@ def recall_at_k(
 
     ranks = []
     for start in range(0, q.shape[0], chunk_size):
-        sim = q[start : start + chunk_size] @ g.T
-        hit = qc_t[start : start + chunk_size, None] == gc_t[None, :]
-        ranks.append(_rank_of_best_hit(sim, hit))
+        qs, qcs = q[start : start + chunk_size], qc_t[start : start + chunk_size]
+        if g.shape[0] <= gallery_chunk_size:  # one block: a single pass suffices
+            ranks.append(_rank_of_best_hit(qs @ g.T, qcs[:, None] == gc_t[None, :]))
+        else:
+            ranks.append(_rank_in_gallery_chunks(qs, qcs, g, gc_t, gallery_chunk_size))
     rank = torch.cat(ranks)
     found = rank >= 0
     return {f"R@{k}": float((found & (rank < k)).double().mean()) for k in ks}

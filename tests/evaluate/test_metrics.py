@@ -110,14 +110,16 @@ def naive_recall(q, ql, g, gl, ks) -> dict[str, float]:
     return {f"R@{k}": hits[k] / len(q) for k in ks}
 
 
-@pytest.mark.parametrize("chunk_size", [3, 4096])
-def test_recall_matches_loop_random(chunk_size: int) -> None:
+@pytest.mark.parametrize(("chunk_size", "gallery_chunk_size"), [(3, 8192), (4096, 8192), (3, 5),
+                                                                 (4096, 1)])
+def test_recall_matches_loop_random(chunk_size: int, gallery_chunk_size: int) -> None:
     rng = np.random.default_rng(5)
     q, g = rng.normal(size=(17, 6)), rng.normal(size=(40, 6))
     ql, gl = rng.integers(0, 6, 17), rng.integers(0, 5, 40)  # class 5 absent from gallery
     assert (ql == 5).any()
     ks = (1, 5, 10, 20, 50)
-    got = recall_at_k(q, ql, g, gl, ks=ks, chunk_size=chunk_size)
+    got = recall_at_k(q, ql, g, gl, ks=ks, chunk_size=chunk_size,
+                      gallery_chunk_size=gallery_chunk_size)
     assert got == pytest.approx(naive_recall(q, ql, g, gl, ks), abs=1e-15)
     # K = 50 > 40 gallery items: every query whose class is in the gallery hits
     assert got["R@50"] == pytest.approx(np.isin(ql, gl).mean())
@@ -143,6 +145,8 @@ def test_recall_ties_and_absent_class_hand_worked() -> None:
     )
     # chunking does not move the tie rule
     assert recall_at_k(query, q_labels, gallery, g_labels, ks=(1, 2, 3, 100), chunk_size=1) == got
+    assert recall_at_k(query, q_labels, gallery, g_labels, ks=(1, 2, 3, 100), chunk_size=1,
+                       gallery_chunk_size=1) == got
 
 
 def test_recall_scale_invariant() -> None:
