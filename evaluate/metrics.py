@@ -215,8 +215,8 @@ def recall_at_k(
     time (one similarity block of that size), in two passes over the gallery
     (the best same-class item, then how many items rank above it), so a
     gallery of any size never needs its full similarity matrix. K above the
-    gallery size means the whole gallery. A query whose class is absent from the gallery never hits. Ties:
-    lower gallery index ranks first. Runs on the device of ``query`` when it is
+    gallery size means the whole gallery. A query whose class is absent from
+    the gallery never hits. Ties: lower gallery index ranks first. Runs on the device of ``query`` when it is
     a tensor; float64 inputs are kept in float64, others use float32.
     """
     ks = _check_ks(ks)
