@@ -216,8 +216,9 @@ def recall_at_k(
     (the best same-class item, then how many items rank above it), so a
     gallery of any size never needs its full similarity matrix. K above the
     gallery size means the whole gallery. A query whose class is absent from
-    the gallery never hits. Ties: lower gallery index ranks first. Runs on the device of ``query`` when it is
-    a tensor; float64 inputs are kept in float64, others use float32.
+    the gallery never hits. Ties: lower gallery index ranks first. Runs on the
+    device of ``query`` when it is a tensor; float64 inputs are kept in
+    float64, others use float32.
     """
     ks = _check_ks(ks)
     if chunk_size < 1 or gallery_chunk_size < 1:
