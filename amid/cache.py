@@ -23,7 +23,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,8 +219,37 @@ def write_cache(
     for sid, seq in zip(ids, sequences, strict=True):
         if seq.ndim != 2 or seq.shape[1] != dim:
             raise CacheError(f"{path}: sample {sid!r} has shape {seq.shape}, expected (T, {dim})")
-    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+    def fill(data: h5py.Dataset, offsets: np.ndarray) -> None:
+        if len(data):
+            data[...] = np.concatenate(sequences).astype(data.dtype, copy=False)
+
+    lengths = [len(s) for s in sequences]
+    return write_cache_streaming(path, ids, lengths, {**identity, "feature_dim": dim}, fill,
+                                 dtype=dtype, complete=complete, extra_attrs=extra_attrs)
+
+
+def write_cache_streaming(
+    path: str | Path,
+    ids: Sequence[str],
+    lengths: Sequence[int],
+    identity: dict[str, Any],
+    fill: Callable[[h5py.Dataset, np.ndarray], None],
+    *,
+    dtype: str = "float32",
+    complete: bool = True,
+    extra_attrs: dict[str, Any] | None = None,
+) -> Path:
+    """Write a cache whose features `fill(features_dataset, offsets)` writes piece by piece.
+
+    Lets a merge copy its inputs one at a time, so its memory does not grow
+    with the cache. `identity` must carry `feature_dim`.
+    """
+    path = Path(path)
+    dim = int(identity["feature_dim"])
+    offsets = np.concatenate([[0], np.cumsum(np.asarray(lengths, dtype=np.int64))]).astype(
+        np.int64
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     total = int(offsets[-1])
@@ -237,8 +266,7 @@ def write_cache(
                 dtype=dtype,
                 chunks=(max(1, min(total, 4096)), max(dim, 1)) if total and dim else None,
             )
-            if total:
-                data[...] = np.concatenate(sequences).astype(dtype, copy=False)
+            fill(data, offsets)
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["modality"] = identity["modality"]
             f.attrs["extractor"] = identity["extractor"]

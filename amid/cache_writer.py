@@ -31,6 +31,7 @@ from amid.cache import (
     identity_hash,
     read_cache,
     write_cache,
+    write_cache_streaming,
     write_errors,
 )
 from amid.errors import CacheError
@@ -194,21 +195,38 @@ class CacheWriter:
         not in `order` are dropped (the manifest no longer has them).
         """
         self._flush()
-        found: dict[str, np.ndarray] = {}
+        # Only ids and offsets first: the features are copied shard by shard
+        # below, so merging needs one shard in memory, not the whole cache.
+        where: dict[str, tuple[Path, int, int]] = {}  # id -> (shard, start, stop)
         dim = None
         for shard in self._shards():
-            cache = read_cache(shard)
-            dim = cache.feature_dim
-            for k, sid in enumerate(cache.ids):
-                found[sid] = cache.sequence(k)
-        ids = [sid for sid in order if sid in found]
+            with h5py.File(shard, "r") as f:
+                dim = int(f["features"].shape[1])
+                offsets = f["offsets"][...]
+                for k, sid in enumerate(f["ids"].asstr()[...]):
+                    where[sid] = (shard, int(offsets[k]), int(offsets[k + 1]))
+        ids = [sid for sid in order if sid in where]
         if not ids:
             raise CacheError(
                 f"{self.path}: no sample could be extracted ({len(self._errors)} errors; "
                 f"see {errors_path(self.path)})"
             )
-        write_errors(self.path, ((s, r) for s, r in self._errors.items() if s not in found))
+        write_errors(self.path, ((s, r) for s, r in self._errors.items() if s not in where))
+        position = {sid: k for k, sid in enumerate(ids)}
+        by_shard: dict[Path, list[str]] = {}
+        for sid in ids:
+            by_shard.setdefault(where[sid][0], []).append(sid)
+
+        def fill(data: h5py.Dataset, out_offsets: np.ndarray) -> None:
+            for shard, members in by_shard.items():
+                features = read_cache(shard).features  # validates the shard, too
+                for sid in members:
+                    _, lo, hi = where[sid]
+                    k = position[sid]
+                    data[out_offsets[k] : out_offsets[k + 1]] = features[lo:hi]
+
+        lengths = [where[s][2] - where[s][1] for s in ids]
         identity = {**self.identity, "feature_dim": dim}
-        write_cache(self.path, ids, [found[s] for s in ids], identity, dtype=self.dtype)
+        write_cache_streaming(self.path, ids, lengths, identity, fill, dtype=self.dtype)
         shutil.rmtree(self.parts, ignore_errors=True)
         return self.path, len(ids)

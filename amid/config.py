@@ -209,6 +209,17 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _reject_nonfinite(value: Any, where: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _reject_nonfinite(v, f"{where}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _reject_nonfinite(v, f"{where}[{i}]")
+
+
 def coerce(value: Any, tp: Any, where: str) -> Any:
     """Check `value` against the annotation `tp`, converting where lossless.
 
@@ -217,7 +228,8 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     """
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if tp is Any:
+    if tp is Any:  # free-form (extractor params): checked by their owner, but never NaN
+        _reject_nonfinite(value, where)
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
