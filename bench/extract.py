@@ -130,6 +130,34 @@ def decode_rates(root: Path, n_videos: int, max_workers: int) -> dict[int, float
     return rates
 
 
+def peak_rss_of_extraction(root: Path, n_per_class: int) -> tuple[int, float]:
+    """(samples, peak RSS in MiB) of `amid-extract run -m visual` on a demo of that size."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from amid.extract.demo import DemoSpec, make_demo
+
+    data = root / f"demo{n_per_class}"
+    manifest = make_demo(data, DemoSpec(n_per_class=n_per_class))
+    params = {"dataset": {"name": f"demo{n_per_class}", "root": str(data),
+                          "manifest": str(data / "manifest.csv"), "cache_dir": str(root / "cache"),
+                          "target": ["visual"], "auxiliary": []},
+              "extract": {"visual": {"extractor": "pixels", "params": {"grid": 8}}}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    # A fresh parent per size: RUSAGE_CHILDREN's maxrss is the largest child so far.
+    probe = (
+        "import resource, subprocess, sys; "
+        "subprocess.run([sys.executable, '-m', 'amid.extract.cli', 'run', '-m', 'visual', "
+        f"'--params', {str(root / 'params.yaml')!r}, '--quiet'], check=True, "
+        "capture_output=True); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
+                         text=True)
+    return len(manifest), int(out.stdout.split()[-1]) / 1024
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -139,6 +167,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2, help="decoding threads of the pipeline")
+    ap.add_argument("--rss-per-class", type=int, default=40,
+                    help="demo size (x10 samples) of the 1x peak-memory run; 4x follows")
     args = ap.parse_args()
     amp = None if args.amp == "none" else args.amp
     print(f"device: {device_name(args.device)}; torch {torch.__version__}; amp {args.amp} "
@@ -156,6 +186,10 @@ def main() -> None:
         base = rates[1]
         print("video decode (PyAV): " + "; ".join(
             f"{w} thread(s) {r:8.1f} frames/s (x{r / base:.2f})" for w, r in rates.items()))
+        sizes = [peak_rss_of_extraction(root, n) for n in (args.rss_per_class,
+                                                            4 * args.rss_per_class)]
+        print("peak RSS of `amid-extract run` (demo videos, pixels): " + "; ".join(
+            f"{n} samples {mib:.0f} MiB" for n, mib in sizes))
 
 
 if __name__ == "__main__":
