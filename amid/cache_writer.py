@@ -10,11 +10,9 @@ itself is `amid.cache`.
 
 from __future__ import annotations
 
-import fcntl
 import glob
 import json
 import logging
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +33,7 @@ from amid.cache import (
     write_errors,
 )
 from amid.errors import CacheError
+from amid.locking import ExclusiveLock
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ class CacheWriter:
         self.dtype = dtype
         self.shard_size = shard_size
         self.parts = Path(f"{self.path}.parts")
-        self._lock_file: Any = None
+        self._lock: ExclusiveLock | None = None
         self._buffer: list[tuple[str, np.ndarray]] = []
         self._errors: dict[str, str] = {}
         self.done: set[str] = set()
@@ -74,32 +73,18 @@ class CacheWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # e.g. cache_dir names a file
             raise CacheError(f"cannot create the cache folder {self.path.parent}: {exc}") from None
-        lock = Path(f"{self.path}.lock")
-        while True:
-            handle = open(lock, "a+")  # noqa: SIM115  (held until __exit__)
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()
-                raise CacheError(
-                    f"{self.path} is being written by another extraction (lock {lock}); "
-                    "wait for it to finish"
-                ) from None
-            # The holder before us may have removed the file after we opened it:
-            # only a lock on the file that is still at `lock` counts.
-            if lock.exists() and os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino:
-                break
-            handle.close()
-        self._lock_file = handle
+        self._lock = ExclusiveLock(
+            f"{self.path}.lock",
+            CacheError(f"{self.path} is being written by another extraction (lock "
+                       f"{self.path}.lock); wait for it to finish"),
+        ).__enter__()
         self._resume()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if exc[0] is None or exc[0] is KeyboardInterrupt:
             self._flush()  # keep what was computed, even on Ctrl-C
-        Path(f"{self.path}.lock").unlink(missing_ok=True)
-        fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-        self._lock_file.close()
+        self._lock.__exit__(*exc)
 
     def _shards(self) -> list[Path]:
         return sorted(self.parts.glob("shard-*.h5"))

@@ -34,6 +34,7 @@ from amid.distill.inference import save_module
 from amid.distill.methods import METHODS, MethodContext
 from amid.distill.report import predict_split, split_metrics, write_outputs
 from amid.errors import AmidError, ConfigError
+from amid.locking import ExclusiveLock
 
 log = logging.getLogger("amid.distill")
 
@@ -89,10 +90,20 @@ def train(method_name: str, cfg: Config, run: str | Path, *, data: TrainData | N
 
     Returns the per-epoch metric history. `data` may be passed to reuse loaded
     caches (tests, several methods in one process); it must be on the device.
+    One trainer per run folder: a second one is refused while the first runs.
     """
-    tc = cfg.train
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
+    busy = AmidError(f"{run} is being trained by another amid-train (lock {run / '.lock'}); "
+                     "wait for it or choose another --out")
+    with ExclusiveLock(run / ".lock", busy):
+        return _train(method_name, cfg, run, data=data, live=live)
+
+
+def _train(method_name: str, cfg: Config, run: Path, *, data: TrainData | None,
+           live: bool) -> list[dict[str, float]]:
+    """The loop itself; `train` holds the run folder's lock around it."""
+    tc = cfg.train
     config = to_dict(cfg)
     # ---------------------------------------------------------------- setup
     device = resolve_device(tc.device)

@@ -211,3 +211,15 @@ def test_architecture_options_train(tmp_path, student, bidirectional, encoders, 
     assert all(np.isfinite(v) for v in history[-1].values())
     model, meta = load_student(tmp_path / "run")
     assert meta["arch"]["encoder"]["modalities"]["visual"]["kind"] == student
+
+
+def test_a_second_trainer_on_the_same_run_folder_is_refused(tmp_path):
+    from amid.errors import AmidError
+    from amid.locking import ExclusiveLock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with ExclusiveLock(run / ".lock", AmidError("held")):  # as a running trainer holds it
+        with pytest.raises(AmidError, match="being trained by another amid-train"):
+            train("baseline", None, run)  # refused before the config is even read
+    assert not (run / ".lock").exists()
