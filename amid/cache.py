@@ -22,7 +22,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ import h5py
 import numpy as np
 
 from amid.errors import CacheError
-from amid.storage import hdf5_estimate, reserve_space, write_failure
+from amid.storage import hdf5_estimate, replace_atomically
 
 log = logging.getLogger(__name__)
 
@@ -251,46 +250,38 @@ def write_cache_streaming(
         np.int64
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     total = int(offsets[-1])
-    try:
-        id_bytes = sum(len(i.encode()) for i in ids)
-        reserve_space(tmp, hdf5_estimate(total * dim * np.dtype(dtype).itemsize
-                                         + offsets.nbytes, len(ids), id_bytes))
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("ids", data=list(ids), dtype=h5py.string_dtype("utf-8"))
-            f.create_dataset("offsets", data=offsets)
-            data = f.create_dataset(
-                "features",
-                shape=(total, dim),
-                dtype=dtype,
-                chunks=(max(1, min(total, 4096)), max(dim, 1)) if total and dim else None,
-            )
-            fill(data, offsets)
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["modality"] = identity["modality"]
-            f.attrs["extractor"] = identity["extractor"]
-            f.attrs["model"] = identity.get("model", "none")
-            f.attrs["params"] = canonical_params(identity.get("params", {}))
-            f.attrs["identity"] = identity_hash(
-                {**identity, "params": identity.get("params", {}), "model": f.attrs["model"]}
-            )
-            f.attrs["feature_dim"] = dim
-            f.attrs["complete"] = bool(complete)
-            f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-            f.attrs["library_versions"] = _library_versions()
-            for key, value in (extra_attrs or {}).items():
-                f.attrs[key] = value
-            f.flush()
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:  # e.g. the fsync or rename on a full disk
-        tmp.unlink(missing_ok=True)
-        raise CacheError(write_failure(path, exc)) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    id_bytes = sum(len(i.encode()) for i in ids)
+    size = hdf5_estimate(total * dim * np.dtype(dtype).itemsize + offsets.nbytes, len(ids),
+                         id_bytes)
+    with (
+        replace_atomically(path, CacheError, reserve=size, fsync=True) as tmp,
+        h5py.File(tmp, "w") as f,
+    ):
+        f.create_dataset("ids", data=list(ids), dtype=h5py.string_dtype("utf-8"))
+        f.create_dataset("offsets", data=offsets)
+        data = f.create_dataset(
+            "features",
+            shape=(total, dim),
+            dtype=dtype,
+            chunks=(max(1, min(total, 4096)), max(dim, 1)) if total and dim else None,
+        )
+        fill(data, offsets)
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["modality"] = identity["modality"]
+        f.attrs["extractor"] = identity["extractor"]
+        f.attrs["model"] = identity.get("model", "none")
+        f.attrs["params"] = canonical_params(identity.get("params", {}))
+        f.attrs["identity"] = identity_hash(
+            {**identity, "params": identity.get("params", {}), "model": f.attrs["model"]}
+        )
+        f.attrs["feature_dim"] = dim
+        f.attrs["complete"] = bool(complete)
+        f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        f.attrs["library_versions"] = _library_versions()
+        for key, value in (extra_attrs or {}).items():
+            f.attrs[key] = value
+        f.flush()
     return path
 
 
@@ -301,16 +292,12 @@ def write_errors(path: str | Path, errors: Iterable[tuple[str, str]]) -> Path:
     if not rows:
         target.unlink(missing_ok=True)
         return target
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["sample_id", "reason"])
-            writer.writerows(rows)
-        os.replace(tmp, target)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise CacheError(write_failure(target, exc)) from None
+    with replace_atomically(target, CacheError) as tmp, open(
+        tmp, "w", newline="", encoding="utf-8"
+    ) as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["sample_id", "reason"])
+        writer.writerows(rows)
     return target
 
 

@@ -9,8 +9,10 @@ that the caller reports with `write_failure`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -50,3 +52,37 @@ def write_failure(path: str | Path, exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno in NO_SPACE:
         return f"cannot write {path}: {exc.strerror} (disk full, quota or file size limit)"
     return f"cannot write {path}: {exc}"
+
+
+@contextlib.contextmanager
+def replace_atomically(
+    path: str | Path,
+    failure: Callable[[str], Exception],
+    *,
+    reserve: int = 0,
+    fsync: bool = False,
+    errors: tuple[type[BaseException], ...] = (OSError,),
+) -> Iterator[Path]:
+    """Yield a temporary name beside `path`; when the block succeeds, rename it onto `path`.
+
+    A reader sees the old file or the new one, never half of one. The bytes
+    are reserved first when `reserve` is given. A write that fails with one of
+    `errors` (a full disk, typically) raises `failure(message)` naming the
+    file; anything else propagates. Either way the temporary is removed.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if reserve:
+            reserve_space(tmp, reserve)
+        yield tmp
+        if fsync:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except errors as exc:
+        tmp.unlink(missing_ok=True)
+        raise failure(write_failure(path, exc)) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -9,7 +9,6 @@ read with `weights_only=True` (plain tensors and containers only).
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 
 from amid.errors import CheckpointError
-from amid.storage import reserve_space, write_failure
+from amid.storage import replace_atomically
 
 # Keys that may change between a run and its resumption without changing the result.
 RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.eval_batch_size", "train.methods")
@@ -83,20 +82,13 @@ def _tensor_bytes(x: Any) -> int:
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write atomically; a full disk is a CheckpointError and the previous file stays."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        # torch's zip writer reports a full disk as "unexpected pos 640 vs 534":
-        # claiming the space first gives the user the real reason.
-        reserve_space(tmp, int(_tensor_bytes(payload) * 1.1) + (1 << 20))
+    kept = "the previous checkpoint is kept" if path.exists() else "no checkpoint written"
+    # torch's zip writer reports a full disk as "unexpected pos 640 vs 534":
+    # claiming the space first gives the user the real reason.
+    with replace_atomically(path, lambda why: CheckpointError(f"{why}; {kept}"),
+                            reserve=int(_tensor_bytes(payload) * 1.1) + (1 << 20),
+                            errors=(OSError, RuntimeError)) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:
-        tmp.unlink(missing_ok=True)
-        kept = "the previous checkpoint is kept" if path.exists() else "no checkpoint written"
-        raise CheckpointError(f"{write_failure(path, exc)}; {kept}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def remove_strays(run: Path) -> None:

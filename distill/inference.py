@@ -12,7 +12,6 @@ kwargs, classes and modality names needed to rebuild the module.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +25,13 @@ from amid.cache import FeatureCache
 from amid.distill.data import pad_sequences
 from amid.distill.models import MultiModalEncoder, Student
 from amid.errors import CacheError, CheckpointError
-from amid.storage import write_failure
+from amid.storage import replace_atomically
 
 
 def _atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    # a full disk: say so, not a library error
+    with replace_atomically(path, CheckpointError, errors=(OSError, SafetensorError)) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    except (OSError, SafetensorError) as exc:  # a full disk: say so, not a library error
-        tmp.unlink(missing_ok=True)
-        raise CheckpointError(write_failure(path, exc)) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def save_module(module: nn.Module, meta: dict[str, Any], run_dir: Path, name: str) -> Path:

@@ -7,7 +7,6 @@ syncs it needs never land inside a training epoch.
 from __future__ import annotations
 
 import json
-import os
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 from amid.distill.data import TrainData
 from amid.distill.methods.base import Method
 from amid.errors import CacheError
-from amid.storage import hdf5_estimate, reserve_space, write_failure
+from amid.storage import hdf5_estimate, replace_atomically
 
 Split = dict[str, torch.Tensor]  # labels, present, student_emb/logits, teacher_emb/logits
 
@@ -97,40 +96,31 @@ def split_metrics(preds: dict[str, Split]) -> dict[str, torch.Tensor]:
 def write_outputs(path: Path, data: TrainData, preds: dict[str, Split], *, method: str,
                   seed: int) -> Path:
     """`outputs.h5` per the contract, written to a temporary name and renamed."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     string = h5py.string_dtype("utf-8")
-    try:
-        # HDF5 segfaults on a full disk; reserve first (see amid.storage)
-        size = sum(v.numel() * v.element_size() for p in preds.values() for v in p.values())
-        reserve_space(tmp, hdf5_estimate(2 * size, len(data.ids), sum(map(len, data.ids))))
-        with h5py.File(tmp, "w") as f:
-            f.attrs["classes"] = json.dumps(data.classes)
-            f.attrs["method"] = method
-            f.attrs["dataset"] = data.dataset
-            f.attrs["fold"] = json.dumps(data.fold)
-            f.attrs["seed"] = seed
-            for split, p in preds.items():
-                rows = data.splits[split].cpu().numpy()
-                g = f.create_group(split)
-                ids = [data.ids[r] for r in rows]
-                g.create_dataset("ids", data=ids, dtype=string)
-                g.create_dataset("labels", data=p["labels"].cpu().numpy().astype(np.int64))
-                _role(g, "student", p, None)
-                if "teacher_emb" in p:
-                    present = p["present"].cpu().numpy()
-                    if present.all():
-                        _role(g, "teacher", p, None)
-                    else:
-                        t = _role(g, "teacher", p, present)
-                        t.create_dataset("ids", data=[i for i, k in zip(ids, present, strict=True)
-                                                      if k], dtype=string)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise CacheError(write_failure(path, exc)) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # HDF5 segfaults on a full disk; reserve first (see amid.storage)
+    size = sum(v.numel() * v.element_size() for p in preds.values() for v in p.values())
+    reserve = hdf5_estimate(2 * size, len(data.ids), sum(map(len, data.ids)))
+    with replace_atomically(path, CacheError, reserve=reserve) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["classes"] = json.dumps(data.classes)
+        f.attrs["method"] = method
+        f.attrs["dataset"] = data.dataset
+        f.attrs["fold"] = json.dumps(data.fold)
+        f.attrs["seed"] = seed
+        for split, p in preds.items():
+            rows = data.splits[split].cpu().numpy()
+            g = f.create_group(split)
+            ids = [data.ids[r] for r in rows]
+            g.create_dataset("ids", data=ids, dtype=string)
+            g.create_dataset("labels", data=p["labels"].cpu().numpy().astype(np.int64))
+            _role(g, "student", p, None)
+            if "teacher_emb" in p:
+                present = p["present"].cpu().numpy()
+                if present.all():
+                    _role(g, "teacher", p, None)
+                else:
+                    t = _role(g, "teacher", p, present)
+                    t.create_dataset("ids", data=[i for i, k in zip(ids, present, strict=True)
+                                                  if k], dtype=string)
     return path
 
 

@@ -219,7 +219,9 @@ def test_a_second_trainer_on_the_same_run_folder_is_refused(tmp_path):
 
     run = tmp_path / "run"
     run.mkdir()
-    with ExclusiveLock(run / ".lock", AmidError("held")):  # as a running trainer holds it
-        with pytest.raises(AmidError, match="being trained by another amid-train"):
-            train("baseline", None, run)  # refused before the config is even read
+    # held as a running trainer holds it; refused before the config is even read
+    with ExclusiveLock(run / ".lock", AmidError("held")), pytest.raises(
+        AmidError, match="being trained by another amid-train"
+    ):
+        train("baseline", None, run)
     assert not (run / ".lock").exists()

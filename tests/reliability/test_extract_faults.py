@@ -181,7 +181,7 @@ def test_disk_full_during_extraction_keeps_last_good_cache_and_shards(tmp_path, 
 def test_disk_full_in_a_shard_write_is_a_cache_error(tmp_path, monkeypatch):
     import errno
 
-    import amid.cache as cache_module
+    import amid.storage as storage_module
 
     def full(path, nbytes):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -192,7 +192,7 @@ def test_disk_full_in_a_shard_write_is_a_cache_error(tmp_path, monkeypatch):
         CacheWriter(tmp_path / "c.h5", identity, shard_size=1) as w,
     ):
         w.add("a", np.ones((2, 3)))
-        monkeypatch.setattr(cache_module, "reserve_space", full)
+        monkeypatch.setattr(storage_module, "reserve_space", full)
         w.add("b", np.ones((2, 3)))
     assert [p.name for p in Path(f"{tmp_path / 'c.h5'}.parts").iterdir()
             if p.suffix == ".h5"] == ["shard-000000.h5"]
