@@ -32,7 +32,7 @@ def train_command(
                                 help="Configuration file (strict: unknown keys are errors)."),
     out: Path | None = typer.Option(None, "--out", "-o",
                                     help="Run folder (default: runs/<method>)."),
-    overrides: list[str] = typer.Option([], "--set", "-s",
+    overrides: list[str] = typer.Option([], "--set", "-S", "-s",
                                         help="Override a key, e.g. --set train.loss.alpha=2 "
                                              "(repeatable; value parsed as YAML)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
