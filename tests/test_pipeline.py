@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -17,7 +18,9 @@ METHODS = ["baseline", "teacher", "amid"]
 
 
 def _dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    out = subprocess.run(["dvc", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}  # no network here, nothing to report to
+    out = subprocess.run(["dvc", *args], cwd=cwd, capture_output=True, text=True, timeout=600,
+                         env=env)
     assert out.returncode == 0, f"dvc {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
     return out
 

@@ -35,6 +35,14 @@ def _project(tmp_path: Path, demo: Path, **extract_overrides) -> Path:
     return tmp_path / "params.yaml"
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "amid.extract.cli", *args],
@@ -187,7 +195,7 @@ def test_torchrun_two_ranks_split_and_merge_into_the_single_process_cache(tmp_pa
             "--nproc_per_node",
             "2",
             "--master_port",
-            "29533",
+            str(_free_port()),
             "-m",
             "amid.extract.cli",
             "run",
