@@ -35,6 +35,7 @@ from amid.extract.extractors.base import Extractor, MediaError, MediaItem
 from amid.manifest import Manifest
 
 log = logging.getLogger(__name__)
+BUCKET_WINDOW = 4  # batches decoded ahead and sorted by length before embedding (memory: 4 batches)
 
 
 @dataclass
@@ -179,17 +180,17 @@ def run_extraction(
         todo = [item for item in items if item.sample_id not in writer.done]
         extracted = 0
         bar = _progress(len(todo), f"{modality} ({extractor.name})", progress)
-        batch: list[tuple[MediaItem, Any]] = []
+        pending: list[tuple[MediaItem, Any]] = []
         for item, loaded, error in _loaded(extractor, todo, num_workers):
             if error is not None:
                 writer.add_error(item.sample_id, error)
             else:
-                batch.append((item, loaded))
-            if len(batch) >= batch_size:
-                extracted += _embed(extractor, batch, writer)
-                batch = []
+                pending.append((item, loaded))
+            if len(pending) >= BUCKET_WINDOW * batch_size:
+                extracted += _embed_bucketed(extractor, pending, batch_size, writer)
+                pending = []
             bar.update(1)
-        extracted += _embed(extractor, batch, writer)
+        extracted += _embed_bucketed(extractor, pending, batch_size, writer)
         bar.close()
         path, written = writer.finalize(order)
         n_errors = len(read_errors(path))
@@ -246,6 +247,22 @@ def merge_parts(out: str | Path, order: list[str], world_size: int) -> Path:
         p.unlink()
         errors_path(p).unlink(missing_ok=True)
     return out
+
+
+def _size(loaded: Any) -> int:
+    try:
+        return len(loaded)
+    except TypeError:
+        return 0
+
+
+def _embed_bucketed(extractor: Extractor, pending: list[tuple[MediaItem, Any]], batch_size: int,
+                    writer: CacheWriter) -> int:
+    """Embed in batches of similar length: extractors batch equal lengths together
+    (padding would change the features), so sorted batches keep the device busy."""
+    pending = sorted(pending, key=lambda pair: _size(pair[1]))
+    return sum(_embed(extractor, pending[lo : lo + batch_size], writer)
+               for lo in range(0, len(pending), batch_size))
 
 
 def _embed(extractor: Extractor, batch: list[tuple[MediaItem, Any]], writer: CacheWriter) -> int:
