@@ -35,6 +35,14 @@ def _project(tmp_path: Path, demo: Path, **extract_overrides) -> Path:
     return tmp_path / "params.yaml"
 
 
+def _uninterrupted_pixels(tmp_path: Path, demo: Path):
+    """The visual cache of one plain in-process extraction: what every other path must equal."""
+    report = run_extraction(read_manifest(tmp_path / "manifest.csv", demo), "visual",
+                            build_extractor("pixels", {"grid": 8}), tmp_path / "reference.h5",
+                            progress=False)
+    return read_cache(report.path)
+
+
 def _free_port() -> int:
     import socket
 
@@ -88,14 +96,7 @@ def test_sigkill_mid_extraction_then_resume_equals_uninterrupted(tmp_path, small
     assert out.returncode == 0, out.stderr
     resumed = read_cache(cache)
 
-    fresh = run_extraction(
-        read_manifest(tmp_path / "manifest.csv", small_demo),
-        "visual",
-        build_extractor("pixels", {"grid": 8}),
-        tmp_path / "fresh.h5",
-        progress=False,
-    )
-    reference = read_cache(fresh.path)
+    reference = _uninterrupted_pixels(tmp_path, small_demo)
     assert resumed.ids == reference.ids and len(set(resumed.ids)) == 100
     np.testing.assert_array_equal(resumed.offsets, reference.offsets)
     np.testing.assert_array_equal(resumed.features, reference.features)
@@ -214,13 +215,6 @@ def test_torchrun_two_ranks_split_and_merge_into_the_single_process_cache(tmp_pa
     assert "50 samples" in out.stdout and "merged 2 parts" in out.stdout
     merged = read_cache(tmp_path / "cache/demo/visual__pixels.h5")
     assert not list((tmp_path / "cache/demo").glob("*.part*"))
-    single = run_extraction(
-        read_manifest(tmp_path / "manifest.csv", small_demo),
-        "visual",
-        build_extractor("pixels", {"grid": 8}),
-        tmp_path / "one.h5",
-        progress=False,
-    )
-    reference = read_cache(single.path)
+    reference = _uninterrupted_pixels(tmp_path, small_demo)
     assert merged.ids == reference.ids
     np.testing.assert_array_equal(merged.features, reference.features)
