@@ -153,12 +153,27 @@ class EvaluateConfig:
 
 
 @dataclass
+class SweepConfig:
+    """One named ablation grid: `amid-train --grid NAME`, DVC stage `sweep@NAME`.
+
+    `grid` nests configuration keys down to lists of values, one axis per
+    list (`{train: {seed: [0, 1, 2], loss: {alpha: [0, 4]}}}`); the grid is
+    their product. Nested rather than dotted keys so that `dvc exp run -S
+    sweeps.NAME.grid.train.seed=[0,1]` edits one axis.
+    """
+
+    method: str = "amid"
+    grid: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Config:
     demo: DemoConfig = field(default_factory=DemoConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     extract: dict[str, ModalityExtractConfig] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    sweeps: dict[str, SweepConfig] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------ range checks

@@ -67,7 +67,9 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Dotted keys whose value differs, ignoring those a resume may change."""
     a, b = _flatten(old), _flatten(new)
     keys = sorted(set(a) | set(b))
-    return [k for k in keys if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES]
+    # `sweeps` describes other runs (the grids), never this one
+    return [k for k in keys if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES
+            and not k.startswith("sweeps.")]
 
 
 def _tensor_bytes(x: Any) -> int:

@@ -4,7 +4,8 @@ Why these two: on a GPU an eager AMID step is launch-bound (hundreds of small
 kernels, most of them in the MI, JSD and adversarial terms); compiling
 `losses` (and `forward` when the encoders are not RNNs, see
 `compiled_functions`) lets inductor fuse them, and AOTAutograd fuses their
-backward too. The discriminator step stays eager (a few small MLP calls).
+backward too. The discriminator step stays eager (a few small MLP calls). A stacked
+sweep compiles its loss terms the same way (`compile_stack_losses`).
 
 Fallback: if compiling (or running the compiled code) raises, a warning names
 the function and the error, and that function runs eagerly from then on. A
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -27,6 +29,8 @@ import torch
 log = logging.getLogger("amid.distill")
 
 COMPILED = ("forward", "losses")
+STACK_COMPILED = ("ce", "jsd", "symmetric_mi", "alignment_stats", "discriminator_terms",
+                  "adversarial_terms")
 BACKEND = "inductor"  # tests swap in a failing backend to exercise the fallback
 
 
@@ -63,22 +67,43 @@ def compile_method(method: torch.nn.Module, device: torch.device) -> dict[str, G
     The module's parameters and state_dict are untouched, so checkpoints and
     exported weights are the same as an eager run's.
     """
+    _eager_like_random(device)
+    guards = {}
+    for name in compiled_functions(method):
+        guards[name] = _guard(f"{type(method).__name__}.{name}", getattr(method, name))
+        setattr(method, name, guards[name])
+    return guards
+
+
+def compile_stack_losses(device: torch.device) -> SimpleNamespace:
+    """The stacked trainer's loss functions (`ensemble_losses`), each compiled and guarded.
+
+    Only the loss terms: the stacked encoders are batched matmuls and RNN
+    calls already, while the terms are where a (M, B, B) step launches its
+    many small kernels. The namespace stands in for the module in `stacked`.
+    """
+    from amid.distill import ensemble_losses
+
+    _eager_like_random(device)
+    return SimpleNamespace(**{name: _guard(f"ensemble_losses.{name}",
+                                           getattr(ensemble_losses, name))
+                              for name in STACK_COMPILED})
+
+
+def _guard(qual: str, eager: Callable[..., Any]) -> Guarded:
+    try:
+        compiled: Callable[..., Any] | None = torch.compile(eager, backend=BACKEND)
+    except Exception as exc:  # e.g. an unknown backend or an unsupported Python
+        log.warning("torch.compile unavailable for %s (%s); running it eagerly", qual, exc)
+        compiled = None
+    return Guarded(qual, eager, compiled)
+
+
+def _eager_like_random(device: torch.device) -> None:
     if device.type == "cpu":
         import torch._inductor.config as inductor_config
 
         inductor_config.fallback_random = True
-    guards = {}
-    for name in compiled_functions(method):
-        eager = getattr(method, name)
-        qual = f"{type(method).__name__}.{name}"
-        try:
-            compiled: Callable[..., Any] | None = torch.compile(eager, backend=BACKEND)
-        except Exception as exc:  # e.g. an unknown backend or an unsupported Python
-            log.warning("torch.compile unavailable for %s (%s); running it eagerly", qual, exc)
-            compiled = None
-        guards[name] = Guarded(qual, eager, compiled)
-        setattr(method, name, guards[name])
-    return guards
 
 
 def compiled_functions(method: torch.nn.Module) -> tuple[str, ...]:

@@ -8,6 +8,9 @@ before the networks' step, metrics kept on the device and one host sync per
 epoch. Each member ends as a normal run folder (config.json, safetensors,
 checkpoint.pt that the plain trainer can resume, dvclive/, outputs.h5).
 
+Resumable: with a `state` file the stack's state is saved between epochs
+(`stack_state`, at most every 30 s) and an interrupted stack carries on from it.
+
 Supported: methods `STACKABLE` with `fixed_teacher` off and every auxiliary
 modality present for every sample (the caller sends the rest through the
 plain trainer). A member whose loss turns NaN or infinite stops logging and
@@ -21,6 +24,7 @@ import contextlib
 import json
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,7 @@ import torch
 
 from amid.config import Config, to_dict
 from amid.distill import ensemble_losses as L
+from amid.distill import stack_state as S
 from amid.distill.checkpoint import save_checkpoint
 from amid.distill.data import TrainData
 from amid.distill.ensemble import Noise, Stack, StackForward
@@ -44,6 +49,7 @@ from amid.distill.train import (
     stop_if_nonfinite,
 )
 from amid.errors import AmidError
+from amid.locking import ExclusiveLock
 
 log = logging.getLogger("amid.distill")
 
@@ -76,8 +82,24 @@ def _hp(cfgs: list[Config], get: Any, device: torch.device) -> torch.Tensor:
 
 
 def train_stack(method_name: str, cfgs: list[Config], runs: list[Path], data: TrainData, *,
-                live: bool = True) -> list[MemberResult]:
-    """Train every (config, run folder) pair as one stack; per-member results."""
+                live: bool = True, state: Path | None = None) -> list[MemberResult]:
+    """Train every (config, run folder) pair as one stack; per-member results.
+
+    `state`: a file to keep the stack's state in between epochs
+    (`stack_state`); an existing one is resumed. Each member's run folder is
+    locked for the stack's whole life, as the plain trainer locks its own.
+    """
+    with contextlib.ExitStack() as locks:
+        for run in runs:
+            run.mkdir(parents=True, exist_ok=True)
+            locks.enter_context(ExclusiveLock(run / ".lock", AmidError(
+                f"{run} is being trained by another amid-train (lock {run / '.lock'}); wait "
+                "for it or choose another --out")))
+        return _train_stack(method_name, cfgs, runs, data, live, state)
+
+
+def _train_stack(method_name: str, cfgs: list[Config], runs: list[Path], data: TrainData,
+                 live: bool, state_file: Path | None) -> list[MemberResult]:
     tc = cfgs[0].train
     device = resolve_device(tc.device)
     size = len(cfgs)
@@ -85,10 +107,7 @@ def train_stack(method_name: str, cfgs: list[Config], runs: list[Path], data: Tr
     perm_gens: list[torch.Generator] = []
     drop_gens: list[torch.Generator] = []
     host_rng: list[tuple[Any, Any]] = []
-    for cfg, run in zip(cfgs, runs, strict=True):
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "config.json").write_text(json.dumps({"method": method_name, "config": to_dict(cfg)},
-                                                    indent=2), encoding="utf-8")
+    for cfg in cfgs:
         perm_gens.append(seed_everything(cfg.train.seed))
         host_rng.append((np.random.get_state(), random.getstate()))
         ctx = MethodContext(data, cfg.train.model, cfg.train.loss, cfg.train.epochs)
@@ -96,9 +115,11 @@ def train_stack(method_name: str, cfgs: list[Config], runs: list[Path], data: Tr
         drop_gens.append(torch.Generator().manual_seed(0))
         drop_gens[-1].set_state(torch.get_rng_state())  # the lone run's dropout stream
     template = members[0]
-    if tc.compile:
-        log.warning("train.compile applies to the plain trainer; the stack of %d runs eagerly",
-                    size)
+    ops: Any = L
+    if tc.compile:  # the loss terms compiled, eager fallback (distill/fast.py)
+        from amid.distill.fast import compile_stack_losses
+
+        ops = compile_stack_losses(device)
     stack = Stack(members, device)
     if device.type == "cpu":
         noise = Noise(drop_gens)
@@ -124,10 +145,33 @@ def train_stack(method_name: str, cfgs: list[Config], runs: list[Path], data: Tr
     w = torch.full((size, 2), 0.5, device=device)
     align = torch.zeros(size, 4, device=device)
     results = [MemberResult(run) for run in runs]
+    # ---------------------------------------------------------------- resume
+    tensors = {"w": w, "align": align, **{f"flat_{k}": v for k, v in stack.flat.items()}}
+    optimisers = {"net": opt, **({"disc": disc_opt} if disc_opt is not None else {})}
+    for k, o in optimisers.items():
+        tensors |= {f"{k}_exp_avg": o.exp_avg, f"{k}_exp_avg_sq": o.exp_avg_sq}
+    generators = [*perm_gens, *(noise.generators or [noise.shared])]
+    configs = [to_dict(c) for c in cfgs]
+    start = 0
+    if state_file is not None and state_file.exists():
+        saved = S.load_state(state_file, method_name, configs, runs)
+        S.restore(saved, tensors, generators)
+        for k, o in optimisers.items():
+            o.step_count = saved["step_counts"][k]
+        for res, hist, err in zip(results, saved["histories"], saved["errors"], strict=True):
+            res.history, res.error = hist, err
+        start = saved["epoch"]
+        log.info("resuming the %s stack of %d from %s after epoch %d", method_name, size,
+                 state_file, start)
+    # written only now: a refused resume must not overwrite the members' configurations
+    for run, config in zip(runs, configs, strict=True):
+        (run / "config.json").write_text(json.dumps({"method": method_name, "config": config},
+                                                    indent=2), encoding="utf-8")
+    last_save = time.monotonic()
     train_rows = data.splits["train"]
     n, bs = int(train_rows.shape[0]), tc.batch_size
     n_used = n - 1 if n % bs == 1 and n > 1 else n
-    for epoch in range(tc.epochs):
+    for epoch in range(start, tc.epochs):
         adversarial = use_adv and epoch >= lc.warmup_epochs
         align.zero_()
         perm = torch.stack([torch.randperm(n, generator=g) for g in perm_gens]).to(device)
@@ -145,16 +189,16 @@ def train_stack(method_name: str, cfgs: list[Config], runs: list[Path], data: Tr
             out = {k: v.float() for k, v in out.items()}
             terms: dict[str, torch.Tensor] = {}
             if adversarial and disc_opt is not None:
-                d = _disc_terms(fwd, template, out, labels, lc.enhanced_disc)
+                d = _disc_terms(ops, fwd, template, out, labels, lc.enhanced_disc)
                 disc_opt.zero_grad()
                 d["total"].sum().backward()
                 disc_opt.step()
                 terms |= {k if k.startswith("disc") else f"disc_{k}": v for k, v in d.items()}
-            net = _terms(method_name, fwd, template, out, labels, hp, w, adversarial,
+            net = _terms(ops, method_name, fwd, template, out, labels, hp, w, adversarial,
                          use_ta, use_adv, lc.enhanced_disc)
             terms |= {f"loss_{k}": v for k, v in net.items()}
             if adversarial:
-                align += L.alignment_stats(out["t"], out["s"], labels)
+                align += ops.alignment_stats(out["t"], out["s"], labels)
             opt.zero_grad()
             terms["loss_total"].sum().backward()
             opt.step()
@@ -169,7 +213,7 @@ def train_stack(method_name: str, cfgs: list[Config], runs: list[Path], data: Tr
         extra: dict[str, torch.Tensor] = {}
         if use_adv:
             if adversarial and lc.dynamic_weights:
-                w = L.update_weights(w, align, hp["mu"], hp["one_minus_mu"])
+                w.copy_(L.update_weights(w, align, hp["mu"], hp["one_minus_mu"]))  # in place: saved
             extra = {"w_f": w[:, 0], "w_e": w[:, 1]}
         preds = {s: predict_stack(fwd, data, data.splits[s], tc.eval_batch_size, teacher,
                                   autocast if use_amp else None)
@@ -197,51 +241,65 @@ def train_stack(method_name: str, cfgs: list[Config], runs: list[Path], data: Tr
         log.info("%s stack of %d, epoch %d done", method_name, size, epoch)
         if all(r.error is not None for r in results):
             break
+        if (state_file is not None and epoch + 1 < tc.epochs
+                and time.monotonic() - last_save >= S.INTERVAL_S):
+            S.save_state(state_file, method=method_name, configs=configs, runs=runs,
+                         epoch=epoch + 1, tensors=tensors,
+                         step_counts={k: o.step_count for k, o in optimisers.items()},
+                         generators=generators, histories=[r.history for r in results],
+                         errors=[r.error for r in results])
+            # written only now: a refused resume must not overwrite the members' configurations
+    for run, config in zip(runs, configs, strict=True):
+        (run / "config.json").write_text(json.dumps({"method": method_name, "config": config},
+                                                    indent=2), encoding="utf-8")
+    last_save = time.monotonic()
     for m, res in enumerate(results):
         if res.error is None:
             _finish_member(m, members[m], stack, opt, disc_opt, w, align, perm_gens[m],
                            drop_gens[m], host_rng[m], method_name, cfgs[m], data, res, live)
+    if state_file is not None:  # every member has its own checkpoint now
+        state_file.unlink(missing_ok=True)
     return results
 
 
-def _disc_terms(fwd: StackForward, template: Method, out: dict[str, torch.Tensor],
+def _disc_terms(ops: Any, fwd: StackForward, template: Method, out: dict[str, torch.Tensor],
                 labels: torch.Tensor, enhanced: bool) -> dict[str, torch.Tensor]:
     d = template.discriminators
     t, s = out["t"].detach(), out["s"].detach()
     e = d["e"] if enhanced else None
-    return L.discriminator_terms(
+    return ops.discriminator_terms(
         fwd.discriminator(d["f"], t, False), fwd.discriminator(d["f"], s, False),
         fwd.discriminator(e, t, False) if e is not None else None,
         fwd.discriminator(e, s, False) if e is not None else None, labels)
 
 
-def _terms(name: str, fwd: StackForward, template: Method, out: dict[str, torch.Tensor],
+def _terms(ops: Any, name: str, fwd: StackForward, template: Method, out: dict[str, torch.Tensor],
            labels: torch.Tensor, hp: dict[str, torch.Tensor], w: torch.Tensor,
            adversarial: bool, use_ta: bool, use_adv: bool, enhanced: bool
            ) -> dict[str, torch.Tensor]:
     """The loss terms of `methods.simple` / `methods.amid`, per member (M,), same keys."""
     if name == "baseline":
-        ce = L.ce(out["logits_s"], labels)
+        ce = ops.ce(out["logits_s"], labels)
         return {"cls_student": ce, "total": ce}
     keep = torch.ones_like(labels, dtype=torch.bool)  # every auxiliary modality is present
-    ce_t = L.ce(out["logits_t"], labels, keep)
+    ce_t = ops.ce(out["logits_t"], labels, keep)
     if name == "teacher":
         return {"cls_teacher": ce_t, "total": ce_t}
     variant = template.ctx.loss.mi_variant
-    terms = {"cls_student": L.ce(out["logits_s"], labels), "cls_teacher": ce_t}
-    terms["jsd"] = L.jsd(out["logits_t"], out["logits_s"])
-    terms["ts"] = L.symmetric_mi(out["t"], out["s"], labels, hp["tau"], variant)
+    terms = {"cls_student": ops.ce(out["logits_s"], labels), "cls_teacher": ce_t}
+    terms["jsd"] = ops.jsd(out["logits_t"], out["logits_s"])
+    terms["ts"] = ops.symmetric_mi(out["t"], out["s"], labels, hp["tau"], variant)
     total = terms["cls_student"] + ce_t
     total = total + hp["jsd"] * terms["jsd"] + hp["alpha"] * terms["ts"]
     if use_ta:
-        terms["ta"] = L.symmetric_mi(out["t"], out["a"], labels, hp["tau"], variant)
+        terms["ta"] = ops.symmetric_mi(out["t"], out["a"], labels, hp["tau"], variant)
         total = total + hp["beta"] * terms["ta"]
     if use_adv:
         zero = torch.zeros_like(total)
         terms |= {"adv_f": zero, "adv_e": zero, "adv": zero}
     if adversarial:
         d = template.discriminators
-        adv = L.adversarial_terms(
+        adv = ops.adversarial_terms(
             fwd.discriminator(d["f"], out["s"], True),
             fwd.discriminator(d["e"], out["s"], True) if enhanced else None, labels, w)
         terms |= {"adv_f": adv["adv_f"], "adv_e": adv["adv_e"], "adv": adv["total"]}

@@ -3,7 +3,8 @@
 A grid is the cartesian product of axes. An axis is a dotted key and a list of
 values, given inline (`--sweep 'train.loss.alpha=[1,2,4]'`, the value parsed
 as YAML) or as a YAML file mapping keys to lists (`--sweep grid.yaml`, e.g.
-`{train.seed: [0, 1, 2], train.loss.tau: [0.05, 0.1]}`). Every member's
+`{train.seed: [0, 1, 2], train.loss.tau: [0.05, 0.1]}`, keys dotted or
+nested), or named in params.yaml (`sweeps.NAME`, `--grid NAME`). Every member's
 configuration is loaded and checked before anything trains.
 
 Members land in `<out>/<name>/` (name from the axis values, e.g.
@@ -17,8 +18,9 @@ through the plain trainer in the same process, sharing the loaded data:
 other methods (crd, gmc, ccl, crcd), `fixed_teacher`, samples missing an
 auxiliary modality, axes that change shapes (model sizes, batch size,
 epochs, ...), and members whose folder already holds a checkpoint (the
-plain trainer resumes or just re-finishes them). A stack does not
-checkpoint between epochs: an interrupted stack restarts from scratch.
+plain trainer resumes or just re-finishes them). A stack keeps its state in
+`<out>/stack-<method>-<key>.pt` between epochs (`stack_state`): rerunning
+the same command after an interruption resumes it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import yaml
 
 from amid.config import Config, load_config, to_dict
 from amid.distill.checkpoint import _flatten
+from amid.distill.stack_state import state_path
 from amid.distill.stacked import PER_MEMBER, MemberResult, train_stack, why_not_stackable
 from amid.errors import AmidError, ConfigError
 
@@ -69,7 +72,7 @@ def parse_axes(specs: list[str]) -> list[tuple[str, list[Any]]]:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(data, dict) or not data:
             raise ConfigError(f"{path}: a sweep file maps dotted keys to lists of values")
-        axes += [(str(k), v if isinstance(v, list) else [v]) for k, v in data.items()]
+        axes += grid_axes(data, str(path))
     seen: set[str] = set()
     for key, values in axes:
         if not values:
@@ -77,6 +80,30 @@ def parse_axes(specs: list[str]) -> list[tuple[str, list[Any]]]:
         if key in seen:
             raise ConfigError(f"--sweep {key}: the key is given twice")
         seen.add(key)
+    return axes
+
+
+def grid_axes(grid: dict[str, Any], where: str) -> list[tuple[str, list[Any]]]:
+    """Axes of a grid mapping: keys nest (or are dotted) down to a list of values each.
+
+    `{train: {seed: [0, 1]}, train.loss.alpha: [1, 2]}` gives
+    `[("train.seed", [0, 1]), ("train.loss.alpha", [1, 2])]`. A lone value is
+    an axis of one (a fixed override for every member).
+    """
+    axes: list[tuple[str, list[Any]]] = []
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, dict):
+            if not node:
+                raise ConfigError(f"{where}: {key or 'the grid'} is an empty mapping")
+            for k, v in node.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif not key:
+            raise ConfigError(f"{where}: a grid maps configuration keys to lists of values")
+        else:
+            axes.append((key, node if isinstance(node, list) else [node]))
+
+    walk(grid, "")
     return axes
 
 
@@ -120,12 +147,16 @@ def _data_key(cfg: Config) -> str:
                       sort_keys=True, default=str)
 
 
-def run_sweep(method: str, params: Path, overrides: list[str], specs: list[str], out: Path, *,
-              live: bool = True) -> dict[str, MemberResult]:
-    """Train every member of the grid; raises AmidError after the rest if any member failed."""
+def run_sweep(method: str, params: Path, overrides: list[str], axes: list[tuple[str, list[Any]]],
+              out: Path, *, live: bool = True) -> dict[str, MemberResult]:
+    """Train every member of the grid; raises AmidError after the rest if any member failed.
+
+    `axes` from `parse_axes` (command-line specs) and/or `grid_axes` (a
+    `sweeps.NAME.grid` section).
+    """
     from amid.distill.train import data_from_config, resolve_device, train
 
-    members = expand(params, overrides, parse_axes(specs), out)
+    members = expand(params, overrides, axes, out)
     out.mkdir(parents=True, exist_ok=True)
     datas: dict[str, Any] = {}
     results: dict[str, MemberResult] = {}
@@ -145,9 +176,10 @@ def run_sweep(method: str, params: Path, overrides: list[str], specs: list[str],
         reason = why_not_stackable(method, group[0].cfg, data_for(group[0].cfg))
         if reason is None and len(fresh) >= 2:
             log.info("training %d members of %s as one stack", len(fresh), method)
-            for m, res in zip(fresh, train_stack(method, [m.cfg for m in fresh],
-                                                 [m.run for m in fresh], data_for(fresh[0].cfg),
-                                                 live=live), strict=True):
+            runs = [m.run for m in fresh]
+            done = train_stack(method, [m.cfg for m in fresh], runs, data_for(fresh[0].cfg),
+                               live=live, state=state_path(out, method, runs))
+            for m, res in zip(fresh, done, strict=True):
                 results[m.name], modes[m.name] = res, "stacked"
         elif len(fresh) >= 2:
             log.warning("sweep members %s train one after another: %s",
@@ -165,8 +197,8 @@ def run_sweep(method: str, params: Path, overrides: list[str], specs: list[str],
     summary = [{"name": m.name, "overrides": m.overrides, "run": str(m.run),
                 "mode": modes[m.name], "epochs": len(results[m.name].history),
                 "error": results[m.name].error} for m in members]
-    (out / "sweep.json").write_text(json.dumps({"method": method, "members": summary}, indent=2),
-                                    encoding="utf-8")
+    (out / "sweep.json").write_text(json.dumps({"method": method, "axes": dict(axes),
+                                                "members": summary}, indent=2), encoding="utf-8")
     failed = [f"{s['name']}: {s['error']}" for s in summary if s["error"]]
     if failed:
         raise AmidError(f"{len(failed)} of {len(members)} sweep members failed (the others "

@@ -89,6 +89,29 @@ def summarize_command(
     typer.echo(f"summary of {len(files)} file(s) -> {out}")
 
 
+@app.command("sweep")
+def sweep_command(
+    folder: Path = typer.Argument(..., help="Sweep folder of amid-train --sweep/--grid (holds "
+                                  "sweep.json)."),
+    out: Path = typer.Option(..., "--out", help="Grouped metrics JSON to write; the ablation "
+                             "table goes beside it as .md, each member's metrics into a folder "
+                             "of the same name."),
+    params: Path | None = typer.Option(None, "--params", help="params.yaml (evaluate section)."),
+    overrides: list[str] = typer.Option([], "--set", "-S", help="key=value override."),
+) -> None:
+    """Score every member of a sweep; mean ± std over seeds per setting of the other axes."""
+    from amid.evaluate.sweep import evaluate_sweep
+
+    with _user_errors():
+        cfg = _evaluate_config(params, overrides)
+        result = evaluate_sweep(folder, out, cfg.ks, cfg.chunk_size, cfg.split,
+                                cfg.gallery_split, gallery_chunk_size=cfg.gallery_chunk_size)
+    for name, s in result["groups"].items():
+        top1 = s.get("student", s.get("teacher", {})).get("top1")
+        typer.echo(f"{name}: top1 {_pct(top1)} (n={s['n']})")
+    typer.echo(f"-> {out} and {out.with_suffix('.md')}")
+
+
 @app.command("report")
 def report_command(
     metrics: list[str] = typer.Option(["metrics/*.json"], "--metrics", help="Glob(s) of "

@@ -36,6 +36,7 @@ from amid.manifest import Manifest
 
 log = logging.getLogger(__name__)
 BUCKET_WINDOW = 4  # batches decoded ahead and sorted by length before embedding (memory: 4 batches)
+BUCKET_BY_LENGTH = True  # False: batches in arrival order (bench/extract.py compares)
 
 
 @dataclass
@@ -250,6 +251,9 @@ def merge_parts(out: str | Path, order: list[str], world_size: int) -> Path:
 
 
 def _size(loaded: Any) -> int:
+    """Length for bucketing: samples or frames, summed over a list of chunks (wav2vec2)."""
+    if isinstance(loaded, list | tuple):
+        return sum(_size(part) for part in loaded)
     try:
         return len(loaded)
     except TypeError:
@@ -260,7 +264,8 @@ def _embed_bucketed(extractor: Extractor, pending: list[tuple[MediaItem, Any]], 
                     writer: CacheWriter) -> int:
     """Embed in batches of similar length: extractors batch equal lengths together
     (padding would change the features), so sorted batches keep the device busy."""
-    pending = sorted(pending, key=lambda pair: _size(pair[1]))
+    if BUCKET_BY_LENGTH:
+        pending = sorted(pending, key=lambda pair: _size(pair[1]))
     return sum(_embed(extractor, pending[lo : lo + batch_size], writer)
                for lo in range(0, len(pending), batch_size))
 

@@ -48,6 +48,13 @@ def test_dvc_repro_runs_the_demo_and_reruns_only_what_changed(tmp_path):
         student = metrics["student"]
         assert 0.0 <= student["top1"] <= 1.0 and set(student["retrieval"]) >= {"R@1", "R@10"}
         assert ("teacher" in metrics) == (method != "baseline")
+    # the ablation grid (params.yaml sweeps.alpha): one stack, grouped over its seeds
+    sweep = json.loads((proj / "metrics/sweeps/alpha.json").read_text())
+    assert list(sweep["groups"]) == ["alpha=0.0", "alpha=4.0"]
+    assert all(g["n"] == 3 and g["seeds"] == [0, 1, 2] for g in sweep["groups"].values())
+    modes = {m["mode"] for m in json.loads((proj / "runs/sweeps/alpha/sweep.json").read_text())
+             ["members"]}
+    assert modes == {"stacked"}
 
     again = _dvc("repro", cwd=proj)
     assert "Running stage" not in again.stdout  # nothing changed, nothing runs
@@ -55,8 +62,9 @@ def test_dvc_repro_runs_the_demo_and_reruns_only_what_changed(tmp_path):
     params["train"]["lr"] = 0.002
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = set(json.loads(_dvc("status", "--json", cwd=proj).stdout))
-    assert changed == {f"train@{m}" for m in METHODS}  # evaluate follows through its deps
+    trained = {f"train@{m}" for m in METHODS} | {"sweep@alpha"}
+    assert changed == trained  # evaluate follows through its deps
     dry = _dvc("repro", "--dry", cwd=proj).stdout
     # --dry lists the stages whose own deps or params changed; evaluate and
     # report follow in a real run because the run folders they read change.
-    assert set(re.findall(r"Running stage '([^']+)'", dry)) == {f"train@{m}" for m in METHODS}
+    assert set(re.findall(r"Running stage '([^']+)'", dry)) == trained

@@ -13,10 +13,13 @@ when empty, the model's timm weights on the Hugging Face hub (its
 `pretrained_cfg.hf_hub_id`), taken from the HF cache, or downloaded when
 online. Both are loaded strictly here (timm's own loader only logs missing
 keys once the classifier is dropped); `random_init: true` is for tests/CI.
+For timm DenseNets, `checkpoint` may also be a torchvision DenseNet state dict
+(`densenet121-a639ec97.pth` and the like): see `from_torchvision_densenet`.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -34,6 +37,11 @@ from amid.extract.extractors.weights import (
 from amid.extract.media import load_video
 
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")
+# torchvision's first DenseNet checkpoints named a dense layer's modules `norm.1`, `conv.2`
+# (module names with dots, which later PyTorch versions refuse); now they are `norm1`, `conv2`.
+_OLD_DENSE_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var))$"
+)
 
 
 def hub_weights(repo_id: str) -> str:
@@ -59,6 +67,29 @@ def strip_classifier(state: dict[str, torch.Tensor], model: torch.nn.Module
     names = model.pretrained_cfg.get("classifier") or ()
     names = (names,) if isinstance(names, str) else tuple(names)
     return {k: v for k, v in state.items() if not any(k.startswith(f"{n}.") for n in names)}
+
+
+def from_torchvision_densenet(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A torchvision DenseNet state dict in timm's DenseNet names.
+
+    timm's DenseNet uses torchvision's current module names (`features.denseblock1.
+    denselayer1.norm1`, `classifier`), so only the old dotted names need renaming;
+    timm-format keys pass unchanged.
+    """
+    return {_OLD_DENSE_KEY.sub(r"\1\2", k): v for k, v in state.items()}
+
+
+def fill_batch_counters(state: dict[str, torch.Tensor], model: torch.nn.Module
+                        ) -> dict[str, torch.Tensor]:
+    """Add BatchNorm step counters that checkpoints from before PyTorch 0.4.1 lack.
+
+    `num_batches_tracked` only counts training steps (used when momentum is None in
+    training); it never changes eval features, so zero is as good as the lost count.
+    """
+    own = model.state_dict()
+    extra = {k: torch.zeros_like(v) for k, v in own.items()
+             if k.endswith(".num_batches_tracked") and k not in state}
+    return {**state, **extra}
 
 
 @EXTRACTORS.register("densenet")
@@ -108,14 +139,21 @@ class TimmImageExtractor(TorchExtractor):
         self.transform = create_transform(**self.data_config)
 
     def _load(self, model: torch.nn.Module, path: str) -> None:
-        state = strip_classifier(load_state_dict(path, "timm checkpoint"), model)
+        from timm.models.densenet import DenseNet
+
+        state = load_state_dict(path, "timm checkpoint")
+        converted = ""
+        if isinstance(model, DenseNet):
+            state = fill_batch_counters(from_torchvision_densenet(state), model)
+            converted = " (after renaming torchvision DenseNet keys)"
+        state = strip_classifier(state, model)
         own = model.state_dict()
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
         if missing or unexpected or wrong:
             raise CheckpointError(
-                f"{path} does not fit timm model {self.params.model!r}: missing keys "
+                f"{path} does not fit timm model {self.params.model!r}{converted}: missing keys "
                 f"{missing[:10]}, unexpected keys {unexpected[:10]}, shape mismatches {wrong[:10]}"
             )
         model.load_state_dict(state, strict=True)

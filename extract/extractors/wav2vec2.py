@@ -11,6 +11,13 @@ last transformer layer; negative counts from the end). The ~50 frames/s
 sequence is kept (`pooling: none`), averaged into bins of `frame_rate` per
 second, or averaged over the whole clip (`pooling: mean`, T = 1).
 
+Batching: clips of different lengths share a forward pass only when the
+model was trained with attention masks (its feature extractor sets
+`return_attention_mask`, as the layer-norm models do); then they are
+zero-padded with the mask and sorted by length so little is padded. Models
+without (wav2vec2-base, HuBERT base) change under zero padding, so only
+chunks of one length are batched: exact features over speed.
+
 Long recordings run in `chunk_seconds` pieces (default 30 s): self-attention
 memory grows with the square of the length, so a chunk bounds the peak at
 about heads x (50 x chunk_seconds)^2 x 4 bytes per layer (wav2vec2-base,
@@ -83,6 +90,10 @@ class Wav2Vec2Extractor(TorchExtractor):
         stride = math.prod(model.config.conv_stride)
         self.native_rate = self.sample_rate / stride
         self.chunk = int(round(p.chunk_seconds * self.sample_rate))
+        # Models trained with attention masks (layer-norm feature encoders: wav2vec2-large-lv60,
+        # HuBERT/WavLM large) say so in their feature extractor; only they may be zero-padded.
+        self.masked = bool(getattr(self.processor, "return_attention_mask", False))
+        self._conv = list(zip(model.config.conv_kernel, model.config.conv_stride, strict=True))
 
     @property
     def feature_dim(self) -> int:
@@ -112,19 +123,45 @@ class Wav2Vec2Extractor(TorchExtractor):
         out = self.module(x, output_hidden_states=True)
         return list(out.hidden_states[self.params.layer].float().cpu().numpy())
 
+    def _hidden_masked(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
+        """Hidden states of chunks of any lengths: zero-padded, with the attention mask."""
+        lengths = [len(c) for c in chunks]
+        x = np.zeros((len(chunks), max(lengths)), dtype=np.float32)
+        mask = np.zeros(x.shape, dtype=np.int64)
+        for row, chunk in enumerate(chunks):
+            x[row, : len(chunk)], mask[row, : len(chunk)] = chunk, 1
+        out = self.module(torch.from_numpy(x).to(self.device),
+                          attention_mask=torch.from_numpy(mask).to(self.device),
+                          output_hidden_states=True)
+        states = out.hidden_states[self.params.layer].float().cpu().numpy()
+        return [h[: self.frames(n)] for h, n in zip(states, lengths, strict=True)]
+
+    def frames(self, samples: int) -> int:
+        """Frames the convolutional encoder makes of `samples` (each layer: (L - k) // s + 1)."""
+        for kernel, stride in self._conv:
+            samples = (samples - kernel) // stride + 1
+        return samples
+
     def embed(self, batch: list[Any]) -> list[np.ndarray]:
-        # Batch only chunks of one length: zero padding would change models trained
-        # without an attention mask (wav2vec2-base), and full chunks all share a length.
+        # Without an attention mask (wav2vec2-base) zero padding changes the features, so
+        # only chunks of one length share a pass (full chunks all do); with one, chunks of
+        # similar length (sorted) are padded into passes of 8.
         flat = [(i, k, c) for i, chunks in enumerate(batch) for k, c in enumerate(chunks)]
-        by_length: dict[int, list[tuple[int, int, np.ndarray]]] = {}
-        for entry in flat:
-            by_length.setdefault(len(entry[2]), []).append(entry)
+        if self.masked:
+            flat.sort(key=lambda entry: len(entry[2]))
+            groups = [flat]
+        else:
+            by_length: dict[int, list[tuple[int, int, np.ndarray]]] = {}
+            for entry in flat:
+                by_length.setdefault(len(entry[2]), []).append(entry)
+            groups = list(by_length.values())
+        forward = self._hidden_masked if self.masked else self._hidden
         hidden: dict[tuple[int, int], np.ndarray] = {}
         with self.running():
-            for entries in by_length.values():
+            for entries in groups:
                 for lo in range(0, len(entries), 8):  # 8 chunks per pass bounds memory
                     part = entries[lo : lo + 8]
-                    for (i, k, _), h in zip(part, self._hidden([c for *_, c in part]), strict=True):
+                    for (i, k, _), h in zip(part, forward([c for *_, c in part]), strict=True):
                         hidden[i, k] = h
         out = []
         for i, chunks in enumerate(batch):

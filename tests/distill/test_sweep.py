@@ -185,7 +185,121 @@ def test_failed_members_are_reported_after_the_others(tmp_path, monkeypatch):
     from amid.distill.sweep import run_sweep
 
     with pytest.raises(AmidError, match="(?s)1 of 2 sweep members failed.*seed=0: loss term"):
-        run_sweep("baseline", params, [], ["train.seed=[0, 1]"], tmp_path / "o", live=False)
+        run_sweep("baseline", params, [], parse_axes(["train.seed=[0, 1]"]), tmp_path / "o",
+                  live=False)
     summary = json.loads((tmp_path / "o" / "sweep.json").read_text())["members"]
     assert summary[0]["error"] and summary[1]["error"] is None
     assert (tmp_path / "o" / "seed=1" / "outputs.h5").exists()
+
+
+def test_an_interrupted_stack_resumes_to_the_same_numbers(tmp_path, monkeypatch):
+    """Killed after epoch 2 of 3, rerun: histories and weights equal an unbroken stack's."""
+    from amid.distill import stack_state, stacked
+
+    syn = make_dataset(tmp_path)
+    cfgs = _members(syn, epochs=3)[:2]
+    data = data_from_config(cfgs[0], torch.device("cpu"))
+    straight = train_stack("amid", cfgs, [tmp_path / "s0", tmp_path / "s1"], data, live=False)
+
+    monkeypatch.setattr(stack_state, "INTERVAL_S", 0.0)  # save after every epoch
+    real, calls = stacked.predict_stack, []
+
+    def dies_in_epoch_3(*a, **k):
+        calls.append(1)
+        if len(calls) > 4:  # train + val per epoch: the 5th call is epoch 3's
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    runs = [tmp_path / "r0", tmp_path / "r1"]
+    state = stack_state.state_path(tmp_path, "amid", runs)
+    monkeypatch.setattr(stacked, "predict_stack", dies_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_stack("amid", cfgs, runs, data, live=False, state=state)
+    assert state.exists() and not (runs[0] / "checkpoint.pt").exists()
+    assert torch.load(state, weights_only=True)["epoch"] == 2
+    monkeypatch.setattr(stacked, "predict_stack", real)
+    resumed = train_stack("amid", cfgs, runs, data, live=False, state=state)
+    assert not state.exists()  # the members hold their own checkpoints now
+    for a, b, run_a, run_b in zip(straight, resumed, [tmp_path / "s0", tmp_path / "s1"], runs,
+                                  strict=True):
+        assert [r["epoch"] for r in b.history] == [0, 1, 2]
+        _assert_same_history(a.history, b.history)
+        wa, wb = load_file(run_a / "student.safetensors"), load_file(run_b / "student.safetensors")
+        for key in wa:
+            torch.testing.assert_close(wb[key], wa[key], rtol=0, atol=1e-6)
+
+
+def test_a_stack_state_of_another_configuration_is_refused(tmp_path, monkeypatch):
+    from amid.distill import stack_state, stacked
+
+    syn = make_dataset(tmp_path)
+    cfgs = _members(syn, epochs=2)[:2]
+    data = data_from_config(cfgs[0], torch.device("cpu"))
+    runs = [tmp_path / "r0", tmp_path / "r1"]
+    state = stack_state.state_path(tmp_path, "ts", runs)
+    monkeypatch.setattr(stack_state, "INTERVAL_S", 0.0)
+    monkeypatch.setattr(stacked, "_finish_member", _raise_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train_stack("ts", cfgs, runs, data, live=False, state=state)
+    changed = [copy.deepcopy(c) for c in cfgs]
+    changed[1].train.loss.alpha = 9.0
+    before = (runs[1] / "config.json").read_text()
+    with pytest.raises(AmidError, match=r"r1 was stacked with a different configuration "
+                                        r"\(train\.loss\.alpha\)"):
+        train_stack("ts", changed, runs, data, live=False, state=state)
+    assert (runs[1] / "config.json").read_text() == before  # nothing overwritten
+    state.write_bytes(b"not a zip")
+    with pytest.raises(AmidError, match=r"cannot be read .*delete it to restart"):
+        train_stack("ts", cfgs, runs, data, live=False, state=state)
+
+
+def _raise_interrupt(*a, **k):
+    raise KeyboardInterrupt
+
+
+def test_grid_axes_nest_or_dot_down_to_lists():
+    from amid.distill.sweep import grid_axes
+
+    grid = {"train": {"seed": [0, 1], "loss": {"alpha": [0.0, 4.0]}}, "train.lr": 0.01}
+    assert grid_axes(grid, "g") == [("train.seed", [0, 1]), ("train.loss.alpha", [0.0, 4.0]),
+                                    ("train.lr", [0.01])]
+    with pytest.raises(ConfigError, match=r"g: train\.loss is an empty mapping"):
+        grid_axes({"train": {"loss": {}}}, "g")
+
+
+def test_cli_grid_from_params_trains_the_named_sweep(tmp_path):
+    syn = make_dataset(tmp_path)
+    cfg = to_dict(syn.cfg)
+    cfg["train"]["epochs"] = 1
+    cfg["sweeps"] = {"a": {"method": "ts", "grid": {"train": {"seed": [0, 1],
+                                                              "loss": {"alpha": [1.0, 2.0]}}}}}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    runner, out = CliRunner(), tmp_path / "sw"
+    ok = runner.invoke(app, ["--grid", "a", "--params", str(params), "--out", str(out), "-q"])
+    assert ok.exit_code == 0, ok.output
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert sweep["method"] == "ts"
+    assert sweep["axes"] == {"train.seed": [0, 1], "train.loss.alpha": [1.0, 2.0]}
+    assert [m["name"] for m in sweep["members"]] == [
+        "seed=0,alpha=1.0", "seed=0,alpha=2.0", "seed=1,alpha=1.0", "seed=1,alpha=2.0"]
+    assert {m["mode"] for m in sweep["members"]} == {"stacked"}
+    assert not list(out.glob("stack-*.pt"))  # the stack's state is gone once members finish
+    saved = json.loads((out / "seed=1,alpha=2.0" / "config.json").read_text())["config"]
+    assert (saved["train"]["seed"], saved["train"]["loss"]["alpha"]) == (1, 2.0)
+    # a second run finds every member finished: nothing retrains (checkpoints resume at the end)
+    before = (out / "seed=0,alpha=1.0" / "checkpoint.pt").stat().st_mtime_ns
+    again = runner.invoke(app, ["--grid", "a", "--params", str(params), "--out", str(out), "-q"])
+    assert again.exit_code == 0, again.output
+    assert (out / "seed=0,alpha=1.0" / "checkpoint.pt").stat().st_mtime_ns == before
+
+    bad = runner.invoke(app, ["--grid", "b", "--params", str(params)])
+    assert bad.exit_code == 2 and "has no sweeps.b (has: a)" in bad.output
+    bad = runner.invoke(app, ["--grid", "a", "--method", "amid", "--params", str(params)])
+    assert bad.exit_code == 2 and "contradicts sweeps.a.method 'ts'" in bad.output
+    bad = runner.invoke(app, ["--params", str(params)])
+    assert bad.exit_code == 2 and "give --method" in bad.output
+    cfg["sweeps"]["a"]["metod"] = "ts"
+    params.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    bad = runner.invoke(app, ["--grid", "a", "--params", str(params)])
+    assert bad.exit_code == 2 and "unknown configuration key(s) sweeps.a.metod" in bad.output

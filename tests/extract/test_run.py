@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from amid.cache import read_cache, read_errors
@@ -218,3 +219,13 @@ def test_torchrun_two_ranks_split_and_merge_into_the_single_process_cache(tmp_pa
     reference = _uninterrupted_pixels(tmp_path, small_demo)
     assert merged.ids == reference.ids
     np.testing.assert_array_equal(merged.features, reference.features)
+
+
+def test_bucketing_sorts_by_samples_summed_over_chunks() -> None:
+    """wav2vec2 loads a list of chunks: its length is the audio's, not the chunk count."""
+    from amid.extract.run import _size
+
+    assert _size([np.zeros(480_000), np.zeros(16_000)]) == 496_000
+    assert _size([np.zeros(1000)]) < _size([np.zeros(2000)])
+    assert _size(torch.zeros(7, 3, 8, 8)) == 7  # frames of a video
+    assert _size(object()) == 0

@@ -128,3 +128,42 @@ def test_missing_weights_fail_loudly(tmp_path, model_dir, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(CheckpointError, match="looked at: .*Hugging Face cache.*HF_HUB_OFFLINE"):
         build_extractor("wav2vec2", {"model": "facebook/wav2vec2-base"})
+
+
+def test_masked_models_pad_clips_of_any_length_into_one_pass(tmp_path) -> None:
+    """A model trained with attention masks: padded batches equal each clip run alone."""
+    path = tmp_path / "tiny-masked"
+    config = Wav2Vec2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+        conv_dim=(16, 16, 16, 16), conv_stride=(5, 4, 4, 4), conv_kernel=(10, 4, 4, 4),
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+        feat_extract_norm="layer", do_stable_layer_norm=True,
+    )
+    torch.manual_seed(1)
+    Wav2Vec2Model(config).save_pretrained(path)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, do_normalize=True,
+                             return_attention_mask=True).save_pretrained(path)
+    reference = Wav2Vec2Model.from_pretrained(path).eval()
+    ex = build_extractor("wav2vec2", {"model": str(path), "layer": -1})
+    assert ex.masked
+    clips = [_wav(tmp_path, s, seed=i) for i, s in enumerate((2.0, 0.5, 1.3))]
+    calls = []
+    forward = ex.module.forward
+    ex.module.forward = lambda *a, **k: calls.append(1) or forward(*a, **k)
+    feats = ex.embed([ex.load(MediaItem(f"a{i}", p)) for i, (p, _) in enumerate(clips)])
+    assert len(calls) == 1  # three lengths, one padded pass
+    for got, (_, wave) in zip(feats, clips, strict=True):
+        expected = _hidden(reference, wave, -1)  # the clip alone: no padding, no mask
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_unmasked_models_never_pad(tmp_path, model_dir) -> None:
+    ex = build_extractor("wav2vec2", {"model": str(model_dir)})
+    assert not ex.masked
+    shapes = []
+    hidden = ex._hidden
+    ex._hidden = lambda chunks: shapes.append({len(c) for c in chunks}) or hidden(chunks)
+    clips = [_wav(tmp_path, s, seed=i)[0] for i, s in enumerate((1.0, 0.5, 1.0))]
+    ex.embed([ex.load(MediaItem(f"a{i}", p)) for i, p in enumerate(clips)])
+    assert sorted(len(s) for s in shapes) == [1, 1] and len(shapes) == 2  # 2 lengths, 2 passes
