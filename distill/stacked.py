@@ -43,6 +43,7 @@ from amid.distill.report import split_metrics
 from amid.distill.train import (
     checkpoint_state,
     finish_run,
+    mixed_precision,
     open_live,
     resolve_device,
     seed_everything,
@@ -126,9 +127,7 @@ def _train_stack(method_name: str, cfgs: list[Config], runs: list[Path], data: T
     else:
         noise = Noise(None, torch.Generator(device).manual_seed(tc.seed))
     fwd = StackForward(stack, noise)
-    use_amp = tc.amp and device.type == "cuda"
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if use_amp
-                else contextlib.nullcontext())
+    use_amp, autocast = mixed_precision(device, tc.amp)
     lc = tc.loss
     hp = {k: _hp(cfgs, lambda c, k=k: getattr(c.train.loss, k), device)
           for k in ("alpha", "beta", "gamma", "jsd", "tau", "mu")}

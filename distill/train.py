@@ -47,6 +47,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# bf16 autocast only where it pays: a CPU without bf16 units runs it slower than fp32.
+# Tests add "cpu" here to run the mixed-precision path (its dtype handling) without a GPU.
+AMP_DEVICES = ("cuda",)
+
+
+def mixed_precision(device: torch.device, amp: bool) -> tuple[bool, Any]:
+    """(in use?, the context every forward runs in): bf16 autocast when `train.amp` asks."""
+    if amp and device.type in AMP_DEVICES:
+        return True, torch.autocast(device.type, dtype=torch.bfloat16)
+    return False, contextlib.nullcontext()
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed torch, numpy and random; the returned generator draws the batch order."""
     random.seed(seed)
@@ -110,9 +122,7 @@ def _train(method_name: str, cfg: Config, run: Path, *, data: TrainData | None,
     generator = seed_everything(tc.seed)
     if data is None:
         data = data_from_config(cfg, device)
-    use_amp = tc.amp and device.type == "cuda"
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if use_amp
-                else contextlib.nullcontext())
+    use_amp, autocast = mixed_precision(device, tc.amp)
     method = METHODS.get(method_name)(MethodContext(data, tc.model, tc.loss, tc.epochs)).to(device)
     if tc.compile:  # forward + losses compiled, eager fallback (distill/fast.py)
         from amid.distill.fast import compile_method

@@ -92,10 +92,8 @@ class Extractor(ABC):
         }
 
     def precision(self) -> str:
-        """The arithmetic the model really runs in ("fp32", or "bf16"/"fp16" on a GPU)."""
-        amp = getattr(self, "amp", None)
-        device = getattr(self, "device", None)
-        return amp if amp and device is not None and device.type == "cuda" else "fp32"
+        """The arithmetic the model really runs in ("fp32"; torch extractors may autocast)."""
+        return "fp32"
 
 
 EXTRACTORS: Registry[type[Extractor]] = Registry("extractor")

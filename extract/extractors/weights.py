@@ -133,6 +133,11 @@ def load_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, tor
     return state
 
 
+# Autocast only on GPUs, where it is the difference between model speed and a fraction
+# of it. Tests add "cpu" to run the mixed-precision path (its dtype handling) without one.
+AMP_DEVICES = ("cuda",)
+
+
 class TorchExtractor(Extractor):
     """An extractor backed by a torch module (`self.module`), frozen and in eval mode.
 
@@ -157,10 +162,15 @@ class TorchExtractor(Extractor):
             p.requires_grad_(False)
         return module
 
+    def precision(self) -> str:
+        """"bf16"/"fp16" when autocast is on (asked for, on a GPU), else "fp32"."""
+        return self.amp if self.amp and self.device.type in AMP_DEVICES else "fp32"
+
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
         """inference_mode, plus autocast when asked for and on a GPU."""
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp or "")
-        use_amp = dtype is not None and self.device.type == "cuda"
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=use_amp):
+        precision = self.precision()
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype,
+                                                    enabled=dtype is not None):
             yield
