@@ -151,11 +151,7 @@ def read_cache(path: str | Path, *, require_complete: bool = True) -> FeatureCac
     path = Path(path)
     with _open(path) as f:
         attrs = _check_layout(path, f, require_complete)
-        ids = (
-            list(f["ids"].asstr()[...])
-            if f["ids"].dtype.kind == "O"
-            else [x.decode() if isinstance(x, bytes) else str(x) for x in f["ids"][...]]
-        )
+        ids = _ids(f)
         offsets = np.asarray(f["offsets"][...], dtype=np.int64)
         features = np.asarray(f["features"][...])
     n = len(ids)
@@ -174,13 +170,33 @@ def read_cache(path: str | Path, *, require_complete: bool = True) -> FeatureCac
         )
     if len(set(ids)) != n:
         raise CacheError(f"{path}: /ids has duplicates")
-    if not np.isfinite(features).all():
+    # in blocks of ~4M values: a whole-array isfinite would add a quarter of the cache
+    block = max(1, (1 << 22) // max(1, features.shape[1]))
+    if not all(np.isfinite(features[lo : lo + block]).all()
+               for lo in range(0, len(features), block)):
         bad = np.flatnonzero(~np.isfinite(features).all(axis=1))
         sample = ids[int(np.searchsorted(offsets, bad[0], side="right") - 1)]
         raise CacheError(
             f"{path}: {len(bad)} feature rows are NaN or infinite (first in {sample!r})"
         )
     return FeatureCache(path=path, ids=ids, offsets=offsets, features=features, attrs=attrs)
+
+
+def _ids(f: h5py.File) -> list[str]:
+    if f["ids"].dtype.kind == "O":
+        return list(f["ids"].asstr()[...])
+    return [x.decode() if isinstance(x, bytes) else str(x) for x in f["ids"][...]]
+
+
+def read_ids(path: str | Path) -> list[str]:
+    """The sample ids of a complete cache, without reading its features."""
+    path = Path(path)
+    with _open(path) as f:
+        _check_layout(path, f, require_complete=True)
+        ids = _ids(f)
+    if len(set(ids)) != len(ids):
+        raise CacheError(f"{path}: /ids has duplicates")
+    return ids
 
 
 def read_info(path: str | Path) -> dict[str, Any]:

@@ -21,9 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from amid.cache import FeatureCache, cache_path, read_cache
+from amid.cache import FeatureCache, cache_path, read_cache, read_ids
 from amid.errors import CacheError, ManifestError
 from amid.manifest import SPLITS, Manifest, read_manifest
+
+_BLOCK = 1 << 22  # values (steps x dim) per block when copying or reducing: 16 MB of float32
 
 log = logging.getLogger("amid.distill")
 
@@ -65,8 +67,12 @@ def pad_sequences(
     out = np.zeros((n, t_max, dim), dtype=np.float32)
     sample = np.repeat(np.arange(n), lengths)
     step = np.arange(len(src)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    valid = src >= 0
-    out[sample[valid], step[valid]] = cache.features[src[valid]]
+    valid = np.flatnonzero(src >= 0)
+    # in blocks of steps: one gather of everything would hold a second copy of the cache
+    block = max(1, _BLOCK // max(1, dim))
+    for lo in range(0, len(valid), block):
+        v = valid[lo : lo + block]
+        out[sample[v], step[v]] = cache.features[src[v]]
     return out, lengths
 
 
@@ -142,33 +148,41 @@ class TrainData:
         self._all_present = self.all_aux_present
 
 
-def _align(cache: FeatureCache, ids: list[str]) -> np.ndarray:
-    lookup = cache.index()
-    return np.array([lookup.get(sid, -1) for sid in ids], dtype=np.int64)
-
-
 def _stats(x: np.ndarray, lengths: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean/std over the valid steps of the given rows (the training split)."""
-    mask = np.arange(x.shape[1])[None, :] < lengths[rows, None]
-    frames = x[rows][mask]
-    if not len(frames):
-        return np.zeros(x.shape[2], np.float32), np.ones(x.shape[2], np.float32)
-    mean = frames.mean(axis=0)
-    std = frames.std(axis=0)
+    """Mean/std over the valid steps of the given rows (the training split).
+
+    Two passes over blocks of rows in float64 (mean, then squared deviations):
+    memory stays at one block, not a copy of the training split.
+    """
+    dim = x.shape[2]
+    total = int(lengths[rows].sum())
+    if not total:
+        return np.zeros(dim, np.float32), np.ones(dim, np.float32)
+    per_block = max(1, _BLOCK // max(1, x.shape[1] * dim))
+    blocks = [rows[lo : lo + per_block] for lo in range(0, len(rows), per_block)]
+
+    def frames(block: np.ndarray) -> np.ndarray:
+        return x[block][np.arange(x.shape[1])[None, :] < lengths[block, None]]
+
+    mean = sum(frames(b).sum(axis=0, dtype=np.float64) for b in blocks) / total
+    var = sum(((frames(b) - mean) ** 2).sum(axis=0) for b in blocks) / total
+    std = np.sqrt(var)
     return mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
 
 
-def _load_cache(path: Path, ids: list[str], role: str) -> tuple[FeatureCache, np.ndarray]:
-    cache = read_cache(path)
-    rows = _align(cache, ids)
+def _align_cache(path: Path, ids: list[str], role: str) -> tuple[list[str], np.ndarray]:
+    """The cache's ids, and each manifest id's row in it (-1: absent), without the features."""
+    cache_ids = read_ids(path)
+    lookup = {sid: k for k, sid in enumerate(cache_ids)}
+    rows = np.array([lookup.get(sid, -1) for sid in ids], dtype=np.int64)
     found = int((rows >= 0).sum())
     if found < MIN_COVERAGE * len(ids):
         raise CacheError(
             f"{path}: holds only {found} of the manifest's {len(ids)} sample ids (the {role} "
             f"cache of another dataset, or an unfinished extraction?); first ids in the cache: "
-            f"{cache.ids[:3]}, in the manifest: {ids[:3]}"
+            f"{cache_ids[:3]}, in the manifest: {ids[:3]}"
         )
-    return cache, rows
+    return cache_ids, rows
 
 
 def load_data(
@@ -195,14 +209,16 @@ def load_data(
     in_split = np.any(np.stack(list(masks.values())), axis=0)
     ids_all = manifest.ids
     keep = in_split.copy()
-    caches: dict[str, tuple[FeatureCache, np.ndarray]] = {}
+    # first the ids of every cache (which samples survive), then the features one
+    # modality at a time: peak host memory is one cache and its padded copy
+    caches: dict[str, tuple[Path, list[str], np.ndarray]] = {}
     dropped: dict[str, int] = {}
     for m in [*target, *auxiliary]:
         if m not in extractors:
             raise CacheError(f"modality {m!r} has no extractor configured (extract.{m})")
         path = cache_path(cache_dir, dataset, m, extractors[m])
-        caches[m] = _load_cache(path, ids_all, "target" if m in target else "auxiliary")
-        missing = keep & (caches[m][1] < 0)
+        caches[m] = path, *_align_cache(path, ids_all, "target" if m in target else "auxiliary")
+        missing = keep & (caches[m][2] < 0)
         if m in target and missing.any():
             dropped[m] = int(missing.sum())
             log.warning("%d samples missing from target cache %s are dropped", dropped[m], path)
@@ -233,13 +249,17 @@ def load_data(
         )
     dev = torch.device(device)
     mods: dict[str, ModalityData] = {}
-    for m, (cache, rows) in caches.items():
+    for m, (path, cache_ids, rows) in caches.items():
+        cache = read_cache(path)
+        if cache.ids != cache_ids:  # replaced by another extraction since the first pass
+            raise CacheError(f"{path} changed while loading; retry once extraction is done")
         r = rows[rows_kept]
         x, lengths = pad_sequences(cache, r, max_steps)
+        del cache
         mean, std = _stats(x, lengths, split_rows["train"][r[split_rows["train"]] >= 0])
         mods[m] = ModalityData(
             m, torch.from_numpy(x).to(dev), torch.from_numpy(lengths).to(dev),
-            torch.from_numpy(r >= 0).to(dev), mean, std, cache.path,
+            torch.from_numpy(r >= 0).to(dev), mean, std, path,
         )
     aux_present = torch.ones(len(ids), dtype=torch.bool, device=dev)
     for m in auxiliary:

@@ -97,3 +97,36 @@ def test_a_class_only_in_test_is_an_error(tmp_path):
     write_manifest(df, tmp_path / "manifest.csv")
     with pytest.raises(ManifestError, match=r"\['class2'\] have no training sample.*only in test"):
         data_from_config(syn.cfg, torch.device("cpu"))
+
+
+def test_blockwise_padding_and_statistics_equal_the_whole_array_way(tmp_path, monkeypatch):
+    """Blocks of a few values (many blocks per sample) give the naive results exactly."""
+    from amid.distill import data as data_module
+
+    syn = make_dataset(tmp_path, visual_len=(2, 9))
+    monkeypatch.setattr(data_module, "_BLOCK", 50)  # 4 steps of 12-d visual frames per block
+    data = data_from_config(syn.cfg, torch.device("cpu"))
+    cache = read_cache(cache_path(syn.root / "cache", "synth", "visual", "synthetic"))
+    index = {sid: k for k, sid in enumerate(cache.ids)}
+    rows = [index[sid] for sid in data.ids]
+    v = data.target["visual"]
+    for k, r in enumerate(rows):  # each padded row is the cached sequence, then zeros
+        seq = cache.sequence(r)
+        n = int(v.lengths[k])
+        assert n == len(seq)
+        np.testing.assert_array_equal(v.x[k, :n].numpy(), seq)
+        assert not v.x[k, n:].any()
+    train = data.splits["train"].numpy()
+    frames = np.concatenate([cache.sequence(rows[k]) for k in train]).astype(np.float64)
+    np.testing.assert_allclose(v.mean, frames.mean(axis=0), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(v.std, frames.std(axis=0), rtol=1e-6)
+
+
+def test_read_ids_reads_the_ids_alone(tmp_path):
+    from amid.cache import read_ids
+
+    syn = make_dataset(tmp_path)
+    path = cache_path(syn.root / "cache", "synth", "audio", "synthetic")
+    assert read_ids(path) == read_cache(path).ids
+    with pytest.raises(CacheError, match="not-there"):
+        read_ids(tmp_path / "not-there.h5")
