@@ -83,6 +83,31 @@ def history_figure(
     return _save(fig, out)
 
 
+def history_table(runs_dir: Path, columns: dict[str, re.Pattern[str]]) -> pd.DataFrame:
+    """Long table (epoch, run, one column per metric) of every run that logged any of them.
+
+    What `dvc plots` draws as one line per run (`configs/plots/by_run.json`),
+    whatever methods `train.methods` names; epochs count from 1 as in the figures.
+    """
+    frames = []
+    for run in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+        merged: pd.DataFrame | None = None
+        for name, pattern in columns.items():
+            tsv = find_history(run, pattern)
+            hist = read_history(tsv) if tsv else None
+            if hist is None or hist.empty:
+                continue
+            hist = hist.rename(columns={"value": name})
+            merged = hist if merged is None else merged.merge(hist, on="step", how="outer")
+        if merged is not None:
+            frames.append(merged.assign(run=run.name))
+    if not frames:
+        return pd.DataFrame(columns=["epoch", "run", *columns])
+    table = pd.concat(frames, ignore_index=True)
+    table["epoch"] = table.pop("step").astype(int) + 1
+    return table.reindex(columns=["epoch", "run", *columns])
+
+
 def _read_tables(dirs: Sequence[Path], name: str) -> list[pd.DataFrame]:
     return [pd.read_csv(d / f"{name}.csv") for d in dirs if (d / f"{name}.csv").is_file()]
 

@@ -274,4 +274,9 @@ def write_report(
             Path(runs_dir), figures.COS_METRIC, out / "cos_same_class.png",
             "same-class teacher-student cosine",
         )
+        curves = figures.history_table(Path(runs_dir), {"acc_gap": figures.GAP_METRIC,
+                                                        "cos_same_class": figures.COS_METRIC})
+        if not curves.empty:  # the data of dvc.yaml's top-level plots
+            curves.to_csv(out / "curves.csv", index=False)
+            written.append(out / "curves.csv")
     return written

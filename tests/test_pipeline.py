@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE = ["amid", "extract", "distill", "evaluate", "dvc.yaml", "params.yaml"]
+CODE = ["amid", "extract", "distill", "evaluate", "configs", "dvc.yaml", "params.yaml"]
 METHODS = ["baseline", "teacher", "amid"]
 
 
@@ -55,6 +55,13 @@ def test_dvc_repro_runs_the_demo_and_reruns_only_what_changed(tmp_path):
     modes = {m["mode"] for m in json.loads((proj / "runs/sweeps/alpha/sweep.json").read_text())
              ["members"]}
     assert modes == {"stacked"}
+
+    # dvc.yaml's plots draw one line per run that has a teacher, whatever the methods
+    shown = json.loads(_dvc("plots", "show", "--json", cwd=proj).stdout)["data"]
+    gap = next(v for k, v in shown.items() if k.startswith("teacher-student accuracy gap"))
+    rows = gap[0]["content"]["data"]["values"]
+    assert {r["run"] for r in rows} == {"teacher", "amid"}  # baseline has no teacher
+    assert len(rows) == 2 * params["train"]["epochs"]
 
     again = _dvc("repro", cwd=proj)
     assert "Running stage" not in again.stdout  # nothing changed, nothing runs

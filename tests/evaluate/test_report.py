@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from amid.errors import AmidError
@@ -146,8 +148,15 @@ def test_report_end_to_end_writes_tables_and_figures(tmp_path: Path, fake) -> No
     assert names == sorted([
         "results.md", "per_class.png", "confusion_amid.png", "confusion_baseline.png",
         "embedding_amid.png", "embedding_baseline.png", "gap_over_epochs.png",
-        "cos_same_class.png",
+        "cos_same_class.png", "curves.csv",
     ])
+    curves = pd.read_csv(out / "curves.csv")  # one row per (run, epoch), NaN where not logged
+    assert list(curves.columns) == ["epoch", "run", "acc_gap", "cos_same_class"]
+    assert curves["run"].tolist() == ["amid"] * 3 + ["baseline"] * 3
+    assert curves["epoch"].tolist() == [1, 2, 3, 1, 2, 3]
+    np.testing.assert_allclose(curves["acc_gap"][:3], [0.3, 0.2, 0.1])
+    assert curves["acc_gap"][3:].isna().all()
+    np.testing.assert_allclose(curves["cos_same_class"], [0.1, 0.5, 0.7, 0.1, 0.2, 0.3])
     assert all(_is_png(p) for p in written if p.suffix == ".png")
     _, cells = _table((out / "results.md").read_text())
     assert cells["amid"]["Top-1"] == "**100.0**" and cells["baseline"]["Top-1"] == "75.0"
