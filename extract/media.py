@@ -13,12 +13,16 @@ that reason to the cache's `.errors.csv` sidecar and goes on with the rest.
 - Video frames are sampled by timestamp at a chosen rate: the frame shown at
   time `start + k / fps` for k = 0, 1, ... (the last frame whose presentation
   time is not after the target), independent of the file's own frame rate.
+- A frame folder (a directory of .jpg/.png, one per frame, as many datasets
+  ship them) stands for a video whose frame k is shown at k / folder_fps.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -29,6 +33,7 @@ import torchaudio.functional as AF
 from amid.errors import AmidError, MediaError
 
 SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac", ".ogg"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})  # frames of a frame folder
 # Integer PCM formats FFmpeg can hand back, and the scale that maps them to [-1, 1).
 _PCM_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9.223372036854776e18}
 
@@ -197,13 +202,20 @@ def load_video(
     start: float | None = None,
     end: float | None = None,
     max_frames: int | None = None,
+    folder_fps: float = 25.0,
 ) -> np.ndarray:
-    """RGB frames (T, H, W, 3) uint8 sampled at `fps` (None: every decoded frame)."""
+    """RGB frames (T, H, W, 3) uint8 sampled at `fps` (None: every decoded frame).
+
+    `path` is a video file, or a frame folder (already decoded frames, one image
+    per frame, in natural name order) whose frames were taken at `folder_fps`.
+    """
     path = Path(path)
-    _check_file(path)
     _check_segment(start, end)
     if fps is not None and fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
+    if path.is_dir():
+        return _load_frame_folder(path, fps, start, end, max_frames, folder_fps)
+    _check_file(path)
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -218,6 +230,61 @@ def load_video(
     if not frames:
         where = "" if start is None and end is None else f" in [{start}, {end}) s"
         raise MediaError(f"no video frames decoded from {path.name}{where}")
+    return np.stack(frames)
+
+
+def _natural_key(name: str) -> list[Any]:
+    """frame2.jpg before frame10.jpg: digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _load_frame_folder(folder: Path, fps: float | None, start: float | None, end: float | None,
+                       max_frames: int | None, folder_fps: float) -> np.ndarray:
+    """Frames of a folder of images; image k is on screen from k / folder_fps seconds.
+
+    The same sampling as a video file: at each target time start + j / fps the
+    last frame whose time is not after it. Images decode with torchvision
+    (libjpeg-turbo / libpng); only the sampled ones are read.
+    """
+    from torchvision.io import ImageReadMode, decode_image
+
+    if folder_fps <= 0:
+        raise ValueError(f"folder_fps must be positive, got {folder_fps}")
+    images = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+                    key=lambda p: _natural_key(p.name))
+    if not images:
+        raise MediaError(f"no image frames ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder "
+                         f"{folder.name}")
+    n = len(images)
+    if fps is None:  # every frame whose time lies in [start, end), as for video files
+        first = int(np.ceil((start or 0.0) * folder_fps - 1e-9))
+        stop = n if end is None else min(n, int(np.ceil(end * folder_fps - 1e-9)))
+        picks = list(range(first, stop))
+    else:
+        base, picks = start or 0.0, []
+        while True:
+            t = base + len(picks) / fps
+            k = int(np.floor(t * folder_fps + 1e-9))  # the last frame shown at or before t
+            if k >= n or (end is not None and t >= end):
+                break
+            picks.append(k)
+    if max_frames is not None:
+        picks = picks[:max_frames]
+    if not picks:
+        raise MediaError(f"no frames of folder {folder.name} in [{start}, {end}) s "
+                         f"({n} frames at {folder_fps} fps)")
+    frames = []
+    for k in picks:
+        try:
+            img = decode_image(str(images[k]), mode=ImageReadMode.RGB)  # (3, H, W) uint8
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise MediaError(f"cannot decode frame {images[k].name} of {folder.name}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                             ) from None
+        frames.append(img.permute(1, 2, 0).numpy())
+    if len({f.shape for f in frames}) > 1:
+        raise MediaError(f"frames of {folder.name} differ in size: "
+                         f"{sorted({f.shape[:2] for f in frames})}")
     return np.stack(frames)
 
 

@@ -1,6 +1,7 @@
 """`densenet`: per-frame features of any timm image model (default DenseNet-121).
 
-Frames are sampled from the video at `fps` (by timestamp, `media.load_video`),
+Frames are sampled from the video at `fps` (by timestamp, `media.load_video`;
+`video_path` may also be a frame folder of .jpg/.png taken at `folder_fps`),
 preprocessed with the model's own timm data config (`resolve_data_config` +
 `create_transform`: resize the shorter side to size / crop_pct with the
 config's interpolation, centre crop, mean/std normalisation; applied to
@@ -104,6 +105,7 @@ class TimmImageExtractor(TorchExtractor):
         random_init: bool = False  # tests/CI only
         fps: float = 1.0
         max_frames: int | None = None
+        folder_fps: float = 25.0  # frame folders: the rate their frames were taken at
         pooling: Literal["none", "mean"] = "none"
 
     def __init__(self, params: Any) -> None:
@@ -112,8 +114,9 @@ class TimmImageExtractor(TorchExtractor):
         from timm.data import create_transform, resolve_data_config
 
         p = params
-        if p.fps <= 0 or (p.max_frames is not None and p.max_frames < 1):
-            raise ConfigError(f"extractor {self.name!r}: fps must be > 0 and max_frames >= 1")
+        if p.fps <= 0 or p.folder_fps <= 0 or (p.max_frames is not None and p.max_frames < 1):
+            raise ConfigError(f"extractor {self.name!r}: fps and folder_fps must be > 0 and "
+                              "max_frames >= 1")
         if p.checkpoint and p.random_init:
             raise ConfigError(f"extractor {self.name!r}: set checkpoint or random_init, not both")
         try:
@@ -176,7 +179,7 @@ class TimmImageExtractor(TorchExtractor):
             raise MediaError("no video_path")
         p = self.params
         frames = load_video(item.path, p.fps, start=item.start, end=item.end,
-                            max_frames=p.max_frames)
+                            max_frames=p.max_frames, folder_fps=p.folder_fps)
         return self.preprocess(frames)
 
     def embed(self, batch: list[Any]) -> list[np.ndarray]:

@@ -140,3 +140,55 @@ def test_packed_pcm_track_of_avi(tmp_path: Path) -> None:
     np.testing.assert_allclose(load_audio(path, rate), mono, atol=1e-4)
     np.testing.assert_allclose(load_audio(path, rate, start=0.6, end=0.9), mono[9600:14400],
                                atol=1e-4)
+
+
+# --------------------------------------------------------------------- frame folders
+
+
+def _frame_folder(folder: Path, n: int, suffix: str = ".png", size=(32, 48)) -> Path:
+    """Frames frame1..frameN (not zero-padded: the order must be natural, not lexical)."""
+    import torch
+    from torchvision.io import encode_jpeg, encode_png
+
+    folder.mkdir(parents=True)
+    for i in range(n):
+        img = torch.full((3, *size), gen.frame_level(i), dtype=torch.uint8)
+        data = encode_png(img) if suffix == ".png" else encode_jpeg(img, quality=95)
+        (folder / f"frame{i + 1}{suffix}").write_bytes(data.numpy().tobytes())
+    return folder
+
+
+def test_a_frame_folder_is_sampled_like_the_video_it_came_from(tmp_path: Path) -> None:
+    folder = _frame_folder(tmp_path / "clip", 20)
+    (folder / "notes.txt").write_text("not a frame")
+    video = gen.write_video(tmp_path / "v.avi", n_frames=20, rate=10)
+    every = load_video(folder, fps=None, folder_fps=10)
+    assert every.shape == (20, 32, 48, 3) and every.dtype == np.uint8
+    assert every[:, 0, 0, 0].tolist() == [gen.frame_level(i) for i in range(20)]  # PNG: exact
+    for kwargs in ({"fps": 4}, {"fps": 4, "start": 0.55, "end": 1.5},
+                   {"fps": 20, "max_frames": 6}, {"fps": None, "start": 0.55, "end": 1.5}):
+        from_folder = load_video(folder, folder_fps=10, **kwargs)
+        from_video = load_video(video, **kwargs)
+        assert from_folder.shape == from_video.shape, kwargs
+        np.testing.assert_allclose(from_folder[:, 16, 24, 0], from_video[:, 16, 24, 0], atol=6)
+    # the folder's rate decides the times: at 20 fps, 1 s holds frames 0..19
+    assert load_video(folder, fps=2, folder_fps=20)[:, 0, 0, 0].tolist() == \
+        [gen.frame_level(0), gen.frame_level(10)]
+    jpeg = load_video(_frame_folder(tmp_path / "jpeg", 4, ".jpg"), fps=None, folder_fps=10)
+    np.testing.assert_allclose(jpeg[:, 0, 0, 0], [gen.frame_level(i) for i in range(4)], atol=3)
+
+
+def test_broken_frame_folders_raise_media_error(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _raises(load_video, empty, 1.0, match=r"no image frames \(.jpeg, .jpg, .png\) in folder empty")
+    folder = _frame_folder(tmp_path / "bad", 3)
+    (folder / "frame2.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    load_video(folder, fps=1.0, folder_fps=10)  # only frame 1 is sampled: fine
+    _raises(load_video, folder, None, match="cannot decode frame frame2.png of bad")
+    mixed = _frame_folder(tmp_path / "mixed", 2)
+    (mixed / "frame3.png").write_bytes((tmp_path / "bad" / "frame1.png").read_bytes())
+    _frame_folder(tmp_path / "big", 1, size=(16, 16))
+    (mixed / "frame4.png").write_bytes((tmp_path / "big" / "frame1.png").read_bytes())
+    _raises(load_video, mixed, None, match="frames of mixed differ in size")
+    _raises(load_video, folder, 1.0, start=5.0, match=r"no frames of folder bad in \[5.0, None\)")

@@ -89,3 +89,44 @@ def test_no_weights_offline_is_an_error(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(CheckpointError, match="timm/test_resnet.*looked at.*offline"):
         build_extractor("densenet", {"model": TINY})
+
+
+def test_frame_folders_extract_like_their_frames(tmp_path) -> None:
+    """A manifest whose video_path names frame folders: each cached row is the model on
+    the sampled frames, decoded independently with PIL; an empty folder goes to the sidecar."""
+    import pandas as pd
+    from PIL import Image
+
+    from amid.cache import read_cache, read_errors
+    from amid.extract.run import run_extraction
+    from amid.manifest import read_manifest, write_manifest
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for clip in range(3):
+        folder = tmp_path / "frames" / f"clip{clip}"
+        folder.mkdir(parents=True)
+        for k in range(6 + clip):  # 6, 7, 8 frames taken at 4 fps
+            Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(
+                folder / f"img_{k:05d}.png")
+        rows.append({"sample_id": f"c{clip}", "label": "x", "split": "train",
+                     "video_path": f"frames/clip{clip}"})
+    (tmp_path / "frames" / "hollow").mkdir()
+    rows.append({"sample_id": "hollow", "label": "x", "split": "train",
+                 "video_path": "frames/hollow"})
+    write_manifest(pd.DataFrame(rows), tmp_path / "m.csv")
+    ex = build_extractor("densenet", {"model": "test_resnet", "random_init": True, "fps": 2.0,
+                                      "folder_fps": 4.0})
+    report = run_extraction(read_manifest(tmp_path / "m.csv", tmp_path), "visual", ex,
+                            tmp_path / "v.h5", batch_size=2, progress=False)
+    cache = read_cache(report.path)
+    assert cache.ids == ["c0", "c1", "c2"]
+    assert "no image frames" in read_errors(report.path)["hollow"]
+    for clip in range(3):
+        # 2 fps over frames taken at 4 fps: every second frame, 0, 2, 4, (6)
+        picks = range(0, 6 + clip, 2)
+        frames = np.stack([np.asarray(Image.open(tmp_path / "frames" / f"clip{clip}" /
+                                                 f"img_{k:05d}.png")) for k in picks])
+        with torch.no_grad():
+            expect = ex.module(ex.preprocess(frames)).numpy()
+        np.testing.assert_allclose(cache.sequence(clip), expect, atol=1e-5)
