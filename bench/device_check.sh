@@ -3,9 +3,11 @@
 # (about 10 minutes on an H100/H200; run it from the repository root):
 #   bash bench/device_check.sh 2>&1 | tee device_check.log
 # Prints: the device; a bf16 AMID smoke run on the demo (the CUDA + autocast
-# path of the trainer, RNNs included); extraction throughput (CNN14 and
-# DenseNet-121 with bf16, model-only vs pipeline, decode scaling); training
-# throughput (trainer vs reference loop, 16-member stack, size scaling, compile).
+# path of the trainer, RNNs included) and a bf16 stacked sweep, eager and
+# compiled; extraction throughput (CNN14 and DenseNet-121 with bf16, model-only
+# vs pipeline from video files and from frame folders, decode scaling, wav2vec2
+# length bucketing); training throughput (trainer vs reference loop, 16-member
+# stack, size scaling, compile).
 set -euo pipefail
 python -c "import torch; print('device:', torch.cuda.get_device_name(0), '| torch', torch.__version__)"
 work=$(mktemp -d)
@@ -19,6 +21,14 @@ cp params.yaml "$work/params.yaml"
   amid-train -m amid -q -S train.device=cuda -S train.amp=true -S train.epochs=10 --out runs/amid
   echo "bf16 amid smoke run, 10 epochs on the demo: ${SECONDS} s (process start included)"
   amid-evaluate run runs/amid --out metrics/amid.json
+  SECONDS=0
+  amid-train --grid alpha -q -S train.device=cuda -S train.epochs=10 --out runs/sweeps/alpha
+  echo "bf16 stacked sweep (6 members), 10 epochs: ${SECONDS} s"
+  SECONDS=0
+  amid-train --grid alpha -q -S train.device=cuda -S train.epochs=10 -S train.compile=true \
+    --out runs/sweeps/alpha-compiled
+  echo "the same, train.compile=true (inductor build included): ${SECONDS} s"
+  amid-evaluate sweep runs/sweeps/alpha --out metrics/sweeps/alpha.json
 )
 timeout 300 python bench/extract.py --device cuda --amp bf16 --clips 512 --videos 64 \
   --frames 16 --batch 64 --workers 8
