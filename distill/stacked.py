@@ -247,11 +247,7 @@ def _train_stack(method_name: str, cfgs: list[Config], runs: list[Path], data: T
                          step_counts={k: o.step_count for k, o in optimisers.items()},
                          generators=generators, histories=[r.history for r in results],
                          errors=[r.error for r in results])
-            # written only now: a refused resume must not overwrite the members' configurations
-    for run, config in zip(runs, configs, strict=True):
-        (run / "config.json").write_text(json.dumps({"method": method_name, "config": config},
-                                                    indent=2), encoding="utf-8")
-    last_save = time.monotonic()
+            last_save = time.monotonic()
     for m, res in enumerate(results):
         if res.error is None:
             _finish_member(m, members[m], stack, opt, disc_opt, w, align, perm_gens[m],

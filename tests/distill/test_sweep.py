@@ -303,3 +303,24 @@ def test_cli_grid_from_params_trains_the_named_sweep(tmp_path):
     params.write_text(yaml.safe_dump(cfg, sort_keys=False))
     bad = runner.invoke(app, ["--grid", "a", "--params", str(params)])
     assert bad.exit_code == 2 and "unknown configuration key(s) sweeps.a.metod" in bad.output
+
+
+def test_the_stack_state_is_written_at_most_every_interval(tmp_path, monkeypatch):
+    """A clock that moves 20 s per reading, a 30 s interval: a save every second epoch."""
+    from types import SimpleNamespace
+
+    from amid.distill import stack_state, stacked
+
+    syn = make_dataset(tmp_path)
+    cfgs = _members(syn, epochs=6)[:2]
+    data = data_from_config(cfgs[0], torch.device("cpu"))
+    readings = iter(range(0, 10_000, 20))
+    monkeypatch.setattr(stacked, "time", SimpleNamespace(monotonic=lambda: next(readings)))
+    saved = []
+    monkeypatch.setattr(stack_state, "save_state", lambda path, **k: saved.append(k["epoch"]))
+    runs = [tmp_path / "r0", tmp_path / "r1"]
+    train_stack("ts", cfgs, runs, data, live=False,
+                state=stack_state.state_path(tmp_path, "ts", runs))
+    # start 0; after epochs 1..5 the clock reads 20, 40 (save, then 60), 80, 100 (save);
+    # none after the last epoch, whose members get their own checkpoints instead
+    assert saved == [2, 4]
