@@ -22,6 +22,8 @@ import numpy as np
 import torch
 
 from amid.config import Config, to_dict
+from amid.devices import amp_allowed
+from amid.devices import resolve_device as _resolve
 from amid.distill.checkpoint import (
     load_checkpoint,
     remove_strays,
@@ -33,28 +35,20 @@ from amid.distill.data import TrainData, load_data
 from amid.distill.inference import save_module
 from amid.distill.methods import METHODS, MethodContext
 from amid.distill.report import predict_split, split_metrics, write_outputs
-from amid.errors import AmidError, ConfigError
+from amid.errors import AmidError
 from amid.locking import ExclusiveLock
 
 log = logging.getLogger("amid.distill")
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device is {name!r} but no CUDA device is available")
-    return torch.device(name)
-
-
-# bf16 autocast only where it pays: a CPU without bf16 units runs it slower than fp32.
-# Tests add "cpu" here to run the mixed-precision path (its dtype handling) without a GPU.
-AMP_DEVICES = ("cuda",)
+    """`train.device` as a torch device (see `amid.devices.resolve_device`)."""
+    return _resolve(name, "train.device")
 
 
 def mixed_precision(device: torch.device, amp: bool) -> tuple[bool, Any]:
     """(in use?, the context every forward runs in): bf16 autocast when `train.amp` asks."""
-    if amp and device.type in AMP_DEVICES:
+    if amp and amp_allowed(device):
         return True, torch.autocast(device.type, dtype=torch.bfloat16)
     return False, contextlib.nullcontext()
 

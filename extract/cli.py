@@ -143,9 +143,12 @@ def run(
     The dataset comes from `dataset.*`, the extractor from `extract.<modality>.*`;
     override either with --set, e.g. `--set extract.audio.params.n_mels=64`.
     """
+    import torch
+
+    from amid.devices import resolve_device
     from amid.extract.extractors import build_extractor
     from amid.extract.extractors.weights import TorchExtractor
-    from amid.extract.run import merge_parts, resolve_device, run_extraction
+    from amid.extract.run import merge_parts, run_extraction
     from amid.manifest import read_manifest
 
     cfg = load_config(params, overrides)
@@ -160,9 +163,9 @@ def run(
     # Under torchrun each rank takes every world_size-th row and writes its own
     # part; rank 0 merges once all are done.
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    device = resolve_device(spec.device)
-    if world > 1 and device == "cuda":
-        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+    device = resolve_device(spec.device, f"extract.{modality}.device")
+    if world > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     extractor.to(device)
     if isinstance(extractor, TorchExtractor):
         extractor.amp = None if spec.amp == "none" else spec.amp

@@ -74,12 +74,6 @@ def media_items(manifest: Manifest, modality: str) -> list[MediaItem]:
     return items
 
 
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _load(extractor: Extractor, item: MediaItem) -> tuple[MediaItem, Any, str | None]:
     try:
         return item, extractor.load(item), None

@@ -25,13 +25,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from amid.config import coerce
 from amid.errors import ConfigError, MediaError  # noqa: F401  (MediaError re-exported)
 from amid.registry import Registry
+
+if TYPE_CHECKING:  # weightless extractors never need torch
+    import torch
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ class Extractor(ABC):
         """Hub id or local path of the weights; "none" for weightless extractors."""
         return "none"
 
-    def to(self, device: str) -> Extractor:
+    def to(self, device: str | torch.device) -> Extractor:
         """Move the model to `device` ("cpu", "cuda", ...); weightless ones ignore it."""
         return self
 

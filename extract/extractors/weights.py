@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from amid.devices import amp_allowed
 from amid.errors import CheckpointError
 from amid.extract.extractors.base import Extractor
 
@@ -133,11 +134,6 @@ def load_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, tor
     return state
 
 
-# Autocast only on GPUs, where it is the difference between model speed and a fraction
-# of it. Tests add "cpu" to run the mixed-precision path (its dtype handling) without one.
-AMP_DEVICES = ("cuda",)
-
-
 class TorchExtractor(Extractor):
     """An extractor backed by a torch module (`self.module`), frozen and in eval mode.
 
@@ -164,7 +160,7 @@ class TorchExtractor(Extractor):
 
     def precision(self) -> str:
         """"bf16"/"fp16" when autocast is on (asked for, on a GPU), else "fp32"."""
-        return self.amp if self.amp and self.device.type in AMP_DEVICES else "fp32"
+        return self.amp if self.amp and amp_allowed(self.device) else "fp32"
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:

@@ -1,7 +1,7 @@
 """The mixed-precision path (bf16 autocast) of the trainer and of a stack, run on the CPU.
 
 On a GPU `train.amp` turns autocast on; here the tests let the CPU take that
-path too (`AMP_DEVICES`), so its dtype handling (bf16 activations meeting fp32
+path too (`amid.devices.AMP_DEVICES`), so its dtype handling (bf16 activations meeting fp32
 losses, accumulators and outputs) is exercised without one. The expectation
 is the fp32 run: close, but not bit-equal (bf16 really was used).
 """
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from amid.distill import train as train_module
+from amid import devices
 from amid.distill.stacked import train_stack
 from amid.distill.train import data_from_config, train
 
@@ -38,7 +38,7 @@ def test_bf16_training_stays_close_to_fp32(tmp_path, monkeypatch, student):
     cfg.train.loss.warmup_epochs = 0  # the adversarial terms from the first step
     data = data_from_config(cfg, torch.device("cpu"))
     fp32 = train("amid", cfg, tmp_path / "fp32", data=data, live=False)
-    monkeypatch.setattr(train_module, "AMP_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(devices, "AMP_DEVICES", ("cuda", "cpu"))
     bf16 = train("amid", cfg, tmp_path / "bf16", data=data, live=False)
     _close_not_equal(fp32, bf16, "loss_total", rel=0.03)
     _close_not_equal(fp32, bf16, "loss_cls_student", rel=0.03)
@@ -55,7 +55,7 @@ def test_a_bf16_stack_stays_close_to_fp32(tmp_path, monkeypatch):
         cfg.train.loss.warmup_epochs = 0
     data = data_from_config(cfgs[0], torch.device("cpu"))
     fp32 = train_stack("amid", cfgs, [tmp_path / "f0", tmp_path / "f1"], data, live=False)
-    monkeypatch.setattr(train_module, "AMP_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(devices, "AMP_DEVICES", ("cuda", "cpu"))
     bf16 = train_stack("amid", cfgs, [tmp_path / "b0", tmp_path / "b1"], data, live=False)
     for a, b in zip(fp32, bf16, strict=True):
         assert b.error is None

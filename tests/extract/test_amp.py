@@ -1,4 +1,4 @@
-"""Neural extractors under bf16 autocast, run on the CPU (`AMP_DEVICES`).
+"""Neural extractors under bf16 autocast, run on the CPU (`amid.devices.AMP_DEVICES`).
 
 What a GPU run adds is speed; what can break is dtype handling (bf16
 activations reaching numpy, the cache, the pooling). The expectation is the
@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from amid.extract.extractors import weights
+from amid import devices
 from amid.extract.extractors.base import MediaItem, build_extractor
 
 
@@ -45,7 +45,7 @@ def test_bf16_embeddings_match_fp32(tmp_path, monkeypatch, name, params):
     loaded = [ex.load(item) for item in items]
     fp32 = ex.embed(loaded)
     fp32_identity = ex.identity()
-    monkeypatch.setattr(weights, "AMP_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(devices, "AMP_DEVICES", ("cuda", "cpu"))
     bf16 = ex.embed(loaded)
     assert ex.identity() != fp32_identity and ex.identity()["params"]["precision"] == "bf16"
     for a, b in zip(fp32, bf16, strict=True):
