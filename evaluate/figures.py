@@ -59,22 +59,15 @@ def find_history(run_dir: Path, pattern: re.Pattern[str]) -> Path | None:
     return (preferred or hits)[0]
 
 
-def history_figure(
-    runs_dir: Path, pattern: re.Pattern[str], out: Path, ylabel: str
-) -> list[Path]:
-    """One line per run under `runs_dir` that logged a metric matching `pattern`."""
+def history_figure(table: pd.DataFrame, column: str, out: Path, ylabel: str) -> list[Path]:
+    """One line per run of `history_table` that logged `column`."""
+    rows = table.dropna(subset=[column])
+    if rows.empty:
+        return []
     fig = Figure(figsize=(5, 3.2))
     ax = fig.add_subplot()
-    drawn = 0
-    for run in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
-        tsv = find_history(run, pattern)
-        hist = read_history(tsv) if tsv else None
-        if hist is None or hist.empty:
-            continue
-        ax.plot(hist["step"] + 1, hist["value"], label=run.name, linewidth=1.5)
-        drawn += 1
-    if not drawn:
-        return []
+    for run, part in rows.groupby("run", sort=True):
+        ax.plot(part["epoch"], part[column], label=str(run), linewidth=1.5)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
@@ -86,8 +79,9 @@ def history_figure(
 def history_table(runs_dir: Path, columns: dict[str, re.Pattern[str]]) -> pd.DataFrame:
     """Long table (epoch, run, one column per metric) of every run that logged any of them.
 
-    What `dvc plots` draws as one line per run (`configs/plots/by_run.json`),
-    whatever methods `train.methods` names; epochs count from 1 as in the figures.
+    The data of `history_figure` and of dvc.yaml's top-level plots (one line
+    per run, `configs/plots/by_run.json`), whatever methods `train.methods`
+    names; epochs count from 1.
     """
     frames = []
     for run in sorted(p for p in runs_dir.iterdir() if p.is_dir()):

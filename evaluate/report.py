@@ -266,16 +266,12 @@ def write_report(
                     row.plot_dirs[0], out / f"{prefix}embedding_{row.label}.png", row.label
                 )
     if runs_dir is not None and Path(runs_dir).is_dir():
-        written += figures.history_figure(
-            Path(runs_dir), figures.GAP_METRIC, out / "gap_over_epochs.png",
-            "teacher − student accuracy",
-        )
-        written += figures.history_figure(
-            Path(runs_dir), figures.COS_METRIC, out / "cos_same_class.png",
-            "same-class teacher-student cosine",
-        )
         curves = figures.history_table(Path(runs_dir), {"acc_gap": figures.GAP_METRIC,
                                                         "cos_same_class": figures.COS_METRIC})
+        written += figures.history_figure(curves, "acc_gap", out / "gap_over_epochs.png",
+                                          "teacher − student accuracy")
+        written += figures.history_figure(curves, "cos_same_class", out / "cos_same_class.png",
+                                          "same-class teacher-student cosine")
         if not curves.empty:  # the data of dvc.yaml's top-level plots
             curves.to_csv(out / "curves.csv", index=False)
             written.append(out / "curves.csv")

@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from amid.errors import AmidError
-from amid.evaluate.evaluate import metrics_from_outputs, write_metrics
-from amid.evaluate.outputs import read_outputs
+from amid.evaluate.evaluate import evaluate_outputs, write_metrics
 from amid.evaluate.summary import summarize
 from amid.storage import replace_atomically
 
@@ -63,9 +62,8 @@ def evaluate_sweep(folder: str | Path, out: str | Path, ks: Sequence[int], chunk
         if member.get("error"):
             failed.append(name)
             continue
-        run = read_outputs(folder / name / "outputs.h5")
-        metrics = metrics_from_outputs(run, ks, chunk_size, split, gallery_split,
-                                       gallery_chunk_size=gallery_chunk_size)
+        metrics = evaluate_outputs(folder / name / "outputs.h5", ks, chunk_size, split,
+                                   gallery_split, gallery_chunk_size=gallery_chunk_size)
         path = write_metrics({**metrics, "overrides": member["overrides"]},
                              member_dir / f"{name}.json")
         groups.setdefault(group_name(member["overrides"]), []).append(path)
