@@ -99,14 +99,19 @@ def remove_strays(run: Path) -> None:
         stray.unlink(missing_ok=True)
 
 
+def read_torch_file(path: Path) -> Any:
+    """`torch.load` with weights only; a damaged file is a CheckpointError naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a damaged zip/pickle
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(f"{path}: cannot be read ({type(exc).__name__}: {first}); "
+                              "delete it to start over") from None
+
+
 def load_checkpoint(path: Path, method: str, config: dict[str, Any]) -> dict[str, Any]:
     """Read a checkpoint and check it belongs to this method and configuration."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a damaged zip/pickle
-        raise CheckpointError(
-            f"{path}: cannot be read ({type(exc).__name__}: {exc}); delete it to start over"
-        ) from None
+    ckpt = read_torch_file(path)
     if not isinstance(ckpt, dict) or not {"method", "config", "epoch"} <= set(ckpt):
         raise CheckpointError(f"{path}: not an amid-train checkpoint; delete it to start over")
     if ckpt.get("method") != method:

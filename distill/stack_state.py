@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from amid.distill.checkpoint import config_changes, save_checkpoint
+from amid.distill.checkpoint import config_changes, read_torch_file, save_checkpoint
 from amid.errors import CheckpointError
 
 INTERVAL_S = 30.0
@@ -58,12 +58,7 @@ def save_state(path: Path, *, method: str, configs: list[dict[str, Any]], runs: 
 def load_state(path: Path, method: str, configs: list[dict[str, Any]],
                runs: list[Path]) -> dict[str, Any]:
     """Read a state file and check it is this stack: same method, members and configurations."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a damaged zip/pickle
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(f"{path}: cannot be read ({type(exc).__name__}: {first}); "
-                              "delete it to restart the stack from scratch") from None
+    state = read_torch_file(path)
     if not isinstance(state, dict) or state.get("kind") != "amid-stack":
         raise CheckpointError(f"{path}: not a stack state written by amid-train --sweep; "
                               "delete it to restart the stack from scratch")

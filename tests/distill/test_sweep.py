@@ -249,7 +249,8 @@ def test_a_stack_state_of_another_configuration_is_refused(tmp_path, monkeypatch
         train_stack("ts", changed, runs, data, live=False, state=state)
     assert (runs[1] / "config.json").read_text() == before  # nothing overwritten
     state.write_bytes(b"not a zip")
-    with pytest.raises(AmidError, match=r"cannot be read .*delete it to restart"):
+    with pytest.raises(AmidError,
+                       match=r"stack-ts-.*\.pt: cannot be read .*delete it to start over"):
         train_stack("ts", cfgs, runs, data, live=False, state=state)
 
 
