@@ -21,6 +21,10 @@ def _cfg(syn, compile_: bool):
     return cfg
 
 
+def _broken_backend(gm, example_inputs):
+    raise RuntimeError("no compiler here")
+
+
 def test_compiled_training_matches_eager(tmp_path, monkeypatch):
     # aot_eager runs Dynamo capture and AOTAutograd's joint forward/backward graphs (the parts
     # that can change semantics) without inductor's C++ build, which takes minutes on 2 cores
@@ -47,10 +51,7 @@ def test_compiled_training_matches_eager(tmp_path, monkeypatch):
 
 
 def test_a_failing_compiler_falls_back_to_eager_with_a_warning(tmp_path, monkeypatch, caplog):
-    def broken(gm, example_inputs):
-        raise RuntimeError("no compiler here")
-
-    monkeypatch.setattr(fast, "BACKEND", broken)
+    monkeypatch.setattr(fast, "BACKEND", _broken_backend)
     syn = make_dataset(tmp_path)
     syn.cfg.train.model.student = "pool"  # no RNN: forward is compiled too
     syn.cfg.train.model.auxiliary = "pool"
@@ -95,10 +96,7 @@ def test_a_compiled_stack_matches_the_eager_stack(tmp_path, monkeypatch):
 def test_a_stack_whose_compiler_fails_runs_eagerly(tmp_path, monkeypatch, caplog):
     from amid.distill.stacked import train_stack
 
-    def broken(gm, example_inputs):
-        raise RuntimeError("no compiler here")
-
-    monkeypatch.setattr(fast, "BACKEND", broken)
+    monkeypatch.setattr(fast, "BACKEND", _broken_backend)
     syn = make_dataset(tmp_path)
     data = data_from_config(syn.cfg, torch.device("cpu"))
     cfgs = [_cfg(syn, True) for _ in range(2)]

@@ -16,19 +16,25 @@ from amid.extract.extractors import wav2vec2  # noqa: F401  (registration)
 from amid.extract.extractors.base import MediaItem, build_extractor
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("w2v") / "tiny-wav2vec2"
+def _save_tiny(path: Path, masked: bool = False, seed: int = 0) -> Path:
+    """A tiny random wav2vec2 saved like a real one; `masked`: a layer-norm encoder whose
+    feature extractor asks for attention masks (as wav2vec2-large-lv60's does)."""
     config = Wav2Vec2Config(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
         conv_dim=(16, 16, 16, 16), conv_stride=(5, 4, 4, 4), conv_kernel=(10, 4, 4, 4),
         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+        feat_extract_norm="layer" if masked else "group", do_stable_layer_norm=masked,
     )
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     Wav2Vec2Model(config).save_pretrained(path)
     Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, do_normalize=True,
-                             return_attention_mask=False).save_pretrained(path)
+                             return_attention_mask=masked).save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return _save_tiny(tmp_path_factory.mktemp("w2v") / "tiny-wav2vec2")
 
 
 @pytest.fixture(scope="module")
@@ -132,17 +138,7 @@ def test_missing_weights_fail_loudly(tmp_path, model_dir, monkeypatch) -> None:
 
 def test_masked_models_pad_clips_of_any_length_into_one_pass(tmp_path) -> None:
     """A model trained with attention masks: padded batches equal each clip run alone."""
-    path = tmp_path / "tiny-masked"
-    config = Wav2Vec2Config(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-        conv_dim=(16, 16, 16, 16), conv_stride=(5, 4, 4, 4), conv_kernel=(10, 4, 4, 4),
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-        feat_extract_norm="layer", do_stable_layer_norm=True,
-    )
-    torch.manual_seed(1)
-    Wav2Vec2Model(config).save_pretrained(path)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, do_normalize=True,
-                             return_attention_mask=True).save_pretrained(path)
+    path = _save_tiny(tmp_path / "tiny-masked", masked=True, seed=1)
     reference = Wav2Vec2Model.from_pretrained(path).eval()
     ex = build_extractor("wav2vec2", {"model": str(path), "layer": -1})
     assert ex.masked
