@@ -62,6 +62,36 @@ def identity_hash(identity: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def identity_of(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The identity (modality, extractor, model, params dict) a cache's attributes record."""
+    params = attrs.get("params", "{}")
+    return {
+        "modality": attrs.get("modality"),
+        "extractor": attrs.get("extractor"),
+        "model": attrs.get("model", "none"),
+        "params": json.loads(params) if isinstance(params, str) else dict(params or {}),
+    }
+
+
+def identity_differences(expected: dict[str, Any], found: dict[str, Any],
+                         ignore: Sequence[str] = ()) -> list[str]:
+    """`key: expected X, cache has Y` for every identity key that differs (params key by key).
+
+    Both sides are identities as `identity_of` returns them; `ignore` names
+    params to leave out (e.g. `precision`, which follows the machine).
+    """
+    out = []
+    for key in ("modality", "extractor", "model"):
+        if expected.get(key) != found.get(key):
+            out.append(f"{key}: expected {expected.get(key)!r}, cache has {found.get(key)!r}")
+    a, b = dict(expected.get("params") or {}), dict(found.get("params") or {})
+    for key in sorted((set(a) | set(b)) - set(ignore)):
+        if a.get(key, "<unset>") != b.get(key, "<unset>"):
+            out.append(f"params.{key}: expected {a.get(key, '<unset>')!r}, "
+                       f"cache has {b.get(key, '<unset>')!r}")
+    return out
+
+
 @functools.lru_cache(maxsize=1)
 def _library_versions() -> str:
     # cached: the metadata lookups cost ~13 ms, paid on every shard otherwise

@@ -29,5 +29,9 @@ class CheckpointError(AmidError):
     """A model file that is missing, truncated, or from another architecture."""
 
 
+class OutputError(AmidError):
+    """An output file could not be written (read-only folder, full disk, a folder in the way)."""
+
+
 class MediaError(AmidError):
     """A sample's media could not be decoded; the message is the errors sidecar's reason."""

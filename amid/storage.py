@@ -1,23 +1,36 @@
-"""Writing files when the disk may be full: reserve first, say so plainly.
+"""Every file a command writes goes through `replace_atomically` (or its helpers).
+
+A reader, or a later run, sees the old file or the new one, never half of
+one: the bytes go to a temporary name beside the target (`.<name>.<pid>.tmp`)
+and are renamed over it only once complete. A write that fails (read-only
+folder, full disk, a folder where the file should be) raises one `AmidError`
+naming the file, removes the temporary and keeps the previous good file.
+Temporaries of killed writers (their pid no longer runs) are removed by the
+next write of the same file.
 
 HDF5 (h5py 3.16) segfaults when it closes a file whose write failed for lack
-of space, so the process dies without a word and the user cannot tell a full
-disk from a bug. `reserve_space` claims the bytes before HDF5 starts writing,
-turning a full disk, a quota or a file-size limit into an ordinary OSError
-that the caller reports with `write_failure`.
+of space, and torch's zip writer aborts the process; `reserve` claims the
+bytes first, turning a full disk, a quota or a file-size limit into an
+ordinary OSError that is reported like any other.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from amid.errors import OutputError
+
 NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
 
 
 def reserve_space(path: str | Path, nbytes: int) -> None:
@@ -51,13 +64,48 @@ def write_failure(path: str | Path, exc: BaseException) -> str:
     """One line saying why writing `path` failed, naming a full disk when that is the cause."""
     if isinstance(exc, OSError) and exc.errno in NO_SPACE:
         return f"cannot write {path}: {exc.strerror} (disk full, quota or file size limit)"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"cannot write {path}: {exc.strerror}"
     return f"cannot write {path}: {exc}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | Path) -> None:
+    """Delete `.<name>.<pid>.tmp` beside `path` left by writers that no longer run."""
+    path = Path(path)
+    try:
+        siblings = list(path.parent.glob(f".{glob_escape(path.name)}.*.tmp"))
+    except OSError:
+        return
+    for tmp in siblings:
+        match = _TMP.match(tmp.name)
+        if match and match["name"] == path.name and not _alive(int(match["pid"])):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def temporary_name(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 @contextlib.contextmanager
 def replace_atomically(
     path: str | Path,
-    failure: Callable[[str], Exception],
+    failure: Callable[[str], Exception] = OutputError,
     *,
     reserve: int = 0,
     fsync: bool = False,
@@ -65,14 +113,19 @@ def replace_atomically(
 ) -> Iterator[Path]:
     """Yield a temporary name beside `path`; when the block succeeds, rename it onto `path`.
 
-    A reader sees the old file or the new one, never half of one. The bytes
-    are reserved first when `reserve` is given. A write that fails with one of
-    `errors` (a full disk, typically) raises `failure(message)` naming the
-    file; anything else propagates. Either way the temporary is removed.
+    The parent folder is created. The bytes are reserved first when `reserve`
+    is given. A write that fails with one of `errors` (a full disk, a
+    read-only folder, typically) raises `failure(message)` naming the file;
+    anything else propagates. Either way the temporary is removed and the
+    previous file at `path` is untouched.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_name(path)
     try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "a folder of that name is in the way", str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path)
         if reserve:
             reserve_space(tmp, reserve)
         yield tmp
@@ -81,8 +134,25 @@ def replace_atomically(
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
     except errors as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise failure(write_failure(path, exc)) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text(path: str | Path, text: str,
+               failure: Callable[[str], Exception] = OutputError) -> Path:
+    """Write a text file (UTF-8) atomically; see `replace_atomically`."""
+    data = text.encode("utf-8")
+    with replace_atomically(path, failure, reserve=len(data)) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_json(path: str | Path, obj: Any,
+               failure: Callable[[str], Exception] = OutputError) -> Path:
+    """Write JSON (indented, trailing newline, NaN refused) atomically."""
+    return write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n", failure)

@@ -1,0 +1,82 @@
+"""What the four commands (`amid-extract`, `amid-train`, `amid-evaluate`, `amid-predict`) share.
+
+One style everywhere:
+
+- `-p/--params FILE` the configuration, `-S/--set key=value` an override
+  (repeatable), `-o/--out PATH` the output, `-q/--quiet` only warnings and
+  errors (third-party progress bars included).
+- A mistake the user can fix prints ONE line, `<prog>: error: <message>`, on
+  stderr and exits with status 2; anything else is a bug and keeps its
+  traceback. `errors(prog)` does this around a command body.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import typer
+
+from amid.errors import AmidError
+from amid.storage import write_failure
+
+PARAMS_HELP = "Configuration file (strict: unknown keys are errors)."
+SET_HELP = "Override a configuration key, e.g. --set train.lr=1e-3 (repeatable; YAML value)."
+QUIET_HELP = "Only warnings and errors: no progress bars or info lines (third-party ones too)."
+
+
+def params_option(default: Path | None = Path("params.yaml")) -> Path | None:
+    return typer.Option(default, "--params", "-p", help=PARAMS_HELP)
+
+
+def set_option() -> list[str]:
+    return typer.Option([], "--set", "-S", help=SET_HELP)
+
+
+def quiet_option() -> bool:
+    return typer.Option(False, "--quiet", "-q", help=QUIET_HELP)
+
+
+def fail(prog: str, message: str) -> typer.Exit:
+    """Print the one-line error and return the exit to raise."""
+    first, *rest = str(message).splitlines() or [""]
+    typer.echo(f"{prog}: error: {first}", err=True)
+    for line in rest:  # details (a list of files, say) indented under the one line
+        typer.echo(f"  {line.strip()}", err=True)
+    return typer.Exit(2)
+
+
+@contextlib.contextmanager
+def errors(prog: str) -> Iterator[None]:
+    """User-fixable errors as one line and exit status 2.
+
+    `AmidError` carries its own message; an OSError that escaped a writer (a
+    read-only folder, a full disk, a permission) is reported with its path.
+    """
+    try:
+        yield
+    except AmidError as exc:
+        raise fail(prog, str(exc)) from None
+    except OSError as exc:
+        where = exc.filename or "a file"
+        raise fail(prog, write_failure(where, exc)) from None
+
+
+def setup_logging(quiet: bool) -> None:
+    """INFO lines unless quiet; quiet also silences transformers' and tqdm's bars."""
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", force=True)
+    if quiet:
+        # read by transformers and huggingface_hub when they are imported later
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        if "transformers" in sys.modules:
+            import transformers
+
+            transformers.logging.set_verbosity_error()
+            transformers.logging.disable_progress_bar()
