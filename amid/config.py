@@ -1,21 +1,28 @@
 """The one typed configuration, read from `params.yaml`.
 
-Every stage loads it once (`load_config`) and then hands explicit values to
-library functions; nothing below the CLIs reads `params.yaml`. Loading is
-strict: an unknown key (a misspelled `dvc exp run -S train.loss.alfa=2`, which
-DVC itself accepts silently), a wrong type or an out-of-range value is a
-`ConfigError` that names the dotted key.
+Every command loads it once (`load_config`) and hands explicit values to the
+library; nothing below the CLIs reads `params.yaml`. Loading is strict: an
+unknown key (a misspelled `dvc exp run -S methods.amid.alfa=2`, which DVC
+itself accepts silently), a key given twice, a wrong type or an out-of-range
+value is a `ConfigError` naming the dotted key, and the `--set` override it
+came from when it did.
 
-Each stage section owns its dataclass; `dvc.yaml` lists, per stage, only the
-dotted keys that stage reads.
+Each section is a dataclass whose fields carry their own range checks
+(`option(default, check=...)`). Each training method owns its options: they
+live under `methods.<name>` and are typed by the method's own `Options`
+dataclass (`amid.distill.methods`), which is why this module keeps that
+section as plain data and lets `load_config(..., check=...)` type it.
+`dvc.yaml` lists, per stage, the sections that stage reads.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +30,37 @@ from typing import Any, Literal
 import yaml
 
 from amid.errors import ConfigError
+
+Check = tuple[Callable[[Any], bool], str]
+
+
+def option(default: Any, *, check: Check | None = None, per_member: bool = False) -> Any:
+    """A configuration field with its range check beside it.
+
+    `per_member`: the value may differ between the members of one stacked
+    sweep (a float read at step time; see `amid.distill.stack`).
+    """
+    meta = {"check": check, "per_member": per_member}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def at_least(x: float) -> Check:
+    return (lambda v: v >= x, f">= {x}")
+
+
+def above(x: float) -> Check:
+    return (lambda v: v > x, f"> {x}")
+
+
+def in_unit(closed_right: bool = False) -> Check:
+    if closed_right:
+        return (lambda v: 0 < v <= 1, "in (0, 1]")
+    return (lambda v: 0 <= v < 1, "in [0, 1)")
+
+
+SPLIT: Check = (lambda v: v in ("train", "val", "test"), "one of train, val, test")
 
 # ---------------------------------------------------------------- sections
 
@@ -32,13 +70,13 @@ class DemoConfig:
     """The embedded demo dataset (`amid-extract demo`), built on sklearn's digits."""
 
     out: str = "data/demo"
-    n_per_class: int = 60  # 10 digit classes; 60% train, 20% val, 20% test
-    frames: int = 6  # frames per video
-    frame_size: int = 32  # pixels, square
+    n_per_class: int = option(60, check=at_least(5))  # 10 classes; 60/20/20 % train/val/test
+    frames: int = option(6, check=at_least(1))  # frames per video
+    frame_size: int = option(32, check=at_least(8))  # pixels, square
     visual_noise: float = 0.9  # std of per-frame pixel noise (image in [0, 1])
     visual_blur: float = 1.2  # Gaussian blur sigma (8x8 digit pixels)
-    sample_rate: int = 16000
-    duration: float = 0.5  # seconds of audio per sample
+    sample_rate: int = option(16000, check=at_least(8000))
+    duration: float = option(0.5, check=above(0))  # seconds of audio per sample
     audio_noise: float = 0.6  # std of white noise (tone amplitude 1)
     text_noise: float = 0.3  # chance a transcript's cue word is replaced
     seed: int = 0
@@ -50,13 +88,18 @@ class DatasetConfig:
 
     name: str = "demo"
     adapter: str = "demo"  # how `amid-extract prepare` reads the layout (or "csv")
-    adapter_options: dict[str, Any] = field(default_factory=dict)
+    adapter_options: dict[str, Any] = option({})
     root: str = "data/demo"
-    manifest: str = "data/manifests/demo.csv"
+    manifest: str = "data/manifests/demo.csv"  # the manifest `prepare` writes, everyone reads
     cache_dir: str = "cache"
-    target: list[str] = field(default_factory=lambda: ["visual"])
-    auxiliary: list[str] = field(default_factory=lambda: ["audio", "text"])
+    target: list[str] = option(["visual"])
+    auxiliary: list[str] = option(["audio", "text"])
     fold: int | None = None  # fold-based datasets: the held-out test fold
+    # Fewer labelled training samples, to study small-data regimes: a stratified
+    # subsample of the TRAINING split only, drawn with train.seed (every method
+    # sees the same rows for one seed); validation and test stay whole.
+    train_per_class: int | None = option(None, check=at_least(1))
+    train_fraction: float | None = option(None, check=in_unit(closed_right=True))
 
 
 @dataclass
@@ -64,92 +107,69 @@ class ModalityExtractConfig:
     """How one modality's cache is made: extractor name and its parameters."""
 
     extractor: str = "pixels"
-    params: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 16
+    params: dict[str, Any] = option({})
+    batch_size: int = option(16, check=at_least(1))
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    num_workers: int = 0  # decoding threads; 0 decodes in the main thread
+    num_workers: int = option(0, check=at_least(0))  # decoding threads; 0: the main thread
     dtype: Literal["float16", "float32"] = "float32"  # storage type in the cache
     amp: Literal["none", "bf16", "fp16"] = "bf16"  # autocast of neural extractors, GPU only
 
 
 @dataclass
 class ModelConfig:
-    """Encoders, teacher head, classifier and discriminators (DESIGN 4)."""
+    """Encoders, teacher head, classifier and discriminators (docs/method.md)."""
 
-    dim: int = 128  # representation dimension d
-    hidden: int = 128  # hidden width of RNNs and MLPs
+    dim: int = option(128, check=at_least(1))  # representation dimension d
+    hidden: int = option(128, check=at_least(1))  # hidden width of RNNs and MLPs
     student: Literal["gru", "lstm", "pool"] = "gru"
-    rnn_layers: int = 1
+    rnn_layers: int = option(1, check=at_least(1))
     bidirectional: bool = False
-    dropout: float = 0.1
+    dropout: float = option(0.1, check=in_unit())
     teacher_encoders: Literal["shared", "separate"] = "shared"
     # encoder of a multi-step auxiliary modality; clip-level ones (T = 1) get an MLP
     auxiliary: Literal["gru", "lstm", "pool"] = "gru"
-    disc_hidden: int = 128  # width of both discriminators
-
-
-@dataclass
-class LossConfig:
-    """Weights and switches of the AMID objective and its ablations (DESIGN 4.1-4.5)."""
-
-    alpha: float = 4.0  # L_TS
-    beta: float = 1.5  # L_TA
-    gamma: float = 1.0  # L_adv
-    jsd: float = 1.0  # L_JSD
-    tau: float = 0.1
-    mu: float = 0.9  # moving average of the discriminator weights
-    mi_variant: Literal["amid", "ccl"] = "amid"
-    warmup_epochs: int = 5
-    enhanced_disc: bool = True
-    dynamic_weights: bool = True
-    fixed_teacher: bool = False
-    # fixed_teacher: CE pre-training epochs of the teacher inside the run (the
-    # first teacher_epochs of train.epochs), unless teacher_run names the run
-    # folder of a `teacher` method to load instead
-    teacher_epochs: int = 10
-    teacher_run: str = ""
-    # competing methods (DESIGN 4.5; crd and crcd use the fixed teacher above);
-    # constants their papers fix (128-d heads, temperatures, momentum) live in the methods
-    crd_weight: float = 0.8  # CRD term, both directions (Tian et al.'s beta)
-    crd_negatives: int = 4096  # memory-bank negatives per anchor (at most train size - 1)
-    gmc_weight: float = 1.0  # NT-Xent summed over the modalities
-    ccl_nce_weight: float = 1.0  # class-aware NCE on (s, t) and (s, a)
-    ccl_kl_weight: float = 0.5  # symmetric KL between the student's and teacher's logits
-    crcd_weight: float = 1.0  # relation contrastive term
+    disc_hidden: int = option(128, check=at_least(1))  # width of both discriminators
 
 
 @dataclass
 class TrainConfig:
-    """`amid-train`: optimisation and the methods that `dvc repro` trains."""
+    """`amid-train`: optimisation, shared by every method (their own options: `methods`)."""
 
-    methods: list[str] = field(default_factory=lambda: ["baseline", "teacher", "amid"])
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    disc_lr: float = 1e-4
-    seed: int = 0
+    epochs: int = option(30, check=at_least(1))
+    batch_size: int = option(64, check=at_least(2))
+    lr: float = option(1e-3, check=above(0), per_member=True)
+    weight_decay: float = option(1e-4, check=at_least(0), per_member=True)
+    disc_lr: float = option(1e-4, check=above(0), per_member=True)  # discriminators' Adam
+    seed: int = option(0, per_member=True)
     device: str = "auto"
     amp: bool = True  # bf16 autocast, on CUDA only
-    eval_batch_size: int = 512
-    max_steps: int = 512  # longer sequences are subsampled evenly to this many steps
+    eval_batch_size: int = option(512, check=at_least(1))
+    max_steps: int = option(512, check=at_least(1))  # longer sequences: evenly subsampled
     # torch.compile the method's forward and loss terms (falls back to eager with a
     # warning when compilation fails); pays off on a GPU, where eager steps are launch-bound
     compile: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
 
 
 @dataclass
 class EvaluateConfig:
     """`amid-evaluate`: metrics and retrieval."""
 
-    ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 50])
-    chunk_size: int = 4096  # retrieval queries per chunk (bounds memory)
-    gallery_chunk_size: int = 8192  # gallery items per retrieval block (bounds memory)
-    split: str = "test"  # the split that is scored (queries for retrieval)
-    gallery_split: str = "train"  # the retrieval gallery
+    ks: list[int] = option([1, 5, 10, 20, 50],
+                           check=(lambda v: len(v) > 0 and min(v) >= 1,
+                                  "a non-empty list of integers >= 1"))
+    chunk_size: int = option(4096, check=at_least(1))  # retrieval queries per chunk
+    gallery_chunk_size: int = option(8192, check=at_least(1))  # gallery items per block
+    split: str = option("test", check=SPLIT)  # the split that is scored (retrieval queries)
+    gallery_split: str = option("train", check=SPLIT)  # the retrieval gallery
     projection: Literal["pca", "tsne"] = "pca"  # 2-D embedding plot data
+
+
+@dataclass
+class PipelineConfig:
+    """What `dvc repro` runs: one train@/evaluate@ stage pair per listed method."""
+
+    methods: list[str] = option(["baseline", "teacher", "ts", "ts_ta", "amid"])
 
 
 @dataclass
@@ -157,13 +177,13 @@ class SweepConfig:
     """One named ablation grid: `amid-train --grid NAME`, DVC stage `sweep@NAME`.
 
     `grid` nests configuration keys down to lists of values, one axis per
-    list (`{train: {seed: [0, 1, 2], loss: {alpha: [0, 4]}}}`); the grid is
-    their product. Nested rather than dotted keys so that `dvc exp run -S
-    sweeps.NAME.grid.train.seed=[0,1]` edits one axis.
+    list (`{train: {seed: [0, 1, 2]}, methods: {amid: {alpha: [0, 4]}}}`); the
+    grid is their product. Nested rather than dotted keys so that
+    `dvc exp run -S sweeps.NAME.grid.train.seed=[0,1]` edits one axis.
     """
 
     method: str = "amid"
-    grid: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, Any] = option({})
 
 
 @dataclass
@@ -172,50 +192,80 @@ class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     extract: dict[str, ModalityExtractConfig] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # methods.<name>: that method's own options (typed by amid.distill.methods)
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     sweeps: dict[str, SweepConfig] = field(default_factory=dict)
 
 
-# ------------------------------------------------------------ range checks
-# (dotted key, predicate, what it must be); checked after loading.
-_CHECKS: list[tuple[str, typing.Callable[[Any], bool], str]] = [
-    ("demo.n_per_class", lambda v: v >= 5, ">= 5"),
-    ("demo.frames", lambda v: v >= 1, ">= 1"),
-    ("demo.frame_size", lambda v: v >= 8, ">= 8"),
-    ("demo.sample_rate", lambda v: v >= 8000, ">= 8000"),
-    ("demo.duration", lambda v: v > 0, "> 0"),
-    ("train.epochs", lambda v: v >= 1, ">= 1"),
-    ("train.batch_size", lambda v: v >= 2, ">= 2"),
-    ("train.lr", lambda v: v > 0, "> 0"),
-    ("train.weight_decay", lambda v: v >= 0, ">= 0"),
-    ("train.disc_lr", lambda v: v > 0, "> 0"),
-    ("train.eval_batch_size", lambda v: v >= 1, ">= 1"),
-    ("train.max_steps", lambda v: v >= 1, ">= 1"),
-    ("train.model.disc_hidden", lambda v: v >= 1, ">= 1"),
-    ("train.loss.teacher_epochs", lambda v: v >= 0, ">= 0"),
-    ("train.loss.crd_weight", lambda v: v >= 0, ">= 0"),
-    ("train.loss.crd_negatives", lambda v: v >= 1, ">= 1"),
-    ("train.loss.gmc_weight", lambda v: v >= 0, ">= 0"),
-    ("train.loss.ccl_nce_weight", lambda v: v >= 0, ">= 0"),
-    ("train.loss.ccl_kl_weight", lambda v: v >= 0, ">= 0"),
-    ("train.loss.crcd_weight", lambda v: v >= 0, ">= 0"),
-    ("train.model.dim", lambda v: v >= 1, ">= 1"),
-    ("train.model.hidden", lambda v: v >= 1, ">= 1"),
-    ("train.model.rnn_layers", lambda v: v >= 1, ">= 1"),
-    ("train.model.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
-    ("train.loss.alpha", lambda v: v >= 0, ">= 0"),
-    ("train.loss.beta", lambda v: v >= 0, ">= 0"),
-    ("train.loss.gamma", lambda v: v >= 0, ">= 0"),
-    ("train.loss.jsd", lambda v: v >= 0, ">= 0"),
-    ("train.loss.tau", lambda v: v > 0, "> 0"),
-    ("train.loss.mu", lambda v: 0 <= v < 1, "in [0, 1)"),
-    ("train.loss.warmup_epochs", lambda v: v >= 0, ">= 0"),
-    ("evaluate.chunk_size", lambda v: v >= 1, ">= 1"),
-    ("evaluate.gallery_chunk_size", lambda v: v >= 1, ">= 1"),
-    ("evaluate.ks", lambda v: len(v) > 0 and min(v) >= 1, "a non-empty list of integers >= 1"),
-    ("evaluate.split", lambda v: v in ("train", "val", "test"), "one of train, val, test"),
-    ("evaluate.gallery_split", lambda v: v in ("train", "val", "test"), "one of train, val, test"),
-]
+# Keys that moved, and where to: an old params.yaml fails with the new name.
+_LOSS_MOVES = {
+    **{k: ("ts", "ts_ta", "amid") for k in ("alpha", "jsd", "tau", "mi_variant", "fixed_teacher",
+                                            "teacher_epochs", "teacher_run")},
+    "beta": ("ts_ta", "amid"),
+    **{k: ("amid",) for k in ("gamma", "mu", "warmup_epochs", "enhanced_disc",
+                              "dynamic_weights")},
+}
+_RENAMED = {"crd_weight": "crd.weight", "crd_negatives": "crd.negatives",
+            "gmc_weight": "gmc.weight", "ccl_nce_weight": "ccl.nce_weight",
+            "ccl_kl_weight": "ccl.kl_weight", "crcd_weight": "crcd.weight"}
+
+
+def moved_key(dotted: str) -> str | None:
+    """Where an old key lives now, as a sentence, or None if it never existed."""
+    if dotted == "train.methods":
+        return "train.methods moved to pipeline.methods (it says which stages dvc repro runs)"
+    if dotted == "train.loss" or dotted.startswith("train.loss."):
+        leaf = dotted.split(".", 2)[2] if dotted.count(".") >= 2 else ""
+        if leaf in _RENAMED:
+            return f"{dotted} is now methods.{_RENAMED[leaf]}"
+        if leaf in _LOSS_MOVES:
+            where = ", ".join(f"methods.{m}.{leaf}" for m in _LOSS_MOVES[leaf])
+            return f"{dotted} is now per method: {where}"
+        return ("train.loss was split by method: each method's options live under "
+                "methods.<name> (e.g. methods.amid.alpha)")
+    return None
+
+
+# ------------------------------------------------------------------ YAML
+
+
+class StrictLoader(yaml.SafeLoader):
+    """YAML as researchers write it: `1e-3` is a number, a key given twice is an error.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (`1e-3` is a string);
+    YAML 1.2 and every other tool (DVC's ruamel included) read it as 0.001.
+    """
+
+
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)
+               |[-+]?(?:[0-9][0-9_]*)?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+               |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def _mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise ConfigError(f"line {line}: key {key!r} is given twice in one mapping "
+                              f"(first on line {seen[key]}); the first would be silently lost")
+        seen[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506  (a SafeLoader subclass)
+
 
 # ------------------------------------------------------------------ loading
 
@@ -249,14 +299,13 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return coerce(value, arg, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
+            except ConfigError:
+                continue
         raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value not in args:
@@ -285,7 +334,7 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if not math.isfinite(value):  # YAML's .nan/.inf pass every range check below
+        if not math.isfinite(value):  # YAML's .nan/.inf pass every range check
             raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
@@ -296,33 +345,50 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
 
 
 def from_dict(cls: type, data: Any, where: str = "") -> Any:
-    """Build dataclass `cls` from a mapping; unknown keys are errors naming the key."""
+    """Build dataclass `cls` from a mapping: unknown keys, types and ranges checked, by key."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    for key in unknown:
+        dotted = f"{where}.{key}" if where else str(key)
+        value = data[key]
+        leaves = [f"{dotted}.{k}" for k in value] if isinstance(value, dict) and value else []
+        moved = [m for m in map(moved_key, leaves or [dotted]) if m]
+        if moved:
+            raise ConfigError("; ".join(moved))
     if unknown:
         keys = ", ".join(f"{where}.{k}" if where else str(k) for k in unknown)
-        known = ", ".join(sorted(names))
-        raise ConfigError(f"unknown configuration key(s) {keys}; known here: {known}")
-    kwargs = {k: coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+        raise ConfigError(f"unknown configuration key(s) {keys}; known here: "
+                          f"{', '.join(sorted(fields))}")
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{where}.{key}" if where else key
+        kwargs[key] = coerce(value, hints[key], dotted)
+        check = fields[key].metadata.get("check")
+        if check is not None and kwargs[key] is not None and not check[0](kwargs[key]):
+            raise ConfigError(f"{dotted} must be {check[1]}, got {kwargs[key]!r}")
     return cls(**kwargs)
 
 
-def _get(obj: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
+def per_member_keys(cls: type, where: str) -> list[str]:
+    """Dotted keys of `cls` (and nested dataclasses) marked `per_member`."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        dotted = f"{where}.{f.name}"
+        if f.metadata.get("per_member"):
+            keys.append(dotted)
+        tp = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            keys += per_member_keys(tp, dotted)
+    return keys
 
 
 def validate(cfg: Config) -> Config:
-    for key, ok, must in _CHECKS:
-        value = _get(cfg, key)
-        if not ok(value):
-            raise ConfigError(f"{key} must be {must}, got {value!r}")
+    """Rules that join several keys."""
     for role in ("target", "auxiliary"):
         for modality in getattr(cfg.dataset, role):
             if modality not in cfg.extract:
@@ -335,53 +401,103 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"dataset.target and dataset.auxiliary share {sorted(overlap)}")
     if not cfg.dataset.target:
         raise ConfigError("dataset.target must name at least one modality")
+    if cfg.dataset.train_per_class is not None and cfg.dataset.train_fraction is not None:
+        raise ConfigError("set dataset.train_per_class or dataset.train_fraction, not both")
+    for name, section in cfg.methods.items():
+        if not isinstance(section, dict):
+            raise ConfigError(f"methods.{name}: expected a mapping of that method's options, "
+                              f"got {section!r}")
     return cfg
 
 
+def _merge(node: dict[str, Any], key: str, value: Any) -> None:
+    """Set `key`; a mapping merges into an existing mapping instead of replacing it."""
+    old = node.get(key)
+    if isinstance(value, dict) and isinstance(old, dict):
+        for k, v in value.items():
+            _merge(old, str(k), v)
+    else:
+        node[key] = value
+
+
 def apply_override(data: dict[str, Any], assignment: str) -> None:
-    """Apply one `dotted.key=value` (value parsed as YAML) to a raw mapping."""
+    """Apply one `dotted.key=value` (value parsed as YAML) to a raw mapping.
+
+    A mapping value merges into the section it names (`--set 'train={epochs: 1}'`
+    changes epochs and keeps the file's other train keys).
+    """
     if "=" not in assignment:
-        raise ConfigError(f"override {assignment!r} is not of the form key=value")
+        raise ConfigError(f"--set {assignment!r} is not of the form key=value")
     key, raw = assignment.split("=", 1)
     parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {assignment!r}: {key.strip()!r} is not a dotted key")
     node = data
     for part in parts[:-1]:
         child = node.get(part)
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"override {key}: {part!r} is not a section")
+            raise ConfigError(f"--set {key}: {part!r} is not a section")
         node = child
     try:
-        node[parts[-1]] = yaml.safe_load(raw)
+        value = parse_yaml(raw)
     except yaml.YAMLError as exc:  # e.g. `--set a=[1` or a `!!python/...` tag
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"override {key}: value {raw!r} is not valid YAML ({problem})") from None
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({problem})") from None
+    _merge(node, parts[-1], value)
 
 
-def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Config:
-    """Read `params.yaml`, apply `key=value` overrides, check everything."""
+def read_params(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a params file, with errors naming the file (and line)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"configuration file {path} does not exist") from None
+        raise ConfigError(f"configuration file {path.resolve()} does not exist") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     except OSError as exc:  # a folder, no permission
         raise ConfigError(f"configuration file {path} cannot be read: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = parse_yaml(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    for assignment in overrides or []:
-        apply_override(data, assignment)
-    try:
-        return validate(from_dict(Config, data))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = None, *,
+                check: Callable[[Config], None] | None = None) -> Config:
+    """Read `params.yaml`, apply `key=value` overrides, check everything.
+
+    The file is checked alone first, then with each override in turn, so an
+    error names where the bad value came from. `check` adds the checks of a
+    part that owns its own section (amid-train types `methods` with it).
+    """
+    path = Path(path)
+    data = read_params(path)
+
+    def build(raw: dict[str, Any]) -> Config:
+        cfg = validate(from_dict(Config, raw))
+        if check is not None:
+            check(cfg)
+        return cfg
+
+    try:
+        cfg = build(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+        try:
+            cfg = build(data)
+        except ConfigError as exc:
+            raise ConfigError(f"--set {assignment}: {exc}") from None
+    return cfg
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -2,9 +2,12 @@
 
 `checkpoint.pt` holds the method's state (networks, discriminators, dynamic
 weights), both optimisers, the completed epoch count, every RNG state, the
-metric history and the resolved configuration. It is written to a temporary
-name and renamed, so a crash leaves the previous epoch's file intact. It is
-read with `weights_only=True` (plain tensors and containers only).
+metric history, the resolved configuration and the caches trained on (path,
+identity, SHA-256). It is written to a temporary name and renamed, so a crash
+leaves the previous epoch's file intact. It is read with `weights_only=True`
+(plain tensors and containers only). A resume with another configuration, or
+on caches whose bytes changed, is refused naming what differs: it would mix
+two experiments in one run.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from amid.errors import CheckpointError
 from amid.storage import replace_atomically
 
 # Keys that may change between a run and its resumption without changing the result.
-RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.eval_batch_size", "train.methods")
+RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.eval_batch_size")
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
@@ -52,12 +55,13 @@ def _to_tuples(x: Any) -> Any:
     return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_config(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a configuration dict; each `extract.<m>` stays one value."""
     flat: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and not (prefix == "" and k == "extract"):
-            flat.update(_flatten(v, key + "."))
+        if isinstance(v, dict) and v and not (prefix == "" and k == "extract"):
+            flat.update(flatten_config(v, key + "."))
         else:
             flat[key] = v
     return flat
@@ -65,11 +69,23 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Dotted keys whose value differs, ignoring those a resume may change."""
-    a, b = _flatten(old), _flatten(new)
+    a, b = flatten_config(old), flatten_config(new)
     keys = sorted(set(a) | set(b))
-    # `sweeps` describes other runs (the grids), never this one
-    return [k for k in keys if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES
-            and not k.startswith("sweeps.")]
+    return [k for k in keys if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES]
+
+
+def input_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between the caches a checkpoint trained on and the current ones."""
+    out = []
+    for m in sorted(set(old) | set(new)):
+        a, b = old.get(m), new.get(m)
+        if a is None or b is None:
+            out.append(f"modality {m} {'added' if a is None else 'removed'}")
+        elif a.get("fingerprint") != b.get("fingerprint"):
+            out.append(f"{m} cache {b.get('cache')} changed since the checkpoint "
+                       f"(sha256 {str(a.get('fingerprint'))[:12]}... -> "
+                       f"{str(b.get('fingerprint'))[:12]}...)")
+    return out
 
 
 def _tensor_bytes(x: Any) -> int:
@@ -87,10 +103,13 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     kept = "the previous checkpoint is kept" if path.exists() else "no checkpoint written"
     # torch's zip writer reports a full disk as "unexpected pos 640 vs 534":
     # claiming the space first gives the user the real reason.
-    with replace_atomically(path, lambda why: CheckpointError(f"{why}; {kept}"),
-                            reserve=int(_tensor_bytes(payload) * 1.1) + (1 << 20),
-                            errors=(OSError, RuntimeError)) as tmp:
-        torch.save(payload, tmp)
+    # Through a file object: given a path, torch names the archive's root folder
+    # after the (temporary, per-process) file, and identical states would differ.
+    with (replace_atomically(path, lambda why: CheckpointError(f"{why}; {kept}"),
+                             reserve=int(_tensor_bytes(payload) * 1.1) + (1 << 20),
+                             errors=(OSError, RuntimeError)) as tmp,
+          open(tmp, "wb") as fh):
+        torch.save(payload, fh)
 
 
 def remove_strays(run: Path) -> None:
@@ -109,8 +128,9 @@ def read_torch_file(path: Path) -> Any:
                               "delete it to start over") from None
 
 
-def load_checkpoint(path: Path, method: str, config: dict[str, Any]) -> dict[str, Any]:
-    """Read a checkpoint and check it belongs to this method and configuration."""
+def load_checkpoint(path: Path, method: str, config: dict[str, Any],
+                    inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read a checkpoint; check it belongs to this method, configuration and caches."""
     ckpt = read_torch_file(path)
     if not isinstance(ckpt, dict) or not {"method", "config", "epoch"} <= set(ckpt):
         raise CheckpointError(f"{path}: not an amid-train checkpoint; delete it to start over")
@@ -125,4 +145,14 @@ def load_checkpoint(path: Path, method: str, config: dict[str, Any]) -> dict[str
             f"{path} was trained with a different configuration ({', '.join(changed[:8])}); "
             "resuming would mix two experiments: use another --out folder or delete the checkpoint"
         )
+    if inputs is not None:
+        if "inputs" not in ckpt:
+            raise CheckpointError(f"{path} records no cache fingerprints (an older amid-train), "
+                                  "so a resume cannot tell whether the features changed; delete "
+                                  "it to start over")
+        moved = input_changes(ckpt["inputs"], inputs)
+        if moved:
+            raise CheckpointError(
+                f"{path} was trained on other features ({'; '.join(moved)}); resuming would "
+                "mix two feature sets: use another --out folder or delete the checkpoint")
     return ckpt

@@ -1,63 +1,63 @@
 """`amid-train`: train one method on cached features into a run folder.
 
-    amid-train --method amid [--params params.yaml] [--out runs/amid] [--set train.loss.alpha=2]
-    amid-train --method amid --sweep 'train.loss.alpha=[1,2,4]' --sweep 'train.seed=[0,1]'
-    amid-train --grid seeds          # the grid sweeps.seeds of params.yaml (DVC: sweep@seeds)
+    amid-train --method amid [--params params.yaml] [-o runs/amid] [--set methods.amid.alpha=2]
+    amid-train --method amid --sweep 'methods.amid.alpha=[1,2,4]' --sweep 'train.seed=[0,1]'
+    amid-train --grid alpha          # the grid sweeps.alpha of params.yaml (DVC: sweep@alpha)
+    amid-train --list                # the methods and their options
 
 Thin by design: load the configuration once, hand explicit values to
-`amid.distill.train.train`. Errors a user can fix print one line, exit code 2.
+`amid.distill.train`. Errors a user can fix print one line, exit code 2.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
 from pathlib import Path
 
 import typer
 
+from amid.cli import errors, params_option, quiet_option, set_option, setup_logging
 from amid.config import load_config
 from amid.errors import AmidError
-from amid.storage import NO_SPACE, write_failure
 
+PROG = "amid-train"
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
-@app.command(help="Train a method (baseline, teacher, ts, ts_ta, amid, ...) on cached features. "
+@app.command(help="Train a method (baseline, teacher, ts, ts_ta, amid, kd, crd, gmc, ccl, crcd) "
+                  "on cached features; its options live under methods.<name> in params.yaml. "
                   "Rerunning the same command resumes from the run folder's last checkpoint.")
 def train_command(
     method: str | None = typer.Option(None, "--method", "-m",
-                                      help="Method name: baseline, teacher, ts, ts_ta, amid, or "
-                                           "any other registered one (an unknown name lists "
-                                           "them). Required unless --grid names one."),
-    params: Path = typer.Option(Path("params.yaml"), "--params", "-p",
-                                help="Configuration file (strict: unknown keys are errors)."),
+                                      help="Method name (an unknown name lists them). Required "
+                                           "unless --grid names one."),
+    params: Path = params_option(),
     out: Path | None = typer.Option(None, "--out", "-o",
-                                    help="Run folder (default: runs/<method>)."),
-    overrides: list[str] = typer.Option([], "--set", "-S", "-s",
-                                        help="Override a key, e.g. --set train.loss.alpha=2 "
-                                             "(repeatable; value parsed as YAML)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+                                    help="Run folder (default: runs/<method>; for a grid, "
+                                         "runs/sweeps/<NAME> or runs/<method>-sweep)."),
+    overrides: list[str] = set_option(),
+    quiet: bool = quiet_option(),
     sweep: list[str] = typer.Option(
         [], "--sweep",
-        help="Train a grid in one process: 'train.loss.alpha=[1,2,4]' (repeatable; the grid is "
-             "the product of the axes) or a YAML file mapping dotted keys to lists. One run "
-             "folder per member under --out (default runs/<method>-sweep), listed in sweep.json. "
-             "Members differing only in seed, lr, weight_decay, disc_lr, alpha, beta, gamma, "
-             "jsd, tau or mu train together as a stacked ensemble (methods baseline, teacher, "
-             "ts, ts_ta, amid without fixed_teacher, every auxiliary modality present); all "
-             "others train one after another in the same process."),
+        help="Train a grid in one process: 'methods.amid.alpha=[1,2,4]' (repeatable; the grid "
+             "is the product of the axes) or a YAML file mapping dotted keys to lists. One run "
+             "folder per member under --out, listed in sweep.json. Members differing only in "
+             "per-member values (train.seed, lr, weight_decay, disc_lr and each method's "
+             "weights and temperatures; see --list) train together as one stack; others one "
+             "after another in the same process."),
     grid: str | None = typer.Option(
         None, "--grid",
         help="Train the grid `sweeps.NAME` of the params file (its method and axes; more "
              "--sweep axes multiply it). Default --out: runs/sweeps/NAME. Rerunning resumes."),
+    list_methods: bool = typer.Option(False, "--list", help="List the methods, their options "
+                                      "(defaults) and which ones may vary within a stack."),
 ) -> None:
-    from amid.distill.methods import METHODS
-    from amid.distill.train import train
+    setup_logging(quiet)
+    with errors(PROG):
+        from amid.distill.methods import METHODS, check_method_options
 
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
+        if list_methods:
+            typer.echo(method_listing())
+            return
         if grid is not None:
             method, axes = _named_grid(params, overrides, grid, method)
         elif method is None:
@@ -73,19 +73,14 @@ def train_command(
             for name, res in done.items():
                 row = res.history[-1] if res.history else {}
                 acc = {k: round(v, 4) for k, v in row.items() if k.startswith("val_acc")}
-                typer.echo(f"{method} {name}: {len(res.history)} epochs -> {res.run} {acc}")
+                typer.echo(f"{method} {name}: {len(res.history)} epochs ({res.mode}) -> "
+                           f"{res.run} {acc}")
             return
-        cfg = load_config(params, overrides)
+        from amid.distill.train import train
+
+        cfg = load_config(params, overrides, check=check_method_options)
         run = out if out is not None else Path("runs") / method
         history = train(method, cfg, run)
-    except AmidError as exc:
-        typer.echo(f"amid-train: error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except OSError as exc:  # a full disk under dvclive or another writer
-        if exc.errno not in NO_SPACE:
-            raise
-        typer.echo(f"amid-train: error: {write_failure(exc.filename, exc)}", err=True)
-        raise typer.Exit(2) from None
     last = history[-1] if history else {}
     shown = {k: round(v, 4) for k, v in last.items() if k.endswith(("acc_student", "acc_teacher"))}
     typer.echo(f"{method}: {len(history)} epochs -> {run} {shown}")
@@ -93,9 +88,10 @@ def train_command(
 
 def _named_grid(params: Path, overrides: list[str], name: str,
                 method: str | None) -> tuple[str, list]:
+    from amid.distill.methods import check_method_options
     from amid.distill.sweep import grid_axes
 
-    sweeps = load_config(params, overrides).sweeps
+    sweeps = load_config(params, overrides, check=check_method_options).sweeps
     if name not in sweeps:
         raise AmidError(f"--grid {name}: {params} has no sweeps.{name} (has: "
                         f"{', '.join(sweeps) or 'none'})")
@@ -105,13 +101,31 @@ def _named_grid(params: Path, overrides: list[str], name: str,
     return spec.method, grid_axes(spec.grid, f"{params}: sweeps.{name}.grid")
 
 
+def method_listing() -> str:
+    """Every method with its options, defaults and per-member marks."""
+    import dataclasses
+
+    from amid.config import TrainConfig, per_member_keys
+    from amid.distill.methods import METHODS
+
+    lines = ["methods (options under methods.<name>; * may differ within one stack):"]
+    for name in METHODS:
+        cls = METHODS.get(name)
+        free = {k.rsplit(".", 1)[1] for k in per_member_keys(cls.Options, "o")}
+        fields = [f"{f.name}={f.default!r}{'*' if f.name in free else ''}"
+                  for f in dataclasses.fields(cls.Options)]
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        lines.append(f"  {name:<9} {doc}")
+        if fields:
+            lines.append(f"            {', '.join(fields)}")
+    shared = ", ".join(k.split(".", 1)[1] for k in per_member_keys(TrainConfig, "train"))
+    lines.append(f"train.* keys that may differ within one stack: {shared}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     """Console-script entry point (`amid-train`)."""
-    try:
-        app(prog_name="amid-train")
-    except AmidError as exc:  # raised outside the command body (should not happen)
-        print(f"amid-train: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    app(prog_name=PROG)
 
 
 if __name__ == "__main__":

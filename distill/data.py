@@ -10,18 +10,26 @@ Rows follow manifest order. A sample missing from a target cache is dropped
 (the student cannot see it); a sample missing an auxiliary modality is kept
 with a zero sequence of length 1 and `present=False`, so it still trains the
 student while the teacher-side terms skip it.
+
+Each modality remembers which cache it came from (path, identity, a SHA-256
+of the file): a run records them, a resumed run and `amid-predict` check
+them. `TrainData.with_train_rows` gives a view with fewer training rows
+(`dataset.train_per_class` / `train_fraction`) and statistics of those rows.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from amid.cache import FeatureCache, cache_path, read_cache, read_ids
+from amid.cache import FeatureCache, cache_path, identity_of, read_cache, read_ids
 from amid.errors import CacheError, ManifestError
 from amid.manifest import SPLITS, Manifest, read_manifest
 
@@ -87,6 +95,13 @@ class ModalityData:
     mean: np.ndarray  # (D,) train-split statistics the encoder normalises with
     std: np.ndarray
     source: Path
+    identity: dict[str, Any] = field(default_factory=dict)  # the cache's extractor identity
+    fingerprint: str = ""  # SHA-256 of the cache file
+
+    def record(self) -> dict[str, Any]:
+        """What a run stores about this input (config.json, student.json, checkpoint)."""
+        return {"cache": str(self.source), "identity": self.identity,
+                "fingerprint": self.fingerprint}
 
     @property
     def dim(self) -> int:
@@ -147,27 +162,106 @@ class TrainData:
     def __post_init__(self) -> None:
         self._all_present = self.all_aux_present
 
+    @property
+    def inputs(self) -> dict[str, dict[str, Any]]:
+        return {m: d.record() for m, d in {**self.target, **self.auxiliary}.items()}
 
-def _stats(x: np.ndarray, lengths: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean/std over the valid steps of the given rows (the training split).
+    def with_train_rows(self, rows: torch.Tensor) -> TrainData:
+        """A view training on `rows` only (a subsample of the training split).
 
-    Two passes over blocks of rows in float64 (mean, then squared deviations):
-    memory stays at one block, not a copy of the training split.
+        The features are shared, not copied; the normalisation statistics are
+        those of the new training rows, as if the others did not exist.
+        """
+        def view(d: ModalityData) -> ModalityData:
+            mean, std = feature_stats(d.x, d.lengths, rows[d.present[rows]], d.source, self.ids)
+            return dataclasses.replace(d, mean=mean, std=std)
+
+        return dataclasses.replace(
+            self, splits={**self.splits, "train": rows},
+            target={m: view(d) for m, d in self.target.items()},
+            auxiliary={m: view(d) for m, d in self.auxiliary.items()})
+
+
+OUTLIER_STDS = 1e6  # a value this many standard deviations from all others is corrupt
+
+
+def feature_stats(x: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor, source: Path,
+                  ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean/std (D,) over the valid steps of `rows` (the training split), in float64.
+
+    Blocks of rows keep memory at one block. A single value so far from the
+    others that it would own the statistics (a corrupt row of 3e38, say)
+    leaves every other sample at zero after normalisation and the student at
+    chance; it is refused here, naming the sample, rather than trained on.
     """
-    dim = x.shape[2]
-    total = int(lengths[rows].sum())
+    dim, steps = int(x.shape[2]), int(x.shape[1])
+    rows = rows.to(x.device)
+    total = int(lengths[rows].sum()) if len(rows) else 0
     if not total:
         return np.zeros(dim, np.float32), np.ones(dim, np.float32)
-    per_block = max(1, _BLOCK // max(1, x.shape[1] * dim))
-    blocks = [rows[lo : lo + per_block] for lo in range(0, len(rows), per_block)]
+    per_block = max(1, _BLOCK // max(1, steps * dim))
+    blocks = [rows[lo:lo + per_block] for lo in range(0, len(rows), per_block)]
 
-    def frames(block: np.ndarray) -> np.ndarray:
-        return x[block][np.arange(x.shape[1])[None, :] < lengths[block, None]]
+    def frames(block: torch.Tensor) -> torch.Tensor:  # (k, D) float64, valid steps only
+        valid = torch.arange(steps, device=x.device)[None, :] < lengths[block, None]
+        return x[block][valid].double()
 
-    mean = sum(frames(b).sum(axis=0, dtype=np.float64) for b in blocks) / total
-    var = sum(((frames(b) - mean) ** 2).sum(axis=0) for b in blocks) / total
-    std = np.sqrt(var)
-    return mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
+    # 1. the largest magnitude per dimension and where it is
+    peak = torch.zeros(dim, dtype=torch.float64, device=x.device)
+    for b in blocks:
+        peak = torch.maximum(peak, frames(b).abs().amax(dim=0))
+    # 2. mean and spread of everything but that one value per dimension
+    s1 = torch.zeros(dim, dtype=torch.float64, device=x.device)
+    s1_rest = torch.zeros_like(s1)
+    n_rest = torch.zeros_like(s1)
+    for b in blocks:
+        f = frames(b)
+        s1 += f.sum(dim=0)
+        keep = f.abs() < peak
+        s1_rest += torch.where(keep, f, 0).sum(dim=0)
+        n_rest += keep.sum(dim=0)
+    mean = s1 / total
+    mean_rest = s1_rest / n_rest.clamp(min=1)
+    var = torch.zeros_like(s1)
+    var_rest = torch.zeros_like(s1)
+    for b in blocks:
+        f = frames(b)
+        var += ((f - mean) ** 2).sum(dim=0)
+        keep = f.abs() < peak
+        var_rest += torch.where(keep, (f - mean_rest) ** 2, 0).sum(dim=0)
+    std = (var / total).sqrt()
+    std_rest = (var_rest / n_rest.clamp(min=1)).sqrt()
+    wild = (std_rest > 0) & ((peak - mean_rest).abs() > OUTLIER_STDS * std_rest)
+    if bool(wild.any()):
+        d = int(torch.nonzero(wild)[0])
+        sample = _sample_with(x, lengths, rows, d, float(peak[d]), ids)
+        raise CacheError(
+            f"{source}: sample {sample!r} has the value {float(peak[d]):.3g} in feature {d}, "
+            f"{float((peak[d] - mean_rest[d]).abs() / std_rest[d]):.2g} standard deviations "
+            "from every other training value: it would swamp the normalisation (a corrupt "
+            "row?); fix or re-extract that sample"
+        )
+    std_np = std.cpu().numpy()
+    return (mean.cpu().numpy().astype(np.float32),
+            np.where(std_np > 1e-6, std_np, 1.0).astype(np.float32))
+
+
+def _sample_with(x: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor, dim: int,
+                 value: float, ids: list[str]) -> str:
+    """The id of the first training sample holding `value` (in magnitude) in `dim`."""
+    for r in rows.tolist():
+        if bool((x[r, : int(lengths[r]), dim].double().abs() == value).any()):
+            return ids[r]
+    return "?"
+
+
+def file_fingerprint(path: Path) -> str:
+    """SHA-256 of a file's bytes: caches are byte-identical for identical features."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _align_cache(path: Path, ids: list[str], role: str) -> tuple[list[str], np.ndarray]:
@@ -254,12 +348,20 @@ def load_data(
         if cache.ids != cache_ids:  # replaced by another extraction since the first pass
             raise CacheError(f"{path} changed while loading; retry once extraction is done")
         r = rows[rows_kept]
+        empty = np.flatnonzero((cache.lengths == 0)[r[r >= 0]])
+        if len(empty):
+            first = cache.ids[int(r[r >= 0][empty[0]])]
+            raise CacheError(f"{path}: {len(empty)} sample(s) have no feature steps at all "
+                             f"(first: {first!r}); re-extract them or drop them from the manifest")
+        identity = identity_of(cache.attrs)
         x, lengths = pad_sequences(cache, r, max_steps)
         del cache
-        mean, std = _stats(x, lengths, split_rows["train"][r[split_rows["train"]] >= 0])
+        xt, lt = torch.from_numpy(x), torch.from_numpy(lengths)
+        train_rows = torch.from_numpy(split_rows["train"][r[split_rows["train"]] >= 0])
+        mean, std = feature_stats(xt, lt, train_rows, path, [ids_all[i] for i in rows_kept])
         mods[m] = ModalityData(
-            m, torch.from_numpy(x).to(dev), torch.from_numpy(lengths).to(dev),
-            torch.from_numpy(r >= 0).to(dev), mean, std, path,
+            m, xt.to(dev), lt.to(dev), torch.from_numpy(r >= 0).to(dev), mean, std, path,
+            identity, file_fingerprint(path),
         )
     aux_present = torch.ones(len(ids), dtype=torch.bool, device=dev)
     for m in auxiliary:

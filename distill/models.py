@@ -6,10 +6,17 @@ a second RNN over each sequence reversed *within its own length*, so padding
 again comes last. This keeps every shape static and needs no `lengths.cpu()`
 (packing forces a host sync per batch). Each module rebuilds from the dict its
 `config()` returns, which is what `student.json` stores next to the safetensors.
+
+RNNs run as `nn.GRU`/`nn.LSTM` (one fused kernel, cuDNN on a GPU), except
+inside `unrolled_rnns()`: `torch.func.vmap` has no batching rule for those
+modules, so a stacked sweep (`amid.distill.stack`) runs the same modules'
+weights through their cell equations here, step by step (`rnn_cells`).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -22,6 +29,55 @@ KINDS = ("gru", "lstm", "pool", "mlp")
 SLOPE = 0.2  # LeakyReLU everywhere (paper 4.2: steadier adversarial training)
 
 Inputs = dict[str, tuple[torch.Tensor, torch.Tensor]]  # modality -> (x (B,T,D), lengths (B,))
+
+
+_UNROLLED = [False]
+
+
+@contextlib.contextmanager
+def unrolled_rnns() -> Iterator[None]:
+    """Within this block, recurrent encoders use `rnn_cells` instead of the fused module."""
+    before = _UNROLLED[0]
+    _UNROLLED[0] = True
+    try:
+        yield
+    finally:
+        _UNROLLED[0] = before
+
+
+def rnn_cells(rnn: nn.GRU | nn.LSTM, x: torch.Tensor) -> torch.Tensor:
+    """A single-layer, one-direction GRU/LSTM over x (B, T, In) -> (B, T, H), step by step.
+
+    The cell equations of PyTorch's documentation, with the module's own
+    weights (gate order r, z, n for the GRU; i, f, g, o for the LSTM). The
+    input projection of every step is one matmul, as in the fused kernel.
+    """
+    w_ih, w_hh = rnn.weight_ih_l0, rnn.weight_hh_l0  # (G*H, In), (G*H, H)
+    b_ih, b_hh = rnn.bias_ih_l0, rnn.bias_hh_l0  # (G*H,)
+    gi = torch.nn.functional.linear(x, w_ih, b_ih)  # (B, T, G*H)
+    h = x.new_zeros(x.shape[0], w_hh.shape[1])  # (B, H)
+    c = h
+    outs = []
+    for t in range(x.shape[1]):
+        gh = torch.nn.functional.linear(h, w_hh, b_hh)  # (B, G*H)
+        if isinstance(rnn, nn.LSTM):
+            i, f, g, o = (gi[:, t] + gh).chunk(4, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+        else:
+            i_r, i_z, i_n = gi[:, t].chunk(3, dim=1)
+            h_r, h_z, h_n = gh.chunk(3, dim=1)
+            r = torch.sigmoid(i_r + h_r)
+            z = torch.sigmoid(i_z + h_z)
+            n = torch.tanh(i_n + r * h_n)
+            h = (1 - z) * n + z * h
+        outs.append(h)
+    return torch.stack(outs, dim=1)  # (B, T, H)
+
+
+def run_rnn(rnn: nn.GRU | nn.LSTM, x: torch.Tensor) -> torch.Tensor:
+    """Outputs (B, T, H) of a single-layer RNN: the fused module, or its cells when unrolled."""
+    return rnn_cells(rnn, x) if _UNROLLED[0] else rnn(x)[0]
 
 
 def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
@@ -103,11 +159,11 @@ class SequenceEncoder(nn.Module):
         for k, fwd in enumerate(self.fwd):
             if k:
                 h = self.drop(h)
-            out_f, _ = fwd(h)  # (B, T, H)
+            out_f = run_rnn(fwd, h)  # (B, T, H)
             if self.bwd is None:
                 h = out_f
                 continue
-            out_b = reverse_padded(self.bwd[k](reverse_padded(h, lengths))[0], lengths)  # (B,T,H)
+            out_b = reverse_padded(run_rnn(self.bwd[k], reverse_padded(h, lengths)), lengths)
             h = torch.cat([out_f, out_b], dim=2)  # (B, T, 2H)
         last = h[rows, lengths - 1]  # (B, H*dirs): forward state after the last valid step
         if self.bwd is not None:
@@ -137,15 +193,23 @@ class MultiModalEncoder(nn.Module):
 
 
 class Student(nn.Module):
-    """What a run delivers: E_S and g; needs only the target modalities."""
+    """What a run delivers: E_S and g; needs only the target modalities.
+
+    `tap`, when the trainer sets it, is a zero tensor (B, d) added to the
+    encoder's output: its gradient is what every use of s (classifier,
+    teacher head, losses) sends back into the encoder (`amid.distill.diagnostics`).
+    """
 
     def __init__(self, encoder: MultiModalEncoder, classifier: nn.Linear) -> None:
         super().__init__()
         self.encoder = encoder
         self.classifier = classifier
+        self.tap: torch.Tensor | None = None
 
     def forward(self, inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.encoder(inputs)  # (B, d)
+        if self.tap is not None:
+            s = s + self.tap
         return s, self.classifier(s)  # (B, d), (B, C)
 
 

@@ -1,9 +1,9 @@
 """`amid-train --sweep`: a grid of configurations in one process, one run folder per member.
 
 A grid is the cartesian product of axes. An axis is a dotted key and a list of
-values, given inline (`--sweep 'train.loss.alpha=[1,2,4]'`, the value parsed
+values, given inline (`--sweep 'methods.amid.alpha=[1,2,4]'`, the value parsed
 as YAML) or as a YAML file mapping keys to lists (`--sweep grid.yaml`, e.g.
-`{train.seed: [0, 1, 2], train.loss.tau: [0.05, 0.1]}`, keys dotted or
+`{train.seed: [0, 1, 2], methods.amid.tau: [0.05, 0.1]}`, keys dotted or
 nested), or named in params.yaml (`sweeps.NAME`, `--grid NAME`). Every member's
 configuration is loaded and checked before anything trains.
 
@@ -11,16 +11,15 @@ Members land in `<out>/<name>/` (name from the axis values, e.g.
 `alpha=1,seed=0`), each a complete run folder that `amid-evaluate` reads;
 `<out>/sweep.json` lists them with their overrides and how they trained.
 
-Members that differ only in per-member values (`stacked.PER_MEMBER`: seed,
-lr, weight_decay, disc_lr, alpha, beta, gamma, jsd, tau, mu) train together
-as one stacked ensemble. Everything else runs one member after another
-through the plain trainer in the same process, sharing the loaded data:
-other methods (crd, gmc, ccl, crcd), `fixed_teacher`, samples missing an
-auxiliary modality, axes that change shapes (model sizes, batch size,
-epochs, ...), and members whose folder already holds a checkpoint (the
-plain trainer resumes or just re-finishes them). A stack keeps its state in
-`<out>/stack-<method>-<key>.pt` between epochs (`stack_state`): rerunning
-the same command after an interruption resumes it.
+Members that differ only in values marked `per_member` (the training seed,
+lr, weight_decay, disc_lr, and each method's float weights and temperatures:
+see `amid-train --help` or the method's Options) train together as one stack
+(`amid.distill.stack`): every method can be stacked, competitors and
+`fixed_teacher` included. Members run one after another through the same
+loop, sharing the loaded data, when their shapes differ (model sizes, batch
+size, epochs, training-set size...), when some samples miss an auxiliary
+modality, or when their checkpoints stopped after different epochs.
+Rerunning the same command resumes every member from its own checkpoint.
 """
 
 from __future__ import annotations
@@ -28,17 +27,17 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from amid.config import Config, load_config, to_dict
-from amid.distill.checkpoint import _flatten
-from amid.distill.stack_state import state_path
-from amid.distill.stacked import PER_MEMBER, MemberResult, train_stack, why_not_stackable
+from amid.config import Config, TrainConfig, load_config, parse_yaml, per_member_keys
+from amid.distill.checkpoint import flatten_config, read_torch_file
+from amid.distill.methods import METHODS, check_method_options
 from amid.errors import AmidError, ConfigError
+from amid.storage import write_json
 
 log = logging.getLogger("amid.distill")
 
@@ -51,6 +50,14 @@ class Member:
     run: Path
 
 
+@dataclass
+class Result:
+    run: Path
+    history: list[dict[str, float]] = field(default_factory=list)
+    error: str | None = None
+    mode: str = "alone"  # "stacked" or "alone"
+
+
 def parse_axes(specs: list[str]) -> list[tuple[str, list[Any]]]:
     """Axes from `key=[v1, v2]` strings and YAML grid files, in the order given."""
     axes: list[tuple[str, list[Any]]] = []
@@ -58,7 +65,7 @@ def parse_axes(specs: list[str]) -> list[tuple[str, list[Any]]]:
         if "=" in spec:
             key, raw = spec.split("=", 1)
             try:
-                value = yaml.safe_load(raw)
+                value = parse_yaml(raw)
             except yaml.YAMLError as exc:
                 raise ConfigError(f"--sweep {spec!r}: the values are not YAML ({exc})") from None
             axes.append((key.strip(), value if isinstance(value, list) else [value]))
@@ -67,7 +74,7 @@ def parse_axes(specs: list[str]) -> list[tuple[str, list[Any]]]:
         if not path.is_file():
             raise ConfigError(f"--sweep {spec!r}: neither key=[values] nor an existing YAML file")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = parse_yaml(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(data, dict) or not data:
@@ -122,45 +129,59 @@ def member_name(assign: dict[str, Any]) -> str:
 def expand(params: Path, overrides: list[str], axes: list[tuple[str, list[Any]]],
            out: Path) -> list[Member]:
     """Every member's checked configuration; errors name the member's overrides."""
-    members = []
+    members: list[Member] = []
     keys = [k for k, _ in axes]
     for combo in itertools.product(*[v for _, v in axes]):
         assign = dict(zip(keys, combo, strict=True))
         extra = [f"{k}={json.dumps(v)}" for k, v in assign.items()]
+        name = member_name(assign)
         try:
-            cfg = load_config(params, [*overrides, *extra])
+            cfg = load_config(params, [*overrides, *extra], check=check_method_options)
         except ConfigError as exc:
-            raise ConfigError(f"sweep member {member_name(assign)}: {exc}") from None
-        members.append(Member(member_name(assign), assign, cfg, out / member_name(assign)))
+            raise ConfigError(f"sweep member {name}: {exc}") from None
+        twin = next((m for m in members if m.name == name), None)
+        if twin is not None:
+            raise ConfigError(f"the grid has the point {name} twice (a value repeated in "
+                              f"{', '.join(keys)}); each member needs its own run folder")
+        members.append(Member(name, assign, cfg, out / name))
     return members
 
 
-def _group_key(method: str, cfg: Config) -> str:
-    flat = _flatten(to_dict(cfg))
-    return json.dumps({k: v for k, v in flat.items() if k not in PER_MEMBER}, sort_keys=True,
-                      default=str) + method
+def stack_key(method: str, cfg: Config) -> str:
+    """Members with equal keys may share a stack: everything but per-member values."""
+    from amid.distill.train import run_config
+
+    cls = METHODS.get(method)
+    free = set(per_member_keys(TrainConfig, "train")) | set(
+        per_member_keys(cls.Options, f"methods.{method}"))
+    flat = flatten_config(run_config(cfg, method))
+    return json.dumps({k: v for k, v in flat.items() if k not in free}, sort_keys=True,
+                      default=str)
 
 
 def _data_key(cfg: Config) -> str:
-    d = to_dict(cfg)
+    d = asdict(cfg)
     return json.dumps([d["dataset"], d["extract"], d["train"]["max_steps"], d["train"]["device"]],
                       sort_keys=True, default=str)
 
 
+def _epoch_done(run: Path) -> int:
+    ckpt = run / "checkpoint.pt"
+    return int(read_torch_file(ckpt)["epoch"]) if ckpt.exists() else 0
+
+
 def run_sweep(method: str, params: Path, overrides: list[str], axes: list[tuple[str, list[Any]]],
-              out: Path, *, live: bool = True) -> dict[str, MemberResult]:
+              out: Path, *, live: bool = True) -> dict[str, Result]:
     """Train every member of the grid; raises AmidError after the rest if any member failed.
 
     `axes` from `parse_axes` (command-line specs) and/or `grid_axes` (a
     `sweeps.NAME.grid` section).
     """
-    from amid.distill.train import data_from_config, resolve_device, train
+    from amid.distill.train import data_from_config, resolve_device, train_members
 
     members = expand(params, overrides, axes, out)
-    out.mkdir(parents=True, exist_ok=True)
     datas: dict[str, Any] = {}
-    results: dict[str, MemberResult] = {}
-    modes: dict[str, str] = {}
+    results: dict[str, Result] = {}
 
     def data_for(cfg: Config) -> Any:
         key = _data_key(cfg)
@@ -168,39 +189,48 @@ def run_sweep(method: str, params: Path, overrides: list[str], axes: list[tuple[
             datas[key] = data_from_config(cfg, resolve_device(cfg.train.device))
         return datas[key]
 
-    groups: dict[str, list[Member]] = {}
-    for m in members:
-        groups.setdefault(_group_key(method, m.cfg), []).append(m)
+    groups: dict[tuple[str, int], list[Member]] = {}
+    for m in members:  # same shapes and same progress: one stack
+        groups.setdefault((stack_key(method, m.cfg), _epoch_done(m.run)), []).append(m)
     for group in groups.values():
-        fresh = [m for m in group if not (m.run / "checkpoint.pt").exists()]
-        reason = why_not_stackable(method, group[0].cfg, data_for(group[0].cfg))
-        if reason is None and len(fresh) >= 2:
-            log.info("training %d members of %s as one stack", len(fresh), method)
-            runs = [m.run for m in fresh]
-            done = train_stack(method, [m.cfg for m in fresh], runs, data_for(fresh[0].cfg),
-                               live=live, state=state_path(out, method, runs))
-            for m, res in zip(fresh, done, strict=True):
-                results[m.name], modes[m.name] = res, "stacked"
-        elif len(fresh) >= 2:
+        data = data_for(group[0].cfg)
+        reason = "a single member" if len(group) < 2 else _why_not(method, group, data)
+        batches = [group] if reason is None else [[m] for m in group]
+        if reason is not None and len(group) >= 2:
             log.warning("sweep members %s train one after another: %s",
-                        ", ".join(m.name for m in fresh), reason)
-        for m in group:
-            if m.name in results:
-                continue
-            res = MemberResult(m.run)
+                        ", ".join(m.name for m in group), reason)
+        for batch in batches:
+            mode = "stacked" if len(batch) > 1 else "alone"
             try:
-                res.history = train(method, m.cfg, m.run, data=data_for(m.cfg), live=live)
+                done = train_members(method, [m.cfg for m in batch], [m.run for m in batch],
+                                     data=data, live=live, stacked=len(batch) > 1)
+                for m, d in zip(batch, done, strict=True):
+                    results[m.name] = Result(m.run, d.history, d.error, mode)
             except AmidError as exc:
-                res.error = str(exc)
-                log.warning("sweep member %s failed: %s", m.name, exc)
-            results[m.name], modes[m.name] = res, "sequential"
+                for m in batch:
+                    results[m.name] = Result(m.run, [], str(exc), mode)
+                    log.warning("sweep member %s failed: %s", m.name, exc)
     summary = [{"name": m.name, "overrides": m.overrides, "run": str(m.run),
-                "mode": modes[m.name], "epochs": len(results[m.name].history),
+                "mode": results[m.name].mode, "epochs": len(results[m.name].history),
                 "error": results[m.name].error} for m in members]
-    (out / "sweep.json").write_text(json.dumps({"method": method, "axes": dict(axes),
-                                                "members": summary}, indent=2), encoding="utf-8")
+    write_json(out / "sweep.json", {"method": method, "axes": dict(axes), "members": summary})
     failed = [f"{s['name']}: {s['error']}" for s in summary if s["error"]]
     if failed:
         raise AmidError(f"{len(failed)} of {len(members)} sweep members failed (the others "
                         f"finished, see {out / 'sweep.json'}):\n" + "\n".join(failed))
     return results
+
+
+def _why_not(method: str, group: list[Member], data: Any) -> str | None:
+    """Why these members cannot share a stack (checked on their training rows)."""
+    from amid.distill.subsample import train_rows_for
+
+    if METHODS.get(method).has_teacher and data.auxiliary and not data.all_aux_present:
+        return "some samples miss an auxiliary modality (members would select different rows)"
+    sizes = set()
+    for m in group:
+        rows = train_rows_for(data, m.cfg)
+        sizes.add(int((rows if rows is not None else data.splits["train"]).shape[0]))
+    if len(sizes) > 1:
+        return "the members train on different numbers of samples"
+    return None

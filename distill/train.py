@@ -1,29 +1,36 @@
-"""The training loop of `amid-train`: one method, one run folder, resumable.
+"""The training loop of `amid-train`: one method, one run folder per member, resumable.
 
-Reads top to bottom: device and seeds, data on the device, the method and its
-two optimisers, resume, then per epoch: a seeded permutation, batches as
-index slices, one forward of every encoder per batch, the discriminator step
-(when the method has one that epoch) before the networks' step, metrics kept
-as device tensors (one host sync per epoch), evaluation, checkpoint, log.
-At the end the modules go out as safetensors + JSON and the predictions of
-the LAST epoch as `outputs.h5` (test data is never used to pick anything).
+Reads top to bottom: device and data; per member its seed, training rows,
+method and optimisers; resume; then per epoch: seeded permutations, batches
+as index slices, one forward per batch, the discriminator step (when the
+method has one that epoch) before the networks' step, the weighted sum of the
+method's named terms, metrics kept as device tensors (one host sync per
+epoch), evaluation, checkpoint, log. At the end each member's modules go out
+as safetensors + JSON and the predictions of the LAST epoch as `outputs.h5`
+(test data is never used to pick anything).
+
+A plain run is a stack of one (`stack.Lone`: the method's own calls); a
+sweep trains M members that differ only in per-member values in the same
+loop (`stack.Stack`: the same calls under vmap). Each member keeps its own
+optimisers, batch order, checkpoint and run folder.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import random
+import math
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from amid.config import Config, to_dict
 from amid.devices import amp_allowed
 from amid.devices import resolve_device as _resolve
+from amid.distill import diagnostics
 from amid.distill.checkpoint import (
     load_checkpoint,
     remove_strays,
@@ -33,12 +40,25 @@ from amid.distill.checkpoint import (
 )
 from amid.distill.data import TrainData, load_data
 from amid.distill.inference import save_module
-from amid.distill.methods import METHODS, MethodContext
-from amid.distill.report import predict_split, split_metrics, write_outputs
+from amid.distill.methods import (
+    METHODS,
+    Method,
+    MethodContext,
+    method_options,
+    weighted_total,
+)
+from amid.distill.predictions import predict_split, split_metrics, write_outputs
+from amid.distill.runlog import log_epoch, open_live, run_header
+from amid.distill.stack import Lone, Stack
+from amid.distill.subsample import train_rows_for
 from amid.errors import AmidError
 from amid.locking import ExclusiveLock
+from amid.storage import write_json
 
 log = logging.getLogger("amid.distill")
+
+SAVE_EVERY_S = 30.0  # a stack's members checkpoint at most this often (and at the end)
+clock = time.monotonic  # tests replace it to check the interval
 
 
 def resolve_device(name: str) -> torch.device:
@@ -55,6 +75,10 @@ def mixed_precision(device: torch.device, amp: bool) -> tuple[bool, Any]:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed torch, numpy and random; the returned generator draws the batch order."""
+    import random
+
+    import numpy as np
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -62,32 +86,44 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def data_from_config(cfg: Config, device: torch.device) -> TrainData:
+    """The caches `cfg` names, loaded onto `device`, each checked against `extract.<m>`."""
+    from amid.distill.provenance import check_cache_identities
+
     ds = cfg.dataset
     extractors = {m: cfg.extract[m].extractor for m in [*ds.target, *ds.auxiliary]}
-    return load_data(ds.manifest, ds.root, ds.cache_dir, ds.name, ds.target, ds.auxiliary,
+    data = load_data(ds.manifest, ds.root, ds.cache_dir, ds.name, ds.target, ds.auxiliary,
                      extractors, fold=ds.fold, device=device, max_steps=cfg.train.max_steps)
+    check_cache_identities(data, cfg)
+    return data
 
 
-def open_live(run: Path, history: list[dict[str, float]]) -> Any:
-    """A fresh dvclive folder with the checkpoint's history replayed into it.
-
-    Replaying (instead of dvclive's own resume) keeps the logged history equal
-    to the checkpoint's even when a crash fell between logging and saving.
-    """
-    from dvclive import Live
-
-    live = Live(dir=str(run / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None)
-    for row in history:
-        _log_epoch(live, row)
-    return live
+def run_config(cfg: Config, method: str) -> dict[str, Any]:
+    """What a run was made from: dataset, extraction, training, and ITS method's options."""
+    d = to_dict(cfg)
+    opts = method_options(method, cfg.methods.get(method))
+    return {"dataset": d["dataset"], "extract": d["extract"], "train": d["train"],
+            "methods": {method: asdict(opts)}}
 
 
-def _log_epoch(live: Any, row: dict[str, float]) -> None:
-    live.step = int(row["epoch"])
-    for name, value in row.items():
-        if name != "epoch":
-            live.log_metric(name, value)
-    live.next_step()
+@dataclass
+class Member:
+    """One run of the loop: configuration, folder, and its training state."""
+
+    cfg: Config
+    run: Path
+    data: TrainData | None = None  # the member's view: its training rows and statistics
+    method: Method | None = None
+    opt: torch.optim.Optimizer | None = None
+    disc_opt: torch.optim.Optimizer | None = None
+    generator: torch.Generator | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    error: str | None = None
+    live: Any = None
+
+    @property
+    def ckpt(self) -> Path:
+        return self.run / "checkpoint.pt"
 
 
 def train(method_name: str, cfg: Config, run: str | Path, *, data: TrainData | None = None,
@@ -95,153 +131,225 @@ def train(method_name: str, cfg: Config, run: str | Path, *, data: TrainData | N
     """Train `method_name` into folder `run`, resuming from `run/checkpoint.pt` if present.
 
     Returns the per-epoch metric history. `data` may be passed to reuse loaded
-    caches (tests, several methods in one process); it must be on the device.
-    One trainer per run folder: a second one is refused while the first runs.
+    caches (tests, several runs in one process); it must be on the device.
     """
-    run = Path(run)
-    run.mkdir(parents=True, exist_ok=True)
-    busy = AmidError(f"{run} is being trained by another amid-train (lock {run / '.lock'}); "
-                     "wait for it or choose another --out")
-    with ExclusiveLock(run / ".lock", busy):
-        return _train(method_name, cfg, run, data=data, live=live)
+    (member,) = train_members(method_name, [cfg], [Path(run)], data=data, live=live,
+                              stacked=False)
+    return member.history
 
 
-def _train(method_name: str, cfg: Config, run: Path, *, data: TrainData | None,
-           live: bool) -> list[dict[str, float]]:
-    """The loop itself; `train` holds the run folder's lock around it."""
-    tc = cfg.train
-    config = to_dict(cfg)
+def train_members(method_name: str, cfgs: list[Config], runs: list[Path], *,
+                  data: TrainData | None = None, live: bool = True,
+                  stacked: bool = True) -> list[Member]:
+    """Train every (config, run folder) pair; together as a stack when `stacked`.
+
+    One trainer per run folder: a folder being trained by another process is
+    refused. In a stack, a member whose loss turns NaN stops (its `error`
+    says why) and the others go on; a lone run raises instead.
+    """
+    with contextlib.ExitStack() as locks:
+        for run in runs:
+            try:
+                run.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise AmidError(f"cannot create the run folder {run}: {exc.strerror}") from None
+            locks.enter_context(ExclusiveLock(run / ".lock", AmidError(
+                f"{run} is being trained by another amid-train (lock {run / '.lock'}); wait "
+                "for it or choose another --out")))
+        return _train(method_name, [Member(c, r) for c, r in zip(cfgs, runs, strict=True)],
+                      data, live, stacked)
+
+
+def _train(name: str, members: list[Member], data: TrainData | None, live: bool,
+           stacked: bool) -> list[Member]:
+    tc = members[0].cfg.train
     # ---------------------------------------------------------------- setup
     device = resolve_device(tc.device)
-    generator = seed_everything(tc.seed)
     if data is None:
-        data = data_from_config(cfg, device)
+        data = data_from_config(members[0].cfg, device)
     use_amp, autocast = mixed_precision(device, tc.amp)
-    method = METHODS.get(method_name)(MethodContext(data, tc.model, tc.loss, tc.epochs)).to(device)
-    if tc.compile:  # forward + losses compiled, eager fallback (distill/fast.py)
-        from amid.distill.fast import compile_method
+    for mb in members:  # each member built as its lone run would be: same seed, same init
+        mb.generator = seed_everything(mb.cfg.train.seed)
+        subset = train_rows_for(data, mb.cfg)  # dataset.train_per_class / train_fraction
+        mb.data = data if subset is None else data.with_train_rows(subset)
+        opts = method_options(name, mb.cfg.methods.get(name))
+        ctx = MethodContext(mb.data, mb.cfg.train.model, opts, mb.cfg.train.epochs, name)
+        mb.method = METHODS.get(name)(ctx).to(device)
+        mb.opt = torch.optim.AdamW(mb.method.network_parameters(), lr=mb.cfg.train.lr,
+                                   weight_decay=mb.cfg.train.weight_decay)
+        if mb.method.discriminators is not None:
+            mb.disc_opt = torch.optim.Adam(mb.method.discriminators.parameters(),
+                                           lr=mb.cfg.train.disc_lr, betas=(0.5, 0.999))
+        mb.config = run_config(mb.cfg, name)
+    if tc.compile and not stacked:  # forward + losses compiled, eager fallback
+        from amid.distill.compiled import compile_method
 
-        compile_method(method, device)
-    opt = torch.optim.AdamW(method.network_parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    disc_opt = None
-    if method.discriminators is not None:
-        disc_opt = torch.optim.Adam(method.discriminators.parameters(), lr=tc.disc_lr,
-                                    betas=(0.5, 0.999))
+        compile_method(members[0].method, device)
     # ---------------------------------------------------------------- resume
-    start, history = 0, []
-    ckpt_path = run / "checkpoint.pt"
-    remove_strays(run)  # temporaries of a killed run
-    if ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, method_name, config)
-        method.load_state_dict(ckpt["method_state"])
-        opt.load_state_dict(ckpt["optimizer"])
-        if disc_opt is not None:
-            disc_opt.load_state_dict(ckpt["disc_optimizer"])
-        set_rng_state(ckpt["rng"], generator)
-        start, history = ckpt["epoch"], ckpt["history"]
-        log.info("resuming %s from %s after epoch %d", method_name, ckpt_path, start)
-    # written only now: a refused resume must not overwrite the run's configuration
-    (run / "config.json").write_text(json.dumps({"method": method_name, "config": config},
-                                                indent=2), encoding="utf-8")
-    logger = open_live(run, history) if live else None
-    train_rows = data.splits["train"]  # (n,) row indices on the device
-    n, bs = int(train_rows.shape[0]), tc.batch_size
+    start = _resume(name, members)
+    for mb in members:  # written only now: a refused resume must not overwrite it
+        write_json(mb.run / "config.json",
+                   {"method": name, "config": mb.config, "inputs": mb.data.inputs})
+        mb.live = open_live(mb.run, mb.history) if live else None
+    engine = Stack([m.method for m in members], [m.data for m in members]) if stacked \
+        else Lone(members[0].method, members[0].data)
+    if tc.compile and stacked:  # the stack's vmapped forward + losses, eager fallback
+        from amid.distill.compiled import compile_stack
+
+        compile_stack(engine, device)
+    rows = torch.stack([mb.data.splits["train"] for mb in members])  # (M, n)
+    n, bs = int(rows.shape[1]), tc.batch_size
     if bs > n:  # clamped, not an error: a small dataset (or fold) is still trainable
         log.warning("train.batch_size %d > %d training samples: one batch of %d per epoch",
                     bs, n, n)
-    # a last batch of one sample has no pairs for the MI/JSD terms: drop it
-    n_used = n - 1 if n % bs == 1 and n > 1 else n
+    n_used = n - 1 if n % bs == 1 and n > 1 else n  # a last batch of one has no pairs
+    log.info("%s", run_header(name, members, device, use_amp, start))
+    last_save, t_start = clock(), time.monotonic()
     # ---------------------------------------------------------------- epochs
     for epoch in range(start, tc.epochs):
-        method.begin_epoch(epoch)
-        method.train()
-        perm = torch.randperm(n, generator=generator).to(device)  # (n,)
-        sums: torch.Tensor | None = None  # (K,) per-term sums over batches
-        first_bad: torch.Tensor | None = None  # (K,) first batch with a non-finite term, or -1
-        keys: list[str] = []
+        for mb in members:
+            mb.method.begin_epoch(epoch)  # phases: freeze a fixed teacher, reset sums
+            mb.method.train()
+        engine.restack()
+        perm = torch.stack([torch.randperm(n, generator=mb.generator)
+                            for mb in members]).to(device)  # (M, n)
+        sums: dict[str, torch.Tensor] = {}  # name -> (M,) sums over batches
+        first_bad: dict[str, torch.Tensor] = {}  # name -> (M,) first non-finite batch, or -1
         for b, lo in enumerate(range(0, n_used, bs)):
-            batch = data.batch(train_rows[perm[lo:lo + bs]])  # x: (B, T, D) per modality
+            idx = torch.gather(rows, 1, perm[:, lo:lo + bs])  # (M, B)
+            batch = engine.batch(idx)
+            # a zero added to s: its gradient is what each term sends into E_S
+            tap = torch.zeros(*idx.shape, tc.model.dim, device=device, requires_grad=True)
             with autocast:
-                out = method(batch)  # s, t, a: (B, d); logits_*: (B, C)
+                out = engine.forward(batch, tap)  # s, t, a: (M, B, d); logits_*: (M, B, C)
             out = {k: v.float() for k, v in out.items()}
-            terms: dict[str, torch.Tensor] = {}
-            if disc_opt is not None:
-                d = method.discriminator_losses(batch, out, epoch)  # t, s detached inside
-                if d is not None:
-                    disc_opt.zero_grad(set_to_none=True)
-                    d["total"].backward()
-                    disc_opt.step()
-                    terms |= {k if k.startswith("disc") else f"disc_{k}": v for k, v in d.items()}
-            terms |= {f"loss_{k}": v for k, v in method.losses(batch, out, epoch).items()}
-            opt.zero_grad(set_to_none=True)
-            terms["loss_total"].backward()
-            opt.step()
-            if sums is None or list(terms) != keys:  # first batch, or disc terms switched on
-                keys, sums, first_bad = _regrow(keys, list(terms), sums, first_bad, device)
-            vec = torch.stack([terms[k].detach().float() for k in keys])  # (K,)
-            sums += vec
-            bad = ~torch.isfinite(vec) & (first_bad < 0)
-            first_bad = torch.where(bad, torch.full_like(first_bad, b), first_bad)
+            terms: dict[str, torch.Tensor] = {}  # name -> (M,)
+            d = engine.discriminator_losses(batch, out, epoch)  # t, s detached inside
+            if d is not None:
+                _step([mb.disc_opt for mb in members], d["total"].sum())
+                terms |= {k if k.startswith("disc") else f"disc_{k}": v for k, v in d.items()}
+            parts, weights = engine.losses(batch, out, epoch)  # (M,) each
+            total = weighted_total(parts, weights)  # (M,)
+            terms |= {f"loss_{k}": v for k, v in parts.items()} | {"loss_total": total}
+            terms |= diagnostics.term_gradients(parts, weights, tap)  # grad_<term>: (M,)
+            _step([mb.opt for mb in members], total.sum())
+            for k, v in terms.items():
+                v = v.detach().float()
+                if k not in sums:  # first batch, or the discriminator switched on
+                    sums[k], first_bad[k] = torch.zeros_like(v), torch.full_like(v, -1)
+                sums[k] += v
+                first_bad[k] = torch.where(~torch.isfinite(v) & (first_bad[k] < 0),
+                                           torch.full_like(v, b), first_bad[k])
         n_batches = b + 1
         # ------------------------------------------------ end of epoch: the one sync
-        extra = method.end_epoch(epoch)  # e.g. w_f, w_e
-        preds = {s: predict_split(method, data, data.splits[s], tc.eval_batch_size,
-                                  autocast if use_amp else None)
+        extras = engine.end_epoch(epoch)  # e.g. w_f, w_e, per member
+        preds = {s: engine.predict([mb.data.splits[s] for mb in members], tc.eval_batch_size,
+                                   autocast if use_amp else None)
                  for s in ("train", "val") if s in data.splits}
-        scalars = {**{k: v for k, v in zip(keys, sums / n_batches, strict=True)},
-                   **split_metrics(preds), **extra}
-        values = torch.stack([v.float().reshape(()) for v in scalars.values()]).tolist()
-        stop_if_nonfinite(keys, first_bad.tolist(), epoch, ckpt_path)
-        row = {"epoch": epoch, **dict(zip(scalars, values, strict=True))}
-        history.append(row)
-        save_checkpoint(ckpt_path, checkpoint_state(method, opt, disc_opt, generator, method_name,
-                                           epoch + 1, history, config))
-        if logger is not None:
-            _log_epoch(logger, row)
-        log.info("%s epoch %d: %s", method_name, epoch, _short(row))
-    if logger is not None:
-        logger.end()
-    finish_run(method, method_name, data, cfg, run)
-    return history
+        names = list(sums)
+        scalars = [{**{k: sums[k][m] / n_batches for k in names},
+                    **split_metrics({s: p[m] for s, p in preds.items()}), **extras[m]}
+                   for m in range(len(members))]
+        values = torch.stack([torch.stack([v.float().reshape(()) for v in s.values()])
+                              for s in scalars]).tolist()
+        bad = {k: v.tolist() for k, v in first_bad.items()}
+        for m, mb in enumerate(members):
+            if mb.error is not None:
+                continue
+            _check_finite(mb, {k: int(bad[k][m]) for k in names}, epoch, stacked)
+            if mb.error is not None:
+                continue
+            row = {"epoch": epoch, **dict(zip(scalars[m], values[m], strict=True))}
+            mb.history.append(row)
+            if mb.live is not None:
+                log_epoch(mb.live, row)
+        elapsed = time.monotonic() - t_start
+        done = epoch + 1 - start
+        log.info("%s epoch %d/%d: %s (%.2f s/epoch, ETA %s)", name, epoch + 1, tc.epochs,
+                 _short(members[0].history[-1] if members[0].history else {}), elapsed / done,
+                 _eta(elapsed / done * (tc.epochs - epoch - 1)))
+        if all(mb.error is not None for mb in members):
+            break
+        if not stacked or epoch + 1 == tc.epochs or clock() - last_save >= SAVE_EVERY_S:
+            engine.sync()
+            for mb in members:
+                if mb.error is None:
+                    save_checkpoint(mb.ckpt, checkpoint_state(mb, name, epoch + 1))
+            last_save = clock()
+    # ---------------------------------------------------------------- finish
+    engine.sync()
+    for mb in members:
+        if mb.live is not None:
+            mb.live.end()
+        if mb.error is None:
+            finish_run(mb.method, name, mb.data, mb.cfg, mb.run)
+    return members
 
 
-def checkpoint_state(method: Any, opt: Any, disc_opt: Any, generator: torch.Generator, name: str,
-            epoch: int, history: list, config: dict) -> dict[str, Any]:
+def _step(optimisers: list[torch.optim.Optimizer | None], loss: torch.Tensor) -> None:
+    """One optimiser step per member on the sum of the members' (independent) losses."""
+    for o in optimisers:
+        o.zero_grad(set_to_none=True)
+    loss.backward()
+    for o in optimisers:
+        o.step()
+
+
+def _resume(name: str, members: list[Member]) -> int:
+    """Load each member's checkpoint; every member must have reached the same epoch."""
+    epochs = []
+    for mb in members:
+        remove_strays(mb.run)  # temporaries of a killed run
+        if not mb.ckpt.exists():
+            epochs.append(0)
+            continue
+        ckpt = load_checkpoint(mb.ckpt, name, mb.config, mb.data.inputs)
+        mb.method.load_state_dict(ckpt["method_state"])
+        mb.opt.load_state_dict(ckpt["optimizer"])
+        if mb.disc_opt is not None:
+            mb.disc_opt.load_state_dict(ckpt["disc_optimizer"])
+        set_rng_state(ckpt["rng"], mb.generator)
+        mb.history = ckpt["history"]
+        epochs.append(int(ckpt["epoch"]))
+        log.info("resuming %s in %s after epoch %d", name, mb.run, ckpt["epoch"])
+    if len(set(epochs)) > 1:
+        raise AmidError(f"the members of this stack stopped after different epochs "
+                        f"({dict(zip((str(m.run) for m in members), epochs, strict=True))}); "
+                        "they are resumed one by one by amid-train --sweep")
+    if len(members) > 1 and epochs[0]:  # the stack's shared dropout stream: member 0's
+        set_rng_state(load_checkpoint(members[0].ckpt, name, members[0].config)["rng"],
+                      members[0].generator)
+    return epochs[0]
+
+
+def checkpoint_state(mb: Member, name: str, epoch: int) -> dict[str, Any]:
     return {
         "method": name,
         "epoch": epoch,
-        "history": history,
-        "config": config,
-        "method_state": method.state_dict(),
-        "optimizer": opt.state_dict(),
-        "disc_optimizer": disc_opt.state_dict() if disc_opt is not None else None,
-        "rng": rng_state(generator),
+        "history": mb.history,
+        "config": mb.config,
+        "inputs": mb.data.inputs,
+        "method_state": mb.method.state_dict(),
+        "optimizer": mb.opt.state_dict(),
+        "disc_optimizer": mb.disc_opt.state_dict() if mb.disc_opt is not None else None,
+        "rng": rng_state(mb.generator),
     }
 
 
-def _regrow(old: list[str], new: list[str], sums: torch.Tensor | None,
-            first_bad: torch.Tensor | None, device: torch.device
-            ) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    """Extend the accumulators when new terms appear (discriminator on mid-epoch)."""
-    keys = old + [k for k in new if k not in old]
-    grown = torch.zeros(len(keys), device=device)
-    bad = torch.full((len(keys),), -1, dtype=torch.long, device=device)
-    if sums is not None:
-        grown[: len(old)] = sums
-        bad[: len(old)] = first_bad
-    return keys, grown, bad
-
-
-def stop_if_nonfinite(keys: list[str], first_bad: list[int], epoch: int, ckpt: Path) -> None:
-    hits = [(b, k != "loss_total", k) for k, b in zip(keys, first_bad, strict=True) if b >= 0]
+def _check_finite(mb: Member, first_bad: dict[str, int], epoch: int, stacked: bool) -> None:
+    """Stop a member whose loss turned NaN/inf: raise for a lone run, mark it in a stack."""
+    hits = [(b, k != "loss_total", k) for k, b in first_bad.items() if b >= 0]
     if not hits:
         return
     b, _, key = min(hits, key=lambda h: (h[0], not h[1]))
-    kept = f"the last good checkpoint {ckpt} is kept" if ckpt.exists() else "no checkpoint yet"
-    raise AmidError(
-        f"loss term {key!r} became NaN or infinite in epoch {epoch} (batch {b}); training "
-        f"stopped, {kept}. Try a smaller train.lr or check the features."
-    )
+    kept = f"the last good checkpoint {mb.ckpt} is kept" if mb.ckpt.exists() \
+        else "no checkpoint yet"
+    message = (f"loss term {key!r} became NaN or infinite in epoch {epoch} (batch {b}); "
+               f"training stopped, {kept}. Try a smaller train.lr or check the features.")
+    if not stacked:
+        raise AmidError(message)
+    mb.error = message
+    log.warning("sweep member %s stopped: %s", mb.run, message)
 
 
 def _short(row: dict[str, float]) -> str:
@@ -249,7 +357,14 @@ def _short(row: dict[str, float]) -> str:
     return ", ".join(f"{k}={row[k]:.4f}" for k in keys)
 
 
-def finish_run(method: Any, name: str, data: TrainData, cfg: Config, run: Path) -> None:
+def _eta(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, sec = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {sec:02d} s" if minutes else f"{sec} s"
+
+
+def finish_run(method: Method, name: str, data: TrainData, cfg: Config, run: Path) -> None:
     """Safetensors + JSON per module, and the last epoch's predictions as outputs.h5."""
     tc = cfg.train
     common = {
@@ -262,9 +377,16 @@ def finish_run(method: Any, name: str, data: TrainData, cfg: Config, run: Path) 
         "dataset": data.dataset,
         "fold": data.fold,
         "seed": tc.seed,
+        "train_samples": int(data.splits["train"].shape[0]),
+        "train_per_class": cfg.dataset.train_per_class,
+        "train_fraction": cfg.dataset.train_fraction,
     }
     for role, (module, arch) in method.exports().items():
-        save_module(module, {**common, "module": role, "arch": arch}, run, role)
+        mods = data.target if role == "student" else {**data.target, **data.auxiliary}
+        inputs = {m: d.record() for m, d in mods.items()}
+        save_module(module, {**common, "module": role, "arch": arch, "inputs": inputs}, run, role)
     preds = {s: predict_split(method, data, rows, tc.eval_batch_size)
              for s, rows in data.splits.items()}
-    write_outputs(run / "outputs.h5", data, preds, method=name, seed=tc.seed)
+    write_outputs(run / "outputs.h5", data, preds, method=name, seed=tc.seed,
+                  extra={k: common[k] for k in ("train_samples", "train_per_class",
+                                                "train_fraction")})

@@ -2,8 +2,9 @@
 
 One small module per loss, each with its paper, equation and tensor shapes:
 ``mi`` (class-aware MI bound, AMID and CCL forms), ``jsd`` (prediction
-alignment), ``adversarial`` (two discriminators and dynamic weights), and the
-baselines ``crd``, ``ntxent`` (GMC), ``crcd`` and ``kl`` (CCL's symmetric KL).
+alignment), ``adversarial`` (two discriminators and dynamic weights), ``kd``
+(Hinton et al.'s soft targets), and the baselines ``crd``, ``ntxent`` (GMC),
+``crcd`` and ``kl`` (CCL's symmetric KL).
 """
 
 from amid.distill.losses.adversarial import (
@@ -17,6 +18,7 @@ from amid.distill.losses.adversarial import (
 from amid.distill.losses.crcd import crcd_loss
 from amid.distill.losses.crd import CRDLoss
 from amid.distill.losses.jsd import jsd_loss
+from amid.distill.losses.kd import kd_loss
 from amid.distill.losses.kl import symmetric_kl_loss
 from amid.distill.losses.mi import MI_VARIANTS, class_aware_mi_loss, symmetric_mi_loss
 from amid.distill.losses.ntxent import ntxent_loss
@@ -32,6 +34,7 @@ __all__ = [
     "discriminator_loss",
     "enhanced_mask",
     "jsd_loss",
+    "kd_loss",
     "ntxent_loss",
     "symmetric_kl_loss",
     "symmetric_mi_loss",

@@ -171,8 +171,9 @@ def alignment_stats(t: torch.Tensor, s: torch.Tensor, labels: torch.Tensor) -> t
     labels = _prepare(s, labels)
     with torch.no_grad():
         cos = F.normalize(t, dim=1) @ F.normalize(s, dim=1).T
-        same = labels[:, None] == labels[None, :]
-        same.fill_diagonal_(False)
+        n = labels.shape[0]
+        eye = torch.eye(n, dtype=torch.bool, device=labels.device)
+        same = (labels[:, None] == labels[None, :]) & ~eye  # not fill_diagonal_: vmap-able
         diag = cos.diagonal()
         return torch.stack(
             [

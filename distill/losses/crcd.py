@@ -31,9 +31,12 @@ __all__ = ["crcd_loss"]
 def _relations(z: torch.Tensor, m: int) -> torch.Tensor:
     """(M, N-1, d): normalize(z_i - z_j) for anchors i < M and every j != i."""
     n = z.shape[0]
-    diff = z[:m, None, :] - z[None, :, :]  # (M, N, d)
-    keep = ~torch.eye(m, n, dtype=torch.bool, device=z.device)
-    return F.normalize(diff[keep].reshape(m, n - 1, -1), dim=2)
+    # others[i] = every j != i, in order: an index matrix rather than a boolean
+    # mask, so shapes are static (vmap-able in stacked sweeps)
+    cols = torch.arange(n - 1, device=z.device)[None, :]  # (1, N-1)
+    others = cols + (cols >= torch.arange(m, device=z.device)[:, None]).long()  # (M, N-1)
+    diff = z[:m, None, :] - z[others]  # (M, N-1, d)
+    return F.normalize(diff, dim=2)
 
 
 def crcd_loss(

@@ -19,6 +19,13 @@ cross-entropy over the K + 1 candidates (the variant the authors' code also
 ships as "softmax"), which needs no Z and no prior-noise term; negatives
 exclude the positive index (the paper samples with possible collisions).
 
+Negatives come from a counter-based generator: a hash of (the module's seed,
+a draw counter, the anchor's index, k), both buffers. Uniform like
+`torch.randint`, but a function of the module's own state, so a run and the
+same run as a member of a stacked sweep (where random ops are drawn for the
+whole stack at once) pick the same negatives, and a resumed run continues
+the sequence.
+
 Parameters live in the module (embedding heads are trained, the banks are
 buffers updated in training mode only), so the loss works in the dtype of
 the module: call ``.double()`` on it for float64 inputs.
@@ -33,6 +40,16 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["CRDLoss"]
+
+_MASK = 0xFFFFFFFF
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer mixing function (int64 tensors in [0, 2^32)); products stay
+    below 2^59, so int64 arithmetic never overflows."""
+    x = (((x >> 16) ^ x) * 0x45D9F3B) & _MASK
+    x = (((x >> 16) ^ x) * 0x45D9F3B) & _MASK
+    return (x >> 16) ^ x
 
 
 class CRDLoss(nn.Module):
@@ -68,15 +85,20 @@ class CRDLoss(nn.Module):
         std = 1.0 / math.sqrt(feat_dim)
         self.register_buffer("memory_s", F.normalize(torch.randn(n_data, feat_dim) * std, dim=1))
         self.register_buffer("memory_t", F.normalize(torch.randn(n_data, feat_dim) * std, dim=1))
+        # the negatives' generator: a seed drawn like the weights, and a counter
+        self.register_buffer("seed", torch.randint(0, 1 << 31, ()))
+        self.register_buffer("draws", torch.zeros((), dtype=torch.long))
 
-    def sample_negatives(
-        self, idx: torch.Tensor, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """(N, K) indices uniform over the dataset minus each row's own index."""
-        draw = torch.randint(
-            0, self.n_data - 1, (idx.shape[0], self.n_negatives), generator=generator,
-            device="cpu",
-        ).to(idx.device)
+    def sample_negatives(self, idx: torch.Tensor) -> torch.Tensor:
+        """(N, K) indices uniform over the dataset minus each row's own index.
+
+        Advances the draw counter (in training mode), as a random generator would.
+        """
+        key = _hash32(_hash32(self.seed ^ (self.draws & _MASK)) ^ idx[:, None])  # (N, 1)
+        k = torch.arange(self.n_negatives, device=idx.device)[None, :]  # (1, K)
+        draw = _hash32(key ^ k) % (self.n_data - 1)  # (N, K) in [0, n_data - 2]
+        if self.training:
+            self.draws += 1
         # shifting values >= idx by one skips the positive without rejection sampling
         return draw + (draw >= idx[:, None]).long()
 

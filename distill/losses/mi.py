@@ -43,8 +43,9 @@ def log1m_softmax(logits: torch.Tensor) -> torch.Tensor:
     is accurate there; the maximum uses the exact complement sum. ``M >= 2``.
     """
     log_h = logits.log_softmax(dim=1)
-    top = logits.argmax(dim=1, keepdim=True)
-    is_top = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, top, True)
+    top = logits.argmax(dim=1, keepdim=True)  # (N, 1)
+    # a comparison, not scatter_: it has a vmap batching rule (stacked sweeps)
+    is_top = torch.arange(logits.shape[1], device=logits.device) == top  # (N, M)
     # The row maximum is fed a harmless constant so its (discarded) branch has a
     # finite gradient; where() alone would turn 0 * inf into NaN in backward.
     safe = torch.where(is_top, torch.full_like(log_h, -math.log(2.0)), log_h)
@@ -73,7 +74,8 @@ def _check_inputs(
         raise ValueError(f"labels must have shape ({anchors.shape[0]},), got {tuple(labels.shape)}")
     if labels.dtype.is_floating_point or labels.dtype.is_complex:
         raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
-    if not float(temperature) > 0.0:
+    # a tensor temperature is a stacked sweep's per-member value (checked by its config)
+    if not isinstance(temperature, torch.Tensor) and not float(temperature) > 0.0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     return labels
 
@@ -82,7 +84,7 @@ def class_aware_mi_loss(
     anchors: torch.Tensor,
     candidates: torch.Tensor,
     labels: torch.Tensor,
-    temperature: float,
+    temperature: float | torch.Tensor,
     variant: str = "amid",
 ) -> torch.Tensor:
     """One direction of the class-aware MI bound, anchors (N, d) vs candidates (N, d).
@@ -119,7 +121,7 @@ def symmetric_mi_loss(
     x: torch.Tensor,
     y: torch.Tensor,
     labels: torch.Tensor,
-    temperature: float,
+    temperature: float | torch.Tensor,
     variant: str = "amid",
 ) -> torch.Tensor:
     """``(mi(x, y) + mi(y, x)) / 2``: L_TS with (t, s) and L_TA with (t, a) (DESIGN 4.2)."""

@@ -10,7 +10,16 @@ from amid.distill.methods import ccl as _ccl  # noqa: F401  (registers ccl)
 from amid.distill.methods import crcd as _crcd  # noqa: F401  (registers crcd)
 from amid.distill.methods import crd as _crd  # noqa: F401  (registers crd)
 from amid.distill.methods import gmc as _gmc  # noqa: F401  (registers gmc)
+from amid.distill.methods import kd as _kd  # noqa: F401  (registers kd)
 from amid.distill.methods import simple as _simple  # noqa: F401  (registers baseline, teacher)
-from amid.distill.methods.base import METHODS, Method, MethodContext
+from amid.distill.methods.base import (
+    METHODS,
+    Method,
+    MethodContext,
+    check_method_options,
+    method_options,
+    weighted_total,
+)
 
-__all__ = ["METHODS", "Method", "MethodContext"]
+__all__ = ["METHODS", "Method", "MethodContext", "check_method_options", "method_options",
+           "weighted_total"]

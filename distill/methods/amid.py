@@ -1,29 +1,32 @@
-"""The AMID family (DESIGN 4.1-4.5): `ts`, `ts_ta` and `amid`, with the ablation switches.
+"""The AMID family (docs/method.md): `ts`, `ts_ta` and `amid`, with the ablation switches.
 
     ts    : L_cls + jsd * L_JSD + alpha * L_TS
     ts_ta : ts + beta * L_TA
     amid  : ts_ta + gamma * L_adv, discriminators trained on L_D (own optimiser)
 
-Switches (LossConfig): `mi_variant` (amid | ccl), `warmup_epochs` (L_adv and
-L_D off for the first E_w distillation epochs), `enhanced_disc` (D_e on/off),
-`dynamic_weights` (w_f, w_e moving average, else fixed 0.5/0.5),
+Each has its own options section (`methods.ts`, `methods.ts_ta`,
+`methods.amid`). Switches: `mi_variant` (amid | ccl), `warmup_epochs` (L_adv
+and L_D off for the first E_w distillation epochs), `enhanced_disc` (D_e
+on/off), `dynamic_weights` (w_f, w_e moving average, else fixed 0.5/0.5),
 `fixed_teacher` (the teacher gets its own encoders, is CE-trained for
-`teacher_epochs` or loaded from `teacher_run`, then frozen: requires_grad
-False and eval mode; the shared classifier g is part of it and freezes too).
+`teacher_epochs` or loaded from `teacher_run`, then frozen; the shared
+classifier g is part of it and freezes too: `base.TeacherPhase`).
 
 Samples missing an auxiliary modality train the student's CE only: the
 teacher CE is masked, and the pair terms (MI, JSD, adversarial) use the rows
-with every auxiliary modality (`batch.teacher_rows`; None means all rows).
+with every auxiliary modality (`base.teacher_pairs`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from amid.config import above, at_least, in_unit, option
 from amid.distill.data import Batch
 from amid.distill.losses.adversarial import (
     adversarial_loss,
@@ -39,52 +42,82 @@ from amid.distill.methods.base import (
     Method,
     MethodContext,
     Outputs,
+    TeacherPhase,
+    TeacherPhaseOptions,
+    Weight,
     build_student,
     build_teacher,
     masked_ce,
+    teacher_pairs,
 )
 from amid.distill.models import discriminator
+
+
+@dataclass
+class TSOptions(TeacherPhaseOptions):
+    """`methods.ts`: class-aware MI between teacher and student, plus prediction alignment."""
+
+    alpha: float = option(4.0, check=at_least(0), per_member=True)  # L_TS (paper Table 6)
+    jsd: float = option(1.0, check=at_least(0), per_member=True)  # L_JSD
+    # MI temperature: the paper's value was lost; see docs/results.md for how it was chosen
+    tau: float = option(0.1, check=above(0), per_member=True)
+    mi_variant: Literal["amid", "ccl"] = "amid"  # Table 4, "AMID with L_CCL"
+
+
+@dataclass
+class TSTAOptions(TSOptions):
+    """`methods.ts_ta`: + beta * L_TA, the teacher keeps the auxiliary information."""
+
+    beta: float = option(1.5, check=at_least(0), per_member=True)  # L_TA
+
+
+@dataclass
+class AMIDOptions(TSTAOptions):
+    """`methods.amid`: + gamma * L_adv with the fundamental and enhanced discriminators."""
+
+    gamma: float = option(1.0, check=at_least(0), per_member=True)  # L_adv
+    mu: float = option(0.9, check=in_unit(), per_member=True)  # moving average of w_f, w_e
+    warmup_epochs: int = option(5, check=at_least(0))  # E_w: L_adv and L_D off
+    enhanced_disc: bool = True  # D_e on/off
+    dynamic_weights: bool = True  # w_f, w_e updated per epoch, else 0.5 / 0.5
 
 
 @METHODS.register("ts")
 class TS(Method):
     """Online distillation with the class-aware MI bound between teacher and student."""
 
+    Options = TSOptions
     has_teacher = True
     use_ta = False
     use_adv = False
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        lc = ctx.loss
+        o = ctx.opts
         self.student = build_student(ctx)
-        separate = ctx.model.teacher_encoders == "separate" or lc.fixed_teacher
+        separate = ctx.model.teacher_encoders == "separate" or o.fixed_teacher
         self.teacher = build_teacher(ctx, self.student, separate)
-        # epochs spent pre-training a fixed teacher; distillation starts after them
-        self.pretrain = lc.teacher_epochs if lc.fixed_teacher and not lc.teacher_run else 0
-        if lc.fixed_teacher and lc.teacher_run:
-            from amid.distill.inference import load_weights
-
-            load_weights(self.teacher, Path(lc.teacher_run) / "teacher.safetensors")
-            self.freeze(self.teacher)
+        self.phase = TeacherPhase(self, self.teacher, o) if o.fixed_teacher else None
         if self.use_adv:
             hidden = ctx.model.disc_hidden
             self.discriminators = nn.ModuleDict({"f": discriminator(ctx.model.dim, hidden, 5)})
-            if lc.enhanced_disc:
+            if o.enhanced_disc:
                 self.discriminators["e"] = discriminator(ctx.model.dim, hidden, 3)
         self.register_buffer("w", torch.tensor([0.5, 0.5]))  # (w_f, w_e)
         self.register_buffer("align", torch.zeros(4))  # this epoch's alignment_stats sums
 
     # ------------------------------------------------------------ phases
     def distilling(self, epoch: int) -> bool:
-        return epoch >= self.pretrain
+        return self.phase is None or self.phase.distilling(epoch)
 
     def adversarial(self, epoch: int) -> bool:
-        return self.use_adv and epoch >= self.pretrain + self.ctx.loss.warmup_epochs
+        if not self.use_adv:
+            return False
+        return epoch >= (self.phase.pretrain if self.phase else 0) + self.opts.warmup_epochs
 
     def begin_epoch(self, epoch: int) -> None:
-        if self.ctx.loss.fixed_teacher and self.distilling(epoch):
-            self.freeze(self.teacher)
+        if self.phase is not None:
+            self.phase.begin_epoch(epoch)
         self.align.zero_()
 
     # ------------------------------------------------------------ contract
@@ -94,67 +127,67 @@ class TS(Method):
         tout = self.teacher(batch.target, batch.auxiliary, s if shared else None)
         return {"s": s, "logits_s": logits_s, **tout}  # + a, t (B, d), logits_t (B, C)
 
-    def _pairs(self, batch: Batch, out: Outputs) -> tuple[Outputs, torch.Tensor] | None:
-        """Teacher-side rows (every auxiliary modality present), or None if fewer than 2."""
-        rows = batch.teacher_rows
-        if rows is None:
-            return out, batch.labels
-        if rows.numel() < 2:  # rows came from nonzero(): its size is known on the host
-            return None
-        return {k: v[rows] for k, v in out.items()}, batch.labels[rows]
-
     def losses(self, batch: Batch, out: Outputs, epoch: int) -> dict[str, torch.Tensor]:
-        lc = self.ctx.loss
+        o = self.opts
         zero = out["s"].new_zeros(())
-        ce_t = masked_ce(out["logits_t"], batch.labels, batch.aux_present)
-        terms = {"cls_student": zero, "cls_teacher": ce_t, "jsd": zero, "ts": zero}
+        terms = {"cls_student": F.cross_entropy(out["logits_s"], batch.labels),
+                 "cls_teacher": masked_ce(out["logits_t"], batch.labels, batch.aux_present),
+                 "jsd": zero, "ts": zero}
         if self.use_ta:
             terms["ta"] = zero
         if self.use_adv:
             terms |= {"adv_f": zero, "adv_e": zero, "adv": zero}
-        if not self.distilling(epoch):  # fixed teacher, pre-training: teacher CE only
-            return {**terms, "total": ce_t}
-        terms["cls_student"] = F.cross_entropy(out["logits_s"], batch.labels)
-        # a frozen teacher's CE has no gradient: leave it out of the total
-        total = terms["cls_student"] + ce_t if self.teacher.training else terms["cls_student"]
-        pairs = self._pairs(batch, out)
-        if pairs is None:
-            return {**terms, "total": total}
+        pairs = teacher_pairs(batch, out)
+        if pairs is None or not self.distilling(epoch):
+            return terms
         p, y = pairs
         terms["jsd"] = jsd_loss(p["logits_t"], p["logits_s"])
-        terms["ts"] = symmetric_mi_loss(p["t"], p["s"], y, lc.tau, lc.mi_variant)
-        total = total + lc.jsd * terms["jsd"] + lc.alpha * terms["ts"]
+        terms["ts"] = symmetric_mi_loss(p["t"], p["s"], y, o.tau, o.mi_variant)
         if self.use_ta:
-            terms["ta"] = symmetric_mi_loss(p["t"], p["a"], y, lc.tau, lc.mi_variant)
-            total = total + lc.beta * terms["ta"]
+            terms["ta"] = symmetric_mi_loss(p["t"], p["a"], y, o.tau, o.mi_variant)
         if self.adversarial(epoch):
             d = self.discriminators
             adv = adversarial_loss(d["f"], getattr(d, "e", None), p["s"], y,
-                                   self.w[0], self.w[1], lc.enhanced_disc)
+                                   self.w[0], self.w[1], o.enhanced_disc)
             terms |= {"adv_f": adv["adv_f"], "adv_e": adv["adv_e"], "adv": adv["total"]}
-            total = total + lc.gamma * adv["total"]
             self.align += alignment_stats(p["t"], p["s"], y)
-        return {**terms, "total": total}
+        return terms
+
+    def weights(self, epoch: int) -> dict[str, Weight]:
+        o = self.opts
+        if not self.distilling(epoch):  # fixed teacher, pre-training: teacher CE only
+            return {"cls_teacher": 1.0}
+        w: dict[str, Weight] = {"cls_student": 1.0, "jsd": o.jsd, "ts": o.alpha}
+        if self.phase is None:  # a frozen teacher's CE has no gradient: logged only
+            w["cls_teacher"] = 1.0
+        if self.use_ta:
+            w["ta"] = o.beta
+        if self.adversarial(epoch):
+            w["adv"] = o.gamma  # adv_f, adv_e: its parts, logged only
+        return w
+
+    def discriminator_step(self, epoch: int) -> bool:
+        return self.adversarial(epoch)
 
     def discriminator_losses(self, batch: Batch, out: Outputs,
                              epoch: int) -> dict[str, torch.Tensor] | None:
         if not self.adversarial(epoch):
             return None
-        pairs = self._pairs(batch, out)
+        pairs = teacher_pairs(batch, out)
         if pairs is None:
             return None
         p, y = pairs
         d = self.discriminators
         return discriminator_loss(d["f"], getattr(d, "e", None), p["t"], p["s"], y,
-                                  self.ctx.loss.enhanced_disc)
+                                  self.opts.enhanced_disc)
 
     def end_epoch(self, epoch: int) -> dict[str, torch.Tensor]:
         if not self.use_adv:
             return {}
-        lc = self.ctx.loss
-        if self.adversarial(epoch) and lc.dynamic_weights:
+        o = self.opts
+        if self.adversarial(epoch) and o.dynamic_weights:
             c_f, c_e = alignment_means(self.align)
-            self.w.copy_(update_dynamic_weights(self.w, c_f, c_e, lc.mu).to(self.w))
+            self.w.copy_(update_dynamic_weights(self.w, c_f, c_e, o.mu).to(self.w))
         return {"w_f": self.w[0].clone(), "w_e": self.w[1].clone()}
 
     def exports(self) -> dict:
@@ -162,7 +195,7 @@ class TS(Method):
         if self.discriminators is not None:
             found["discriminators"] = (self.discriminators, {
                 "dim": self.ctx.model.dim, "hidden": self.ctx.model.disc_hidden,
-                "layers": {"f": 5, "e": 3}, "enhanced": self.ctx.loss.enhanced_disc})
+                "layers": {"f": 5, "e": 3}, "enhanced": self.opts.enhanced_disc})
         return found
 
 
@@ -170,6 +203,7 @@ class TS(Method):
 class TSTA(TS):
     """ts + beta * L_TA: the teacher must also keep the auxiliary information."""
 
+    Options = TSTAOptions
     use_ta = True
 
 
@@ -177,5 +211,6 @@ class TSTA(TS):
 class AMID(TS):
     """The full method: ts_ta + gamma * L_adv with the fundamental and enhanced discriminators."""
 
+    Options = AMIDOptions
     use_ta = True
     use_adv = True

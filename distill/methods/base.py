@@ -1,42 +1,77 @@
 """What a training method provides to the trainer (`amid.distill.train`).
 
-A method is an `nn.Module` that owns its networks and says how to score a
-batch. Adding one is one file in `distill/methods/` with a subclass and a
-`@METHODS.register("name")` line, plus its import in `methods/__init__.py`.
+A method is an `nn.Module` that owns its networks, its options and its
+phases, and says how to score a batch. Adding one is one file in
+`distill/methods/` with a subclass, an `Options` dataclass (its keys under
+`methods.<name>` in params.yaml, ranges beside the fields) and a
+`@METHODS.register("name")` line, plus its import in `methods/__init__.py`;
+it can then be trained, swept and stacked with no other change.
 
 The trainer, per batch (all tensors stay on the device)::
 
     out = method(batch)                                  # forward(): each encoder runs once
-    d = method.discriminator_losses(batch, out, epoch)   # None: no discriminator step
-    if d is not None: step method.discriminators on d["total"] (lr train.disc_lr)
-    terms = method.losses(batch, out, epoch)             # named scalars incl. "total"
-    step every other parameter on terms["total"]         (lr train.lr)
+    if method.discriminator_step(epoch):                 # decided by the epoch alone
+        d = method.discriminator_losses(batch, out, epoch)
+        step method.discriminators on d["total"] (lr train.disc_lr), unless d is None
+    terms = method.losses(batch, out, epoch)             # named, UNWEIGHTED scalars
+    weights = method.weights(epoch)                      # term -> weight (absent: 0, logged only)
+    step every other parameter on sum(weights[k] * terms[k])   (lr train.lr)
 
 and per epoch `begin_epoch(epoch)` before it, `end_epoch(epoch)` after it
 (extra scalars to log, e.g. discriminator weights), `predict(batch)` for the
 metrics and `outputs.h5`, `exports()` for the safetensors files. Keep the key
-set of `losses()` the same every epoch (report 0 for a term that is off), so
-the per-epoch history has one column per term. State that must survive a
-resume (e.g. dynamic weights) belongs in buffers: the checkpoint stores the
-method's `state_dict()`.
+set of `losses()` the same every epoch (0 for a term that is off), so the
+history has one column per term. State that must survive a resume belongs in
+buffers: the checkpoint stores the method's `state_dict()`.
+
+Stacking (`amid.distill.stack`) runs `forward`, `losses`, `weights` and
+`discriminator_losses` under `torch.func.vmap`, with the options marked
+`per_member` replaced by per-member tensors: read options from `self.opts`
+when they are used (not copied into attributes at construction), and never
+branch in Python on a `per_member` value.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amid.config import LossConfig, ModelConfig
+from amid.config import Config, ModelConfig, at_least, from_dict, option
 from amid.distill.data import Batch, TrainData
 from amid.distill.models import Student, Teacher, build_encoder, teacher_head
+from amid.errors import AmidError, ConfigError
 from amid.registry import Registry
 
 Outputs = dict[str, torch.Tensor]
 Prediction = dict[str, tuple[torch.Tensor, torch.Tensor]]  # role -> (embeddings, logits)
+Weight = float | torch.Tensor
+
+
+@dataclass
+class NoOptions:
+    """A method without options of its own."""
+
+
+@dataclass
+class FixedTeacherOptions:
+    """A teacher CE-trained first, then frozen (crd, crcd; the others' `fixed_teacher`)."""
+
+    # CE pre-training epochs of the teacher inside the run (the first teacher_epochs
+    # of train.epochs), unless teacher_run names a `teacher` run folder to load instead
+    teacher_epochs: int = option(10, check=at_least(0))
+    teacher_run: str = ""
+
+
+@dataclass
+class TeacherPhaseOptions(FixedTeacherOptions):
+    """An online teacher, or with `fixed_teacher` the schedule above (paper Table 5)."""
+
+    fixed_teacher: bool = False
 
 
 @dataclass
@@ -45,8 +80,9 @@ class MethodContext:
 
     data: TrainData  # modality dims/lengths/statistics, classes (read, never batch from it)
     model: ModelConfig
-    loss: LossConfig
+    opts: Any  # the method's own Options instance (methods.<name>)
     epochs: int
+    name: str = ""  # the registered name, for messages naming methods.<name>.<key>
 
     @property
     def num_classes(self) -> int:
@@ -56,6 +92,7 @@ class MethodContext:
 class Method(nn.Module):
     """Base class; subclasses set `student` (and `teacher`) and implement `losses`."""
 
+    Options: ClassVar[type] = NoOptions
     has_teacher: ClassVar[bool] = False
 
     def __init__(self, ctx: MethodContext) -> None:
@@ -64,16 +101,31 @@ class Method(nn.Module):
         self.discriminators: nn.Module | None = None
         self._frozen: list[nn.Module] = []
 
+    @property
+    def opts(self) -> Any:
+        return self.ctx.opts
+
     # ------------------------------------------------------------ contract
     def forward(self, batch: Batch) -> Outputs:
         s, logits_s = self.student(batch.target)  # (B, d), (B, C)
         return {"s": s, "logits_s": logits_s}
 
     def losses(self, batch: Batch, out: Outputs, epoch: int) -> dict[str, torch.Tensor]:
+        """Named, unweighted loss terms (scalars); the same keys every epoch."""
         raise NotImplementedError
+
+    def weights(self, epoch: int) -> dict[str, Weight]:
+        """Term -> weight in the total; a term left out is logged but not optimised."""
+        raise NotImplementedError
+
+    def discriminator_step(self, epoch: int) -> bool:
+        """Whether epoch `epoch` trains discriminators (decided by the epoch alone)."""
+        return False
 
     def discriminator_losses(self, batch: Batch, out: Outputs,
                              epoch: int) -> dict[str, torch.Tensor] | None:
+        """L_D's terms and their "total" when `discriminator_step(epoch)`; None when the
+        batch gives nothing to discriminate (fewer than two paired rows)."""
         return None
 
     def predict(self, batch: Batch) -> Prediction:
@@ -113,11 +165,57 @@ class Method(nn.Module):
         if all(m is not module for m in self._frozen):
             self._frozen.append(module)
 
+    def is_frozen(self, module: nn.Module) -> bool:
+        """Frozen by `freeze` (asked of the method: under vmap, `requires_grad` of the
+        stacked tensors says nothing about a member's own parameters)."""
+        return any(m is module for m in self._frozen)
+
     def train(self, mode: bool = True) -> Method:
         super().train(mode)
         for module in self._frozen:
             module.eval()
         return self
+
+
+class TeacherPhase:
+    """The fixed-teacher schedule, in one place for every method that has one.
+
+    The teacher is CE-trained for the first `teacher_epochs` epochs of the run
+    (the student waits), then frozen: requires_grad False and eval mode. Or
+    it is loaded from `teacher_run` (a `teacher` run folder) and frozen from
+    the start. A schedule that would leave the student no epoch, or distil
+    from an untrained teacher, is refused before anything trains.
+    """
+
+    def __init__(self, method: Method, teacher: nn.Module, opts: FixedTeacherOptions) -> None:
+        ctx = method.ctx
+        self.method, self.teacher = method, teacher
+        key = f"methods.{ctx.name}"
+        if opts.teacher_run:
+            from amid.distill.inference import load_weights
+
+            path = Path(opts.teacher_run) / "teacher.safetensors"
+            if not path.exists():
+                raise ConfigError(f"{key}.teacher_run: {path} does not exist (train the "
+                                  f"`teacher` method into {opts.teacher_run} first)")
+            load_weights(teacher, path)
+            method.freeze(teacher)
+            self.pretrain = 0
+        elif not 1 <= opts.teacher_epochs < ctx.epochs:
+            raise ConfigError(
+                f"{key} distils from a pre-trained teacher: {key}.teacher_epochs (now "
+                f"{opts.teacher_epochs}) must be >= 1 and below train.epochs ({ctx.epochs}) "
+                f"so that both teacher and student train, or {key}.teacher_run must name a "
+                "`teacher` run folder")
+        else:
+            self.pretrain = opts.teacher_epochs
+
+    def distilling(self, epoch: int) -> bool:
+        return epoch >= self.pretrain
+
+    def begin_epoch(self, epoch: int) -> None:
+        if self.distilling(epoch):
+            self.method.freeze(self.teacher)
 
 
 # ------------------------------------------------------------------ builders
@@ -128,12 +226,15 @@ def build_student(ctx: MethodContext) -> Student:
     return Student(enc, nn.Linear(ctx.model.dim, ctx.num_classes))
 
 
+def needs_auxiliary(ctx: MethodContext) -> None:
+    if not ctx.data.auxiliary:
+        raise ConfigError(f"method {ctx.name!r} needs auxiliary modalities "
+                          "(dataset.auxiliary is empty)")
+
+
 def build_teacher(ctx: MethodContext, student: Student, separate: bool) -> Teacher:
     """H_T over E_S and E_A; `separate` gives the teacher its own copy of E_S (same init)."""
-    if not ctx.data.auxiliary:
-        from amid.errors import ConfigError
-
-        raise ConfigError("this method needs auxiliary modalities (dataset.auxiliary is empty)")
+    needs_auxiliary(ctx)
     s_enc = student.encoder
     if separate:
         s_enc = build_encoder(ctx.data.target, ctx.model.student, ctx.model)
@@ -141,6 +242,25 @@ def build_teacher(ctx: MethodContext, student: Student, separate: bool) -> Teach
     a_enc = build_encoder(ctx.data.auxiliary, ctx.model.auxiliary, ctx.model, clip_mlp=True)
     head = teacher_head(ctx.model.dim, ctx.model.hidden, ctx.model.dropout)
     return Teacher(s_enc, a_enc, head, student.classifier)
+
+
+def build_separate_teacher(ctx: MethodContext) -> Teacher:
+    """A full-modality teacher sharing nothing with the student: own E_S copy, E_A, H_T
+    and its own classifier (crd, crcd, kd)."""
+    needs_auxiliary(ctx)
+    m = ctx.model
+    s_enc = build_encoder(ctx.data.target, m.student, m)
+    a_enc = build_encoder(ctx.data.auxiliary, m.auxiliary, m, clip_mlp=True)
+    return Teacher(s_enc, a_enc, teacher_head(m.dim, m.hidden, m.dropout),
+                   nn.Linear(m.dim, ctx.num_classes))
+
+
+def forward_with_separate_teacher(method: Method, batch: Batch) -> Outputs:
+    """Student and a teacher that shares nothing with it; no graph through a frozen teacher."""
+    s, logits_s = method.student(batch.target)  # (B, d), (B, C)
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not method.is_frozen(method.teacher)):
+        tout = method.teacher(batch.target, batch.auxiliary)  # a, t (B, d), logits_t (B, C)
+    return {"s": s, "logits_s": logits_s, **tout}
 
 
 def teacher_arch(teacher: Teacher, ctx: MethodContext) -> dict[str, Any]:
@@ -159,4 +279,44 @@ def masked_ce(logits: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor) ->
     return (per * weight).sum() / weight.sum().clamp(min=1)
 
 
+def teacher_pairs(batch: Batch, out: Outputs) -> tuple[Outputs, torch.Tensor] | None:
+    """The outputs and labels of the rows with every auxiliary modality (the pair terms'
+    rows), or None when fewer than two: no pair, no MI, JSD or contrastive term."""
+    rows = batch.teacher_rows
+    if rows is None:  # every row has them: no indexing, no host sync
+        return out, batch.labels
+    if rows.numel() < 2:  # rows came from nonzero(): its size is known on the host
+        return None
+    return {k: v[rows] for k, v in out.items()}, batch.labels[rows]
+
+
+def weighted_total(terms: dict[str, torch.Tensor], weights: dict[str, Weight]) -> torch.Tensor:
+    """The optimised loss: the sum of weight * term over the weighted terms."""
+    return sum(weights[k] * terms[k] for k in weights)
+
+
 METHODS: Registry[type[Method]] = Registry("method")
+
+
+# ------------------------------------------------------------------ options
+
+
+def method_options(name: str, raw: dict[str, Any] | None) -> Any:
+    """`methods.<name>` typed by the method's Options (defaults where absent)."""
+    try:
+        cls = METHODS.get(name)
+    except AmidError as exc:
+        raise ConfigError(f"methods.{name}: {exc}") from None
+    return from_dict(cls.Options, raw or {}, f"methods.{name}")
+
+
+def check_method_options(cfg: Config) -> None:
+    """Every `methods.<name>` section against its method's Options (for `load_config`)."""
+    for name, raw in cfg.methods.items():
+        method_options(name, raw)
+    for name in cfg.pipeline.methods:
+        method_options(name, cfg.methods.get(name))
+    for key, sweep in cfg.sweeps.items():
+        if sweep.method not in METHODS:
+            raise ConfigError(f"sweeps.{key}.method: unknown method {sweep.method!r}; known: "
+                              f"{', '.join(METHODS.names())}")

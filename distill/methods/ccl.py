@@ -1,15 +1,15 @@
-"""`ccl`: compositional contrastive learning (Chen et al., CVPR 2021), DESIGN 4.5.
+"""`ccl`: compositional contrastive learning (Chen et al., CVPR 2021), docs/method.md.
 
 The student E_S gives s, the auxiliary network E_A gives a, and the composed
 teacher is the residual ``t = a + MLP([a ; s])`` (MLP: the 2-layer H_T shape).
 One classifier g serves s and t, as in AMID. All parts train together:
 
     CE(g(s), y) + CE(g(t), y)
-      + ccl_nce_weight * ( nce(s, t) + nce(s, a) )
-      + ccl_kl_weight * symKL(g(s), g(t))            (ccl_kl_weight 0.5 by default)
+      + nce_weight * ( nce(s, t) + nce(s, a) )
+      + kl_weight * symKL(g(s), g(t))            (kl_weight 0.5 by default)
 
-where nce is the class-aware NCE in its CCL form (DESIGN 4.2, `variant="ccl"`)
-at tau 0.5, symmetrised ((x -> y) + (y -> x)) / 2, and symKL the symmetric KL
+where nce is the class-aware NCE in its CCL form (docs/method.md, `variant="ccl"`)
+at temperature 0.5, symmetrised ((x -> y) + (y -> x)) / 2, and symKL the symmetric KL
 of the softmax predictions (T = 1). Pair terms use the samples with every
 auxiliary modality; the teacher CE is masked the same way.
 
@@ -22,12 +22,14 @@ heads.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from amid.config import above, at_least, option
 from amid.distill.data import Batch
 from amid.distill.losses.kl import symmetric_kl_loss
 from amid.distill.losses.mi import symmetric_mi_loss
@@ -36,11 +38,13 @@ from amid.distill.methods.base import (
     Method,
     MethodContext,
     Outputs,
+    Weight,
     build_student,
     masked_ce,
+    needs_auxiliary,
+    teacher_pairs,
 )
 from amid.distill.models import Inputs, Teacher, build_encoder, teacher_head
-from amid.errors import ConfigError
 
 
 class ComposedTeacher(Teacher):
@@ -55,17 +59,25 @@ class ComposedTeacher(Teacher):
         return {"a": a, "t": t, "logits_t": self.classifier(t)}
 
 
+@dataclass
+class CCLOptions:
+    """`methods.ccl`."""
+
+    nce_weight: float = option(1.0, check=at_least(0), per_member=True)  # (s, t) and (s, a)
+    kl_weight: float = option(0.5, check=at_least(0), per_member=True)  # symmetric KL of logits
+    temperature: float = option(0.5, check=above(0))  # of the class-aware NCE
+
+
 @METHODS.register("ccl")
 class CCL(Method):
     """Student, auxiliary network and composed teacher trained jointly (online)."""
 
+    Options = CCLOptions
     has_teacher = True
-    TEMPERATURE = 0.5
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        if not ctx.data.auxiliary:
-            raise ConfigError("ccl needs auxiliary modalities (dataset.auxiliary is empty)")
+        needs_auxiliary(ctx)
         m = ctx.model
         self.student = build_student(ctx)
         a_enc = build_encoder(ctx.data.auxiliary, m.auxiliary, m, clip_mlp=True)
@@ -79,27 +91,26 @@ class CCL(Method):
         return {"s": s, "logits_s": logits_s, **tout}
 
     def losses(self, batch: Batch, out: Outputs, epoch: int) -> dict[str, torch.Tensor]:
-        lc = self.ctx.loss
         zero = out["s"].new_zeros(())
         terms = {
             "cls_student": F.cross_entropy(out["logits_s"], batch.labels),
             "cls_teacher": masked_ce(out["logits_t"], batch.labels, batch.aux_present),
-            "nce_st": zero, "nce_sa": zero, "kl": zero,
+            "nce_st": zero, "nce_sa": zero, "nce": zero, "kl": zero,
         }
-        total = terms["cls_student"] + terms["cls_teacher"]
-        p, y = out, batch.labels
-        rows = batch.teacher_rows
-        if rows is not None:
-            if rows.numel() < 2:  # nonzero() result: its size is known on the host
-                return {**terms, "total": total}
-            p, y = {k: v[rows] for k, v in out.items()}, y[rows]
-        tau = self.TEMPERATURE
+        pairs = teacher_pairs(batch, out)
+        if pairs is None:
+            return terms
+        p, y = pairs
+        tau = self.opts.temperature
         terms["nce_st"] = symmetric_mi_loss(p["s"], p["t"], y, tau, "ccl")
         terms["nce_sa"] = symmetric_mi_loss(p["s"], p["a"], y, tau, "ccl")
+        terms["nce"] = terms["nce_st"] + terms["nce_sa"]
         terms["kl"] = symmetric_kl_loss(p["logits_s"], p["logits_t"])
-        total = (total + lc.ccl_nce_weight * (terms["nce_st"] + terms["nce_sa"])
-                 + lc.ccl_kl_weight * terms["kl"])
-        return {**terms, "total": total}
+        return terms
+
+    def weights(self, epoch: int) -> dict[str, Weight]:
+        o = self.opts
+        return {"cls_student": 1.0, "cls_teacher": 1.0, "nce": o.nce_weight, "kl": o.kl_weight}
 
     def exports(self) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
         found = super().exports()

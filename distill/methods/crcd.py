@@ -1,13 +1,13 @@
-"""`crcd`: relation contrastive distillation (Zhu et al., CVPR 2021), DESIGN 4.5.
+"""`crcd`: relation contrastive distillation (Zhu et al., CVPR 2021), docs/method.md.
 
-Same fixed teacher as `crd` (CE pre-trained for `loss.teacher_epochs`, or
-loaded from `loss.teacher_run`, then frozen). The student then trains on
+Same fixed teacher as `crd` (CE pre-trained for `teacher_epochs`, or loaded
+from `teacher_run`, then frozen: `base.TeacherPhase`). The student then trains on
 
-    CE(g(s), y) + crcd_weight * crcd_loss(P(s), t)
+    CE(g(s), y) + weight * crcd_loss(P(s), t)
 
 where P is a linear head d -> d on the student side and `crcd_loss`
 contrasts each student relation normalize(P(s_i) - P(s_j)) with the frozen
-teacher's relations normalize(t_i - t_k) of the same anchor (tau 0.1).
+teacher's relations normalize(t_i - t_k) of the same anchor (temperature 0.1).
 
 Simplified relative to the paper: relations are normalised feature
 differences (no learned relation modules, no gradient relations) contrasted
@@ -19,32 +19,74 @@ the target. As in `crd`, the student trains after the teacher's epochs.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from amid.config import above, at_least, option
 from amid.distill.data import Batch
 from amid.distill.losses.crcd import crcd_loss
-from amid.distill.methods.base import METHODS, MethodContext, Outputs
-from amid.distill.methods.crd import FixedTeacherMethod
+from amid.distill.methods.base import (
+    METHODS,
+    FixedTeacherOptions,
+    Method,
+    MethodContext,
+    Outputs,
+    TeacherPhase,
+    Weight,
+    build_separate_teacher,
+    build_student,
+    forward_with_separate_teacher,
+    masked_ce,
+    teacher_pairs,
+)
+
+
+@dataclass
+class CRCDOptions(FixedTeacherOptions):
+    """`methods.crcd`."""
+
+    weight: float = option(1.0, check=at_least(0), per_member=True)  # relation term
+    temperature: float = option(0.1, check=above(0))
+    max_anchors: int = option(64, check=at_least(1))  # bounds the (M, N-1, N-1) logits
 
 
 @METHODS.register("crcd")
-class CRCD(FixedTeacherMethod):
+class CRCD(Method):
     """Relation contrastive distillation from a fixed full-modality teacher."""
 
-    TEMPERATURE = 0.1
-    MAX_ANCHORS = 64  # bounds the (M, N-1, N-1) logits of one batch
-    term_keys = ("crcd",)
-    name = "crcd"
+    Options = CRCDOptions
+    has_teacher = True
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
+        self.student = build_student(ctx)
+        self.teacher = build_separate_teacher(ctx)
+        self.phase = TeacherPhase(self, self.teacher, ctx.opts)
         self.embed_s = nn.Linear(ctx.model.dim, ctx.model.dim)
 
-    def distill_terms(self, batch: Batch, out: Outputs,
-                      rows: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        s, t = out["s"], out["t"]
-        if rows is not None:
-            s, t = s[rows], t[rows]
-        loss = crcd_loss(self.embed_s(s), t.detach(), self.TEMPERATURE, self.MAX_ANCHORS)
-        return {"crcd": loss, "distill": self.ctx.loss.crcd_weight * loss}
+    def begin_epoch(self, epoch: int) -> None:
+        self.phase.begin_epoch(epoch)
+
+    def forward(self, batch: Batch) -> Outputs:
+        return forward_with_separate_teacher(self, batch)
+
+    def losses(self, batch: Batch, out: Outputs, epoch: int) -> dict[str, torch.Tensor]:
+        o = self.opts
+        terms = {"cls_student": F.cross_entropy(out["logits_s"], batch.labels),
+                 "cls_teacher": masked_ce(out["logits_t"], batch.labels, batch.aux_present),
+                 "crcd": out["s"].new_zeros(())}
+        pairs = teacher_pairs(batch, out)
+        if pairs is None or not self.phase.distilling(epoch):
+            return terms
+        p, _ = pairs
+        terms["crcd"] = crcd_loss(self.embed_s(p["s"]), p["t"].detach(), o.temperature,
+                                  o.max_anchors)
+        return terms
+
+    def weights(self, epoch: int) -> dict[str, Weight]:
+        if not self.phase.distilling(epoch):  # teacher pre-training: its CE only
+            return {"cls_teacher": 1.0}
+        return {"cls_student": 1.0, "crcd": self.opts.weight}

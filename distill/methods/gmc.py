@@ -1,11 +1,11 @@
-"""`gmc`: Geometric Multimodal Contrastive learning (Poklukar et al., ICML 2022), DESIGN 4.5.
+"""`gmc`: Geometric Multimodal Contrastive learning (Poklukar et al., ICML 2022), docs/method.md.
 
 Views: the target modalities (through the student encoder E_S, one view)
 and each auxiliary modality (its own encoder). A joint encoder reads every
 modality; one projection head P (2-layer MLP, d -> d) is shared by all views
 and the joint representation. The objective is
 
-    CE(g(s), y) + gmc_weight * sum_v NT-Xent( P(h_v), P(h_joint) )    (tau 0.1)
+    CE(g(s), y) + weight * sum_v NT-Xent( P(h_v), P(h_joint) )    (temperature 0.1)
 
 The student is E_S + g; the auxiliary and joint encoders and P only shape
 its representation and are not reported (GMC has no teacher).
@@ -20,11 +20,13 @@ each. The contrastive terms use the samples with every auxiliary modality.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amid.config import ModelConfig
+from amid.config import ModelConfig, above, at_least, option
 from amid.distill.data import Batch, ModalityData
 from amid.distill.losses.ntxent import ntxent_loss
 from amid.distill.methods.base import (
@@ -33,10 +35,12 @@ from amid.distill.methods.base import (
     MethodContext,
     Outputs,
     Prediction,
+    Weight,
     build_student,
+    needs_auxiliary,
+    teacher_pairs,
 )
 from amid.distill.models import Inputs, SequenceEncoder, build_encoder, encoder_spec, mlp
-from amid.errors import ConfigError
 
 
 class JointEncoder(nn.Module):
@@ -57,16 +61,23 @@ class JointEncoder(nn.Module):
         return self.fuse(torch.cat(parts, dim=1))  # (B, d)
 
 
+@dataclass
+class GMCOptions:
+    """`methods.gmc`."""
+
+    weight: float = option(1.0, check=at_least(0), per_member=True)  # NT-Xent, summed over views
+    temperature: float = option(0.1, check=above(0))
+
+
 @METHODS.register("gmc")
 class GMC(Method):
     """Student CE plus GMC's modality-to-joint NT-Xent (see the module docstring)."""
 
-    TEMPERATURE = 0.1
+    Options = GMCOptions
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        if not ctx.data.auxiliary:
-            raise ConfigError("gmc needs auxiliary modalities (dataset.auxiliary is empty)")
+        needs_auxiliary(ctx)
         m = ctx.model
         self.student = build_student(ctx)
         self.aux_encoders = nn.ModuleDict({
@@ -92,20 +103,21 @@ class GMC(Method):
 
     def losses(self, batch: Batch, out: Outputs, epoch: int) -> dict[str, torch.Tensor]:
         zero = out["s"].new_zeros(())
-        ce = F.cross_entropy(out["logits_s"], batch.labels)
-        terms = {"cls_student": ce, **{f"gmc_{v}": zero for v in self.views}, "gmc": zero}
-        rows = batch.teacher_rows
-        if rows is not None and rows.numel() < 2:  # nonzero() result: size known on the host
-            return {**terms, "total": ce}
-        hs = [out["s"], *(out[f"h_{name}"] for name in self.aux_encoders)]
-        hs.append(out["h_joint"])
-        if rows is not None:
-            hs = [h[rows] for h in hs]
+        terms = {"cls_student": F.cross_entropy(out["logits_s"], batch.labels),
+                 **{f"gmc_{v}": zero for v in self.views}, "gmc": zero}
+        names = ["s", *(f"h_{name}" for name in self.aux_encoders), "h_joint"]
+        pairs = teacher_pairs(batch, {k: out[k] for k in names})
+        if pairs is None:
+            return terms
+        hs = [pairs[0][k] for k in names]
         z = self.projection(torch.cat(hs)).split(hs[0].shape[0])  # shared head, one pass
         z_joint = z[-1]
         gmc = zero
         for view, z_v in zip(self.views, z[:-1], strict=True):
-            terms[f"gmc_{view}"] = ntxent_loss(z_v, z_joint, self.TEMPERATURE)
+            terms[f"gmc_{view}"] = ntxent_loss(z_v, z_joint, self.opts.temperature)
             gmc = gmc + terms[f"gmc_{view}"]
         terms["gmc"] = gmc
-        return {**terms, "total": ce + self.ctx.loss.gmc_weight * gmc}
+        return terms
+
+    def weights(self, epoch: int) -> dict[str, Weight]:
+        return {"cls_student": 1.0, "gmc": self.opts.weight}  # gmc_<view>: its parts

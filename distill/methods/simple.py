@@ -11,6 +11,7 @@ from amid.distill.methods.base import (
     Method,
     MethodContext,
     Outputs,
+    Weight,
     build_student,
     build_teacher,
     masked_ce,
@@ -26,16 +27,19 @@ class Baseline(Method):
         self.student = build_student(ctx)
 
     def losses(self, batch: Batch, out: Outputs, epoch: int) -> dict[str, torch.Tensor]:
-        ce = F.cross_entropy(out["logits_s"], batch.labels)
-        return {"cls_student": ce, "total": ce}
+        return {"cls_student": F.cross_entropy(out["logits_s"], batch.labels)}
+
+    def weights(self, epoch: int) -> dict[str, Weight]:
+        return {"cls_student": 1.0}
 
 
 @METHODS.register("teacher")
 class TeacherAlone(Method):
     """The full-modality teacher H_T([E_S ; E_A]) and g trained with CE, no distillation.
 
-    Samples missing an auxiliary modality do not count. The student (E_S + g)
-    is reported as it falls out of the teacher's training.
+    Samples missing an auxiliary modality do not count. E_S + g fall out of
+    the teacher's training and are saved as `student`, but they were never
+    trained on the target alone: evaluation does not report them.
     """
 
     has_teacher = True
@@ -52,5 +56,7 @@ class TeacherAlone(Method):
         return {"s": s, "logits_s": logits_s, **tout}
 
     def losses(self, batch: Batch, out: Outputs, epoch: int) -> dict[str, torch.Tensor]:
-        ce = masked_ce(out["logits_t"], batch.labels, batch.aux_present)
-        return {"cls_teacher": ce, "total": ce}
+        return {"cls_teacher": masked_ce(out["logits_t"], batch.labels, batch.aux_present)}
+
+    def weights(self, epoch: int) -> dict[str, Weight]:
+        return {"cls_teacher": 1.0}

@@ -61,10 +61,38 @@ def make_dataset(root: Path, *, n_classes: int = 4, per_class: int = 30, target_
     cfg.train.model.dim = 16
     cfg.train.model.hidden = 16
     cfg.train.model.disc_hidden = 16
-    cfg.train.loss.warmup_epochs = 1
+    cfg.methods["amid"] = {"warmup_epochs": 1}
     return Synthetic(root, cfg, ids, np.array(labels), splits)
+
+
+def set_options(cfg: Config, method: str, **values: object) -> Config:
+    """Set `methods.<method>.<key>` values (the raw section the loader would read)."""
+    cfg.methods.setdefault(method, {}).update(values)
+    return cfg
 
 
 @pytest.fixture
 def synthetic(tmp_path: Path) -> Synthetic:
     return make_dataset(tmp_path)
+
+
+def build_method(cfg: Config, data: object, name: str, epochs: int = 5, **options: object):
+    """A method as the trainer builds it (options merged into methods.<name>), seed 0."""
+    import copy
+
+    import torch
+
+    from amid.distill.methods import METHODS, MethodContext, method_options
+
+    cfg = set_options(copy.deepcopy(cfg), name, **options)
+    torch.manual_seed(0)
+    opts = method_options(name, cfg.methods.get(name))
+    return METHODS.get(name)(MethodContext(data, cfg.train.model, opts, epochs, name))
+
+
+def total(method: object, batch: object, out: dict, epoch: int) -> dict:
+    """The method's terms plus "total", the weighted sum the trainer optimises."""
+    from amid.distill.methods import weighted_total
+
+    terms = method.losses(batch, out, epoch)
+    return {**terms, "total": weighted_total(terms, method.weights(epoch))}

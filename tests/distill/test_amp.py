@@ -16,10 +16,9 @@ import pytest
 import torch
 
 from amid import devices
-from amid.distill.stacked import train_stack
-from amid.distill.train import data_from_config, train
+from amid.distill.train import data_from_config, train, train_members
 
-from .conftest import make_dataset
+from .conftest import make_dataset, set_options
 
 
 def _close_not_equal(fp32: list[dict], bf16: list[dict], key: str, rel: float) -> None:
@@ -35,7 +34,7 @@ def test_bf16_training_stays_close_to_fp32(tmp_path, monkeypatch, student):
     syn = make_dataset(tmp_path)
     cfg = copy.deepcopy(syn.cfg)
     cfg.train.epochs, cfg.train.amp, cfg.train.model.student = 2, True, student
-    cfg.train.loss.warmup_epochs = 0  # the adversarial terms from the first step
+    set_options(cfg, "amid", warmup_epochs=0)  # the adversarial terms from the first step
     data = data_from_config(cfg, torch.device("cpu"))
     fp32 = train("amid", cfg, tmp_path / "fp32", data=data, live=False)
     monkeypatch.setattr(devices, "AMP_DEVICES", ("cuda", "cpu"))
@@ -52,11 +51,11 @@ def test_a_bf16_stack_stays_close_to_fp32(tmp_path, monkeypatch):
     cfgs = [copy.deepcopy(syn.cfg) for _ in range(2)]
     for seed, cfg in enumerate(cfgs):
         cfg.train.epochs, cfg.train.amp, cfg.train.seed = 2, True, seed
-        cfg.train.loss.warmup_epochs = 0
+        set_options(cfg, "amid", warmup_epochs=0)
     data = data_from_config(cfgs[0], torch.device("cpu"))
-    fp32 = train_stack("amid", cfgs, [tmp_path / "f0", tmp_path / "f1"], data, live=False)
+    fp32 = train_members("amid", cfgs, [tmp_path / "f0", tmp_path / "f1"], data=data, live=False)
     monkeypatch.setattr(devices, "AMP_DEVICES", ("cuda", "cpu"))
-    bf16 = train_stack("amid", cfgs, [tmp_path / "b0", tmp_path / "b1"], data, live=False)
+    bf16 = train_members("amid", cfgs, [tmp_path / "b0", tmp_path / "b1"], data=data, live=False)
     for a, b in zip(fp32, bf16, strict=True):
         assert b.error is None
         _close_not_equal(a.history, b.history, "loss_total", rel=0.03)

@@ -161,7 +161,25 @@ def test_crd_grads_reach_heads_and_eval_freezes_memory() -> None:
 def test_crd_negatives_skip_the_positive() -> None:
     crd = _crd(n_data=3, k=500)
     idx = torch.tensor([0, 1, 2])
-    neg = crd.sample_negatives(idx, generator=torch.Generator().manual_seed(0))
+    neg = crd.sample_negatives(idx)
     assert neg.shape == (3, 500)
     for row, i in zip(neg.tolist(), idx.tolist(), strict=True):
         assert set(row) == set(range(3)) - {i}  # uniform over the others, all reached
+
+
+def test_crd_negatives_are_uniform_fresh_per_draw_and_a_function_of_the_state() -> None:
+    crd = _crd(n_data=50, k=4000)
+    idx = torch.tensor([7, 7, 30])
+    first = crd.sample_negatives(idx)
+    # uniform over the 49 others: a chi-square test against equal counts (df 48, p ~ 1e-4)
+    counts = torch.bincount(first[0], minlength=50).double()
+    assert counts[7] == 0
+    expected = 4000 / 49
+    chi2 = float(((counts[torch.arange(50) != 7] - expected) ** 2 / expected).sum())
+    assert chi2 < 90
+    assert torch.equal(first[0], first[1])  # same anchor, same draw
+    second = crd.sample_negatives(idx)  # the counter moved on: new negatives
+    assert (second[0] != first[0]).float().mean() > 0.9
+    again = _crd(n_data=50, k=4000)  # same construction seed: same sequence
+    again.load_state_dict({**again.state_dict(), "seed": crd.seed, "draws": torch.tensor(0)})
+    assert torch.equal(again.sample_negatives(idx), first)

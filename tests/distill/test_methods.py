@@ -8,19 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from amid.distill.methods import METHODS, MethodContext
 from amid.distill.train import data_from_config
 
-from .conftest import make_dataset
+from .conftest import build_method, make_dataset, total
 
 
-def _method(syn, name="amid", **loss):
-    cfg = copy.deepcopy(syn.cfg)
-    for k, v in loss.items():
-        setattr(cfg.train.loss, k, v)
-    torch.manual_seed(0)
-    data = data_from_config(cfg, torch.device("cpu"))
-    method = METHODS.get(name)(MethodContext(data, cfg.train.model, cfg.train.loss, 5))
+def _method(syn, name="amid", **options):
+    data = data_from_config(syn.cfg, torch.device("cpu"))
+    method = build_method(syn.cfg, data, name, **options)
     batch = data.batch(data.splits["train"][:24])
     return method, batch
 
@@ -52,7 +47,7 @@ def test_adversarial_term_reaches_only_the_student_side(syn):
 
 def test_total_loss_never_gives_the_discriminators_gradients(syn):
     method, batch = _method(syn, warmup_epochs=0)
-    method.losses(batch, method(batch), epoch=0)["total"].backward()
+    total(method, batch, method(batch), 0)["total"].backward()
     assert all(g is None for g in _grads(method.discriminators))
 
 
@@ -123,8 +118,10 @@ def test_fixed_teacher_pretrains_then_freezes(syn):
     assert method.teacher.student_encoder is not method.student.encoder  # its own copy
     method.begin_epoch(0)
     method.train()
-    terms = method.losses(batch, method(batch), 0)  # pre-training: teacher CE only
-    assert terms["total"] is terms["cls_teacher"] and terms["cls_student"] == 0
+    terms = total(method, batch, method(batch), 0)  # pre-training: teacher CE only
+    assert method.weights(0) == {"cls_teacher": 1.0}
+    torch.testing.assert_close(terms["total"], terms["cls_teacher"])
+    assert terms["ts"] == 0 and terms["jsd"] == 0  # no distillation before the teacher is done
     assert method.discriminator_losses(batch, method(batch), 0) is None
     method.begin_epoch(1)
     method.train()
@@ -136,7 +133,7 @@ def test_fixed_teacher_pretrains_then_freezes(syn):
     for _ in range(2):
         out = method(batch)
         opt.zero_grad()
-        method.losses(batch, out, 1)["total"].backward()
+        total(method, batch, out, 1)["total"].backward()
         opt.step()
     for k, v in method.teacher.state_dict().items():
         assert torch.equal(v, before[k]), k
@@ -163,10 +160,10 @@ def test_baseline_and_teacher_objectives(syn):
     method, batch = _method(syn, "baseline")
     out = method(batch)
     assert set(out) == {"s", "logits_s"}
-    terms = method.losses(batch, out, 0)
+    terms = total(method, batch, out, 0)
     torch.testing.assert_close(terms["total"], F.cross_entropy(out["logits_s"], batch.labels))
     method, batch = _method(syn, "teacher")
     out = method(batch)
     assert method.teacher.student_encoder is method.student.encoder  # shared by default
-    torch.testing.assert_close(method.losses(batch, out, 0)["total"],
+    torch.testing.assert_close(total(method, batch, out, 0)["total"],
                                F.cross_entropy(out["logits_t"], batch.labels))

@@ -13,11 +13,10 @@ import torch.nn.functional as F
 
 from amid.distill.inference import save_module
 from amid.distill.losses import crcd_loss, ntxent_loss
-from amid.distill.methods import METHODS, MethodContext
 from amid.distill.train import data_from_config, train
 from amid.errors import ConfigError
 
-from .conftest import make_dataset
+from .conftest import build_method, make_dataset, set_options, total
 
 COMPETITORS = ("crd", "gmc", "ccl", "crcd")
 
@@ -27,7 +26,8 @@ def syn(tmp_path_factory):
     # 3 training samples of class 0 lack audio: the teacher-side terms must skip them
     s = make_dataset(tmp_path_factory.mktemp("synth"), missing_aux=3)
     s.cfg.train.model.dropout = 0.0  # deterministic forwards for the hand checks
-    s.cfg.train.loss.teacher_epochs = 1
+    for name in ("crd", "crcd"):
+        set_options(s.cfg, name, teacher_epochs=1)
     return s
 
 
@@ -36,12 +36,16 @@ def data(syn):
     return data_from_config(syn.cfg, torch.device("cpu"))
 
 
-def _method(syn, data, name, epochs=3, **loss):
-    cfg = copy.deepcopy(syn.cfg)
-    for k, v in loss.items():
-        setattr(cfg.train.loss, k, v)
-    torch.manual_seed(0)
-    return METHODS.get(name)(MethodContext(data, cfg.train.model, cfg.train.loss, epochs))
+# the old flat keys these tests were written with, and each method's own name for them
+_OPTION = {"crd_weight": ("crd", "weight"), "crcd_weight": ("crcd", "weight"),
+           "gmc_weight": ("gmc", "weight"), "ccl_nce_weight": ("ccl", "nce_weight"),
+           "ccl_kl_weight": ("ccl", "kl_weight"), "crd_negatives": ("crd", "negatives")}
+
+
+def _method(syn, data, name, epochs=3, **options):
+    mine = {_OPTION[k][1] if k in _OPTION else k: v for k, v in options.items()
+            if k not in _OPTION or _OPTION[k][0] == name}
+    return build_method(syn.cfg, data, name, epochs, **mine)
 
 
 def _batch(data, n=30):
@@ -67,7 +71,7 @@ def _step(method, batch, epoch):
     method.train()
     method.zero_grad(set_to_none=True)
     out = method(batch)
-    terms = method.losses(batch, out, epoch)
+    terms = total(method, batch, out, epoch)
     terms["total"].backward()
     return out, terms
 
@@ -102,8 +106,9 @@ def test_teacher_pretrains_then_freezes(syn, data, name):
     assert method.teacher.classifier is not method.student.classifier
 
     _, terms = _step(method, batch, 0)  # pre-training: the teacher's CE only
+    assert method.weights(0) == {"cls_teacher": 1.0}  # the student's CE: logged, not trained
     assert torch.equal(terms["total"], terms["cls_teacher"])
-    assert all(terms[k] == 0 for k in terms if k not in ("total", "cls_teacher"))
+    assert all(terms[k] == 0 for k in terms if k not in ("total", "cls_teacher", "cls_student"))
     assert _has_grad(method.teacher)
     assert _no_grad(method.student) and _no_grad(getattr(method, extra))
 
@@ -139,7 +144,7 @@ def test_crd_loads_a_teacher_run_frozen(syn, data, tmp_path):
     source = _method(syn, data, "teacher")
     save_module(source.teacher, {}, tmp_path, "teacher")
     method = _method(syn, data, "crd", epochs=3, teacher_epochs=0, teacher_run=str(tmp_path))
-    assert method.pretrain == 0 and not method.teacher.training
+    assert method.phase.pretrain == 0 and not method.teacher.training
     mine, theirs = method.teacher.state_dict(), source.teacher.state_dict()
     assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
     _, terms = _step(method, _batch(data), 0)
@@ -329,7 +334,8 @@ def test_short_run_learns_and_writes_finite_outputs(tmp_path, name):
     cfg.train.epochs = 6
     cfg.train.batch_size = 16
     cfg.train.lr = 3e-3
-    cfg.train.loss.teacher_epochs = 2
+    if name in ("crd", "crcd"):
+        set_options(cfg, name, teacher_epochs=2)
     history = train(name, cfg, tmp_path / name, live=False)
     assert len(history) == 6
     assert all(list(row) == list(history[0]) for row in history)  # one column per term

@@ -22,10 +22,10 @@ from torch.nn.utils.rnn import pad_sequence
 
 from amid.cache import cache_path
 from amid.distill.data import Batch
-from amid.distill.methods import METHODS, MethodContext
+from amid.distill.methods import METHODS, MethodContext, method_options, weighted_total
 from amid.distill.train import data_from_config, seed_everything, train
 
-from .conftest import make_dataset
+from .conftest import make_dataset, set_options
 
 
 def _read_sample(files: dict[str, h5py.File], sample_id: str) -> dict[str, torch.Tensor]:
@@ -54,7 +54,8 @@ def plain_loop(method_name, cfg, data, files, epochs):
     """Per-epoch mean loss_total and validation accuracies, the usual way."""
     tc = cfg.train
     generator = seed_everything(tc.seed)
-    method = METHODS.get(method_name)(MethodContext(data, tc.model, tc.loss, tc.epochs))
+    opts = method_options(method_name, cfg.methods.get(method_name))
+    method = METHODS.get(method_name)(MethodContext(data, tc.model, opts, tc.epochs, method_name))
     opt = torch.optim.AdamW(method.network_parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     disc = method.discriminators
     disc_opt = (torch.optim.Adam(disc.parameters(), lr=tc.disc_lr, betas=(0.5, 0.999))
@@ -80,11 +81,11 @@ def plain_loop(method_name, cfg, data, files, epochs):
                     disc_opt.zero_grad()
                     d["total"].backward()
                     disc_opt.step()
-            terms = method.losses(batch, out, epoch)
+            loss = weighted_total(method.losses(batch, out, epoch), method.weights(epoch))
             opt.zero_grad()
-            terms["total"].backward()
+            loss.backward()
             opt.step()
-            totals.append(terms["total"].item())
+            totals.append(loss.item())
         method.end_epoch(epoch)
         method.eval()
         right = {"student": 0, "teacher": 0}
@@ -110,7 +111,7 @@ def test_the_fast_trainer_equals_the_plain_loop(tmp_path, method, student):
     cfg = copy.deepcopy(syn.cfg)
     cfg.train.epochs, cfg.train.batch_size = 3, 16
     cfg.train.model.student, cfg.train.model.dropout = student, 0.0
-    cfg.train.loss.warmup_epochs = 1  # epochs with and without the adversarial terms
+    set_options(cfg, "amid", warmup_epochs=1)  # epochs with and without the adversarial terms
     data = data_from_config(cfg, torch.device("cpu"))
     fast = train(method, cfg, tmp_path / "fast", data=data, live=False)
     paths = {m: cache_path(syn.root / "cache", "synth", m, "synthetic")

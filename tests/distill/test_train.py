@@ -21,7 +21,7 @@ from amid.distill.methods.simple import Baseline
 from amid.distill.train import train
 from amid.errors import AmidError, CheckpointError
 
-from .conftest import make_dataset
+from .conftest import make_dataset, set_options
 
 
 def _cfg(syn, **train):
@@ -165,10 +165,16 @@ def test_cli_trains_and_reports_user_errors(tmp_path):
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["config"]["train"]["batch_size"] == 16
     bad = runner.invoke(app, ["--method", "baseline", "--params", str(params),
-                              "--set", "train.loss.alfa=2"])
+                              "--set", "methods.amid.alfa=2"])
     assert bad.exit_code == 2
-    assert "unknown configuration key(s) train.loss.alfa" in bad.stderr
+    assert bad.stderr.startswith("amid-train: error: --set methods.amid.alfa=2: unknown "
+                                 "configuration key(s) methods.amid.alfa")
     assert "Traceback" not in bad.output
+    moved = runner.invoke(app, ["--method", "amid", "--params", str(params),
+                                "--set", "train.loss.alpha=2"])
+    assert moved.exit_code == 2
+    assert "train.loss.alpha is now per method: methods.ts.alpha, methods.ts_ta.alpha, " \
+           "methods.amid.alpha" in moved.stderr
     unknown = runner.invoke(app, ["--method", "nope", "--params", str(params)])
     assert unknown.exit_code == 2 and "known: amid, baseline" in unknown.stderr
 
@@ -187,8 +193,7 @@ def test_fixed_teacher_loaded_from_a_teacher_run(tmp_path):
     syn = make_dataset(tmp_path)
     train("teacher", _cfg(syn, epochs=2), tmp_path / "teacher", live=False)
     cfg = _cfg(syn, epochs=2)
-    cfg.train.loss.fixed_teacher = True
-    cfg.train.loss.teacher_run = str(tmp_path / "teacher")
+    set_options(cfg, "amid", fixed_teacher=True, teacher_run=str(tmp_path / "teacher"))
     history = train("amid", cfg, tmp_path / "amid", live=False)
     assert history[0]["loss_cls_student"] > 0  # distillation from the first epoch
     before = load_file(tmp_path / "teacher" / "teacher.safetensors")
@@ -206,7 +211,7 @@ def test_architecture_options_train(tmp_path, student, bidirectional, encoders, 
     cfg.train.model.student = student
     cfg.train.model.bidirectional = bidirectional
     cfg.train.model.teacher_encoders = encoders
-    cfg.train.loss.mi_variant = variant
+    set_options(cfg, "amid", mi_variant=variant)
     history = train("amid", cfg, tmp_path / "run", live=False)
     assert all(np.isfinite(v) for v in history[-1].values())
     model, meta = load_student(tmp_path / "run")

@@ -1,7 +1,9 @@
 """Predictions over whole splits, the per-epoch metrics, and `outputs.h5` (contracts).
 
 Everything here runs between epochs (eval mode, no gradients), so the host
-syncs it needs never land inside a training epoch.
+syncs it needs never land inside a training epoch. `outputs.h5` holds no
+timestamps: identical training gives a byte-identical file (DVC then skips
+what depends on it).
 """
 
 from __future__ import annotations
@@ -94,8 +96,12 @@ def split_metrics(preds: dict[str, Split]) -> dict[str, torch.Tensor]:
 
 
 def write_outputs(path: Path, data: TrainData, preds: dict[str, Split], *, method: str,
-                  seed: int) -> Path:
-    """`outputs.h5` per the contract, written to a temporary name and renamed."""
+                  seed: int, extra: dict[str, Any] | None = None) -> Path:
+    """`outputs.h5` per the contract, written to a temporary name and renamed.
+
+    `extra`: more root attributes (what the run trained on: train_samples,
+    train_per_class, train_fraction), JSON-encoded.
+    """
     string = h5py.string_dtype("utf-8")
     # HDF5 segfaults on a full disk; reserve first (see amid.storage)
     size = sum(v.numel() * v.element_size() for p in preds.values() for v in p.values())
@@ -106,12 +112,15 @@ def write_outputs(path: Path, data: TrainData, preds: dict[str, Split], *, metho
         f.attrs["dataset"] = data.dataset
         f.attrs["fold"] = json.dumps(data.fold)
         f.attrs["seed"] = seed
+        for key, value in (extra or {}).items():
+            f.attrs[key] = json.dumps(value)
         for split, p in preds.items():
             rows = data.splits[split].cpu().numpy()
-            g = f.create_group(split)
+            g = untimed_group(f, split)
             ids = [data.ids[r] for r in rows]
-            g.create_dataset("ids", data=ids, dtype=string)
-            g.create_dataset("labels", data=p["labels"].cpu().numpy().astype(np.int64))
+            g.create_dataset("ids", data=ids, dtype=string, track_times=False)
+            g.create_dataset("labels", data=p["labels"].cpu().numpy().astype(np.int64),
+                             track_times=False)
             _role(g, "student", p, None)
             if "teacher_emb" in p:
                 present = p["present"].cpu().numpy()
@@ -120,7 +129,7 @@ def write_outputs(path: Path, data: TrainData, preds: dict[str, Split], *, metho
                 else:
                     t = _role(g, "teacher", p, present)
                     t.create_dataset("ids", data=[i for i, k in zip(ids, present, strict=True)
-                                                  if k], dtype=string)
+                                                  if k], dtype=string, track_times=False)
     return path
 
 
@@ -129,7 +138,16 @@ def _role(group: h5py.Group, role: str, p: Split, keep: np.ndarray | None) -> An
     logits = p[f"{role}_logits"].cpu().numpy().astype(np.float32)
     if keep is not None:
         emb, logits = emb[keep], logits[keep]
-    sub = group.create_group(role)
-    sub.create_dataset("embeddings", data=emb)
-    sub.create_dataset("logits", data=logits)
+    sub = untimed_group(group, role)
+    sub.create_dataset("embeddings", data=emb, track_times=False)
+    sub.create_dataset("logits", data=logits, track_times=False)
     return sub
+
+
+def untimed_group(parent: h5py.Group, name: str) -> h5py.Group:
+    """A group without creation/modification times in its header (h5py's create_group
+    always records them, which would make identical outputs differ byte for byte)."""
+    plist = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
+    plist.set_obj_track_times(False)
+    gid = h5py.h5g.create(parent.id, name.encode(), gcpl=plist)
+    return h5py.Group(gid)

@@ -4,8 +4,10 @@ Why these two: on a GPU an eager AMID step is launch-bound (hundreds of small
 kernels, most of them in the MI, JSD and adversarial terms); compiling
 `losses` (and `forward` when the encoders are not RNNs, see
 `compiled_functions`) lets inductor fuse them, and AOTAutograd fuses their
-backward too. The discriminator step stays eager (a few small MLP calls). A stacked
-sweep compiles its loss terms the same way (`compile_stack_losses`).
+backward too. The discriminator step stays eager (a few small MLP calls). In a
+stacked sweep the vmapped `forward` and `losses` of the stack are compiled the
+same way (`compile_stack`, the losses only): Dynamo traces through
+`torch.func.vmap` and `functional_call`.
 
 Fallback: if compiling (or running the compiled code) raises, a warning names
 the function and the error, and that function runs eagerly from then on. A
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -29,8 +30,6 @@ import torch
 log = logging.getLogger("amid.distill")
 
 COMPILED = ("forward", "losses")
-STACK_COMPILED = ("ce", "jsd", "symmetric_mi", "alignment_stats", "discriminator_terms",
-                  "adversarial_terms")
 BACKEND = "inductor"  # tests swap in a failing backend to exercise the fallback
 
 
@@ -75,19 +74,22 @@ def compile_method(method: torch.nn.Module, device: torch.device) -> dict[str, G
     return guards
 
 
-def compile_stack_losses(device: torch.device) -> SimpleNamespace:
-    """The stacked trainer's loss functions (`ensemble_losses`), each compiled and guarded.
+def compile_stack(stack: Any, device: torch.device) -> dict[str, Guarded]:
+    """Replace a `Stack`'s `losses` by a guarded compiled version, in place.
 
-    Only the loss terms: the stacked encoders are batched matmuls and RNN
-    calls already, while the terms are where a (M, B, B) step launches its
-    many small kernels. The namespace stands in for the module in `stacked`.
+    Dynamo refuses any frame that touches an nn.GRU/nn.LSTM module unless told
+    otherwise; the stack only reads their weights (its RNNs run as unrolled
+    cell equations, `models.rnn_cells`), so allowing them is safe here.
     """
-    from amid.distill import ensemble_losses
+    import torch._dynamo
 
+    torch._dynamo.config.allow_rnn = True
     _eager_like_random(device)
-    return SimpleNamespace(**{name: _guard(f"ensemble_losses.{name}",
-                                           getattr(ensemble_losses, name))
-                              for name in STACK_COMPILED})
+    # the loss terms only: Dynamo cannot yet fake-run the vmapped encoders' linear
+    # layers (the forward falls back), while the terms are where the small kernels are
+    guards = {"losses": _guard("Stack.losses", stack.losses)}
+    stack.losses = guards["losses"]
+    return guards
 
 
 def _guard(qual: str, eager: Callable[..., Any]) -> Guarded:
@@ -100,6 +102,11 @@ def _guard(qual: str, eager: Callable[..., Any]) -> Guarded:
 
 
 def _eager_like_random(device: torch.device) -> None:
+    # The per-term gradient diagnostics take several gradients of one graph
+    # (retain_graph); AOTAutograd's donated buffers would forbid that.
+    import torch._functorch.config as functorch_config
+
+    functorch_config.donated_buffer = False
     if device.type == "cpu":
         import torch._inductor.config as inductor_config
 

@@ -1,0 +1,37 @@
+"""Soft-target knowledge distillation (Hinton, Vinyals and Dean 2015, "Distilling the
+Knowledge in a Neural Network", Eq. 1 and section 2.1); with a teacher that sees the
+privileged modalities this is generalised distillation (Lopez-Paz et al., ICLR 2016).
+
+With temperature T, teacher logits z_t and student logits z_s (both (N, C))::
+
+    p_t = softmax(z_t / T),  log p_s = log_softmax(z_s / T)
+    kd  = T^2 * mean_i sum_c p_t[i, c] * (log p_t[i, c] - log p_s[i, c])     = T^2 KL(p_t || p_s)
+
+The T^2 factor keeps the gradient's scale independent of T (Hinton et al.,
+section 2), so a weight lambda means the same at every T. The method uses
+``(1 - lambda) * CE(z_s, y) + lambda * kd``. Gradients flow into both inputs;
+a caller that treats the teacher as a target passes ``z_t.detach()``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["kd_loss"]
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+            temperature: float | torch.Tensor) -> torch.Tensor:
+    """T^2 * batch-mean KL(softmax(teacher / T) || softmax(student / T)); (N, C) x 2 -> scalar."""
+    if student_logits.dim() != 2 or student_logits.shape != teacher_logits.shape:
+        raise ValueError("kd_loss needs two (N, C) logit tensors of the same shape, got "
+                         f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}")
+    if student_logits.shape[0] == 0:
+        raise ValueError("kd_loss needs a non-empty batch")
+    # a tensor temperature is a stacked sweep's per-member value (checked by its config)
+    if not isinstance(temperature, torch.Tensor) and not float(temperature) > 0.0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    log_t = (teacher_logits / temperature).log_softmax(dim=1)  # (N, C)
+    log_s = (student_logits / temperature).log_softmax(dim=1)  # (N, C)
+    kl = (log_t.exp() * (log_t - log_s)).sum(dim=1)  # (N,)
+    return temperature**2 * kl.mean()

@@ -1,0 +1,259 @@
+"""How the trainer calls the methods: one run (`Lone`) or M stacked members (`Stack`).
+
+Both engines give the trainer the same interface, with a leading member
+dimension M on everything they return (M = 1 for a lone run):
+
+    batch = engine.batch(idx)                         # idx (M, B) rows
+    out = engine.forward(batch)                       # {name: (M, B, ...)}
+    d = engine.discriminator_losses(batch, out, e)    # {name: (M,)} or None
+    terms, weights = engine.losses(batch, out, e)     # {name: (M,)}, {name: (M,)}
+    preds = engine.predict(rows, batch_size)          # per member, as predictions.predict_split
+
+`Lone` calls the method directly (fused RNN kernels, cuDNN on a GPU).
+
+`Stack` evaluates the SAME `Method.forward`, `losses`, `weights` and
+`discriminator_losses` for every member at once with `torch.func.vmap`
+over `functional_call`: each member's parameters are stacked from its own
+`nn.Parameter`s at every call (so each member keeps its own optimiser,
+checkpoint and run folder, exactly as a lone run), its buffers live stacked
+for the stack's life, and options marked `per_member` (alpha, tau, lr's
+siblings...) enter as per-member tensors. There is no second copy of any
+loss: a change to a method changes its stacked members too.
+
+What vmap needs, and where it is provided: RNN modules have no batching rule,
+so recurrent encoders run their cell equations (`models.unrolled_rnns`);
+random ops draw per member (`randomness="different"`), so with dropout a
+stacked member is an equally valid sample of its configuration but not its
+lone run's bit-for-bit twin (with dropout 0 it is, within float rounding;
+tests check every method that way); every sample must have every auxiliary
+modality (row selection would give members different shapes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from amid.config import per_member_keys
+from amid.distill.data import Batch, TrainData
+from amid.distill.methods.base import Method, Outputs
+from amid.distill.models import unrolled_rnns
+from amid.distill.predictions import predict_split
+
+Tensor = torch.Tensor
+
+
+def _as_vector(value: Any, like: Tensor) -> Tensor:
+    """A weight or term (float or 0-d tensor) as a float tensor, for stacking."""
+    if isinstance(value, Tensor):
+        return value.to(like.dtype) if value.dtype != like.dtype else value
+    return torch.tensor(float(value), dtype=like.dtype, device=like.device)
+
+
+def losses_and_weights(method: Method, batch: Batch, out: Outputs,
+                       epoch: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The method's named terms and their weights, every weight a tensor."""
+    terms = method.losses(batch, out, epoch)
+    like = next(iter(terms.values()))
+    return terms, {k: _as_vector(w, like) for k, w in method.weights(epoch).items()}
+
+
+class Lone:
+    """One run: the method's own calls, results given a member dimension of 1."""
+
+    size = 1
+
+    def __init__(self, method: Method, data: TrainData) -> None:
+        self.members = [method]
+        self.method = method
+        self.data = data
+
+    def batch(self, idx: Tensor) -> Batch:
+        return self.data.batch(idx[0])
+
+    def forward(self, batch: Batch, tap: Tensor | None = None) -> Outputs:
+        self.method.student.tap = None if tap is None else tap[0]
+        try:
+            return {k: v[None] for k, v in self.method(batch).items()}
+        finally:
+            self.method.student.tap = None
+
+    def discriminator_losses(self, batch: Batch, out: Outputs,
+                             epoch: int) -> dict[str, Tensor] | None:
+        if not self.method.discriminator_step(epoch):
+            return None
+        d = self.method.discriminator_losses(batch, {k: v[0] for k, v in out.items()}, epoch)
+        return None if d is None else {k: v[None] for k, v in d.items()}
+
+    def losses(self, batch: Batch, out: Outputs,
+               epoch: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        terms, weights = losses_and_weights(self.method, batch,
+                                            {k: v[0] for k, v in out.items()}, epoch)
+        return {k: v[None] for k, v in terms.items()}, {k: v[None] for k, v in weights.items()}
+
+    def end_epoch(self, epoch: int) -> list[dict[str, Tensor]]:
+        return [self.method.end_epoch(epoch)]
+
+    def predict(self, rows: list[Tensor], batch_size: int, autocast: Any) -> list[dict]:
+        return [predict_split(self.method, self.data, rows[0], batch_size, autocast)]
+
+    def sync(self) -> None:
+        """Nothing to copy back: the method's own buffers are live."""
+
+    def restack(self) -> None:
+        """Nothing to restack: the method's own buffers are live."""
+
+
+class _Call(nn.Module):
+    """`functional_call` runs `forward`; this dispatches to the method's other calls."""
+
+    def __init__(self, method: Method) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(self, what: str, *args: Any) -> Any:
+        if what == "losses":
+            return losses_and_weights(self.method, *args)
+        return getattr(self.method, what)(*args)
+
+
+class Stack:
+    """M members of one method, same shapes, evaluated together under vmap."""
+
+    def __init__(self, members: list[Method], datas: list[TrainData]) -> None:
+        self.members = members
+        self.size = len(members)
+        self.data = datas[0]  # features are shared; train rows and statistics are the members'
+        self.template = members[0]
+        self.call = _Call(self.template)
+        self.names = [n for n, _ in self.template.named_parameters()]
+        self.buffer_names = [n for n, _ in self.template.named_buffers()]
+        # Shared modules (a teacher holding the student's encoder) are one object
+        # reachable by two names: the state below names each tensor ONCE and
+        # functional_call does not tie (tying swaps the shared module twice and
+        # restores a plain tensor where the Parameter was).
+        self.buffers = {n: torch.stack([m.get_buffer(n) for m in members])
+                        for n in self.buffer_names}
+        self.per_member = self._per_member_options()
+
+    # ------------------------------------------------------------ state
+    def params(self) -> dict[str, Tensor]:
+        """Each parameter stacked over the members, (M, *shape): gradients reach each
+        member's own leaf, so its optimiser steps exactly as in a lone run."""
+        return {f"method.{n}": torch.stack([m.get_parameter(n) for m in self.members])
+                for n in self.names}
+
+    def state(self) -> dict[str, Tensor]:
+        return {**self.params(), **{f"method.{n}": b for n, b in self.buffers.items()}}
+
+    def sync(self) -> None:
+        """Copy the stacked buffers back into each member (before its checkpoint or hooks)."""
+        with torch.no_grad():
+            for n, b in self.buffers.items():
+                for m, member in enumerate(self.members):
+                    member.get_buffer(n).copy_(b[m])
+
+    def restack(self) -> None:
+        with torch.no_grad():
+            for n in self.buffer_names:
+                self.buffers[n].copy_(torch.stack([m.get_buffer(n) for m in self.members]))
+
+    def _per_member_options(self) -> dict[str, Tensor]:
+        """The method's per-member options as (M,) tensors (the rest are shared)."""
+        opts = [m.opts for m in self.members]
+        keys = [k.split(".", 1)[1] for k in per_member_keys(type(opts[0]), "o")]
+        device = self.data.labels.device
+        return {k: torch.tensor([float(getattr(o, k)) for o in opts], device=device)
+                for k in keys}
+
+    @contextlib.contextmanager
+    def _options(self, values: dict[str, Tensor]) -> Iterator[None]:
+        """Inside vmap: the template's options with this member's per-member values."""
+        ctx = self.template.ctx
+        shared = ctx.opts
+        ctx.opts = dataclasses.replace(shared, **values)
+        try:
+            yield
+        finally:
+            ctx.opts = shared
+
+    def _vmap(self, what: str, batch: dict[str, Any], *args: Any, epoch: int | None = None,
+              tap: Tensor | None = None) -> Any:
+        """vmap `method.<what>(Batch, *args[, epoch])` over the members (args: (M, ...))."""
+        student = self.template.student
+
+        def one(state: dict[str, Tensor], hp: dict[str, Tensor], b: dict[str, Any],
+                t: Tensor | None, *rest: Any) -> Any:
+            student.tap = t
+            try:
+                with self._options(hp):
+                    extra = () if epoch is None else (epoch,)
+                    return functional_call(self.call, state,
+                                           (what, Batch(**b, teacher_rows=None), *rest, *extra),
+                                           tie_weights=False)
+            finally:
+                student.tap = None
+
+        dims = (0, 0, 0, None if tap is None else 0, *[0] * len(args))
+        with unrolled_rnns():
+            return vmap(one, in_dims=dims, randomness="different")(
+                self.state(), self.per_member, batch, tap, *args)
+
+    # ------------------------------------------------------------ calls
+    def batch(self, idx: Tensor) -> dict[str, Any]:
+        """The members' batches as one pytree of (M, B, ...) tensors (vmap's input)."""
+        d = self.data
+
+        def take(mods: dict) -> dict:
+            return {m: (v.x[idx], v.lengths[idx]) for m, v in mods.items()}
+
+        return {"index": idx, "labels": d.labels[idx], "target": take(d.target),
+                "auxiliary": take(d.auxiliary), "aux_present": d.aux_present[idx]}
+
+    def forward(self, batch: dict[str, Any], tap: Tensor | None = None) -> Outputs:
+        return self._vmap("forward", batch, tap=tap)
+
+    def discriminator_losses(self, batch: dict[str, Any], out: Outputs,
+                             epoch: int) -> dict[str, Tensor] | None:
+        if not self.template.discriminator_step(epoch):  # the epoch decides, for every member
+            return None
+        return self._vmap("discriminator_losses", batch, out, epoch=epoch)
+
+    def losses(self, batch: dict[str, Any], out: Outputs,
+               epoch: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        return self._vmap("losses", batch, out, epoch=epoch)
+
+    def end_epoch(self, epoch: int) -> list[dict[str, Tensor]]:
+        """Each member's own hook on its own buffers (w_f, w_e...), then restacked."""
+        self.sync()
+        extras = [m.end_epoch(epoch) for m in self.members]
+        self.restack()
+        return extras
+
+    @torch.no_grad()
+    def predict(self, rows: list[Tensor], batch_size: int, autocast: Any) -> list[dict]:
+        """Eval-mode predictions of every member on its rows (same count for each)."""
+        idx = torch.stack(rows)  # (M, n)
+        chunk = max(1, batch_size // self.size)  # members share the device: bound the batch
+        was = self.template.training
+        self.template.eval()
+        parts: dict[str, list[Tensor]] = {}
+        try:
+            for lo in range(0, idx.shape[1], chunk):
+                b = self.batch(idx[:, lo:lo + chunk])
+                with autocast if autocast is not None else contextlib.nullcontext():
+                    pred = self._vmap("predict", b)
+                for role, (emb, logits) in pred.items():
+                    parts.setdefault(f"{role}_emb", []).append(emb.float())  # (M, b, d)
+                    parts.setdefault(f"{role}_logits", []).append(logits.float())
+        finally:
+            self.template.train(was)
+        cat = {k: torch.cat(v, dim=1) for k, v in parts.items()}
+        return [{**{k: v[m] for k, v in cat.items()}, "labels": self.data.labels[idx[m]],
+                 "present": self.data.aux_present[idx[m]]} for m in range(self.size)]
