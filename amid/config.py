@@ -167,8 +167,10 @@ class EvaluateConfig:
 
 @dataclass
 class PipelineConfig:
-    """What `dvc repro` runs: one train@/evaluate@ stage pair per listed method."""
+    """What `dvc repro` runs: the generated datasets, one train@/evaluate@ pair per method."""
 
+    # the embedded demo is generated only when listed here ([demo]); [] for data on disk
+    generate: list[Literal["demo"]] = option([])
     methods: list[str] = option(["baseline", "teacher", "ts", "ts_ta", "amid"])
 
 
@@ -427,7 +429,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     changes epochs and keeps the file's other train keys).
     """
     if "=" not in assignment:
-        raise ConfigError(f"--set {assignment!r} is not of the form key=value")
+        raise ConfigError(f"--set {assignment}: not of the form key=value")
     key, raw = assignment.split("=", 1)
     parts = key.strip().split(".")
     if not all(parts):

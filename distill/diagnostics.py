@@ -1,7 +1,7 @@
 """Per-term gradient norms: which loss term pushes the student encoder, and how hard.
 
 For every named term L_k of a method, with its weight w_k in the total, the
-trainer logs per epoch the mean over batches of
+trainer logs per epoch, on the epoch's first (randomly drawn) batch,
 
     grad_<k> = || d (w_k L_k) / d s ||_F        s: the student encoder's output (B, d)
 
@@ -15,7 +15,7 @@ run folder alone, which term dominates the student's updates (see
 docs/results.md for L_TS at a small temperature).
 
 Cost: one extra backward pass per term through the loss computations only
-(not through the encoders), per batch.
+(not through the encoders), once per epoch.
 """
 
 from __future__ import annotations

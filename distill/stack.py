@@ -130,6 +130,7 @@ class Stack:
         self.members = members
         self.size = len(members)
         self.data = datas[0]  # features are shared; train rows and statistics are the members'
+        self.datas = datas
         self.template = members[0]
         self.call = _Call(self.template)
         self.names = [n for n, _ in self.template.named_parameters()]
@@ -236,24 +237,9 @@ class Stack:
         self.restack()
         return extras
 
-    @torch.no_grad()
     def predict(self, rows: list[Tensor], batch_size: int, autocast: Any) -> list[dict]:
-        """Eval-mode predictions of every member on its rows (same count for each)."""
-        idx = torch.stack(rows)  # (M, n)
-        chunk = max(1, batch_size // self.size)  # members share the device: bound the batch
-        was = self.template.training
-        self.template.eval()
-        parts: dict[str, list[Tensor]] = {}
-        try:
-            for lo in range(0, idx.shape[1], chunk):
-                b = self.batch(idx[:, lo:lo + chunk])
-                with autocast if autocast is not None else contextlib.nullcontext():
-                    pred = self._vmap("predict", b)
-                for role, (emb, logits) in pred.items():
-                    parts.setdefault(f"{role}_emb", []).append(emb.float())  # (M, b, d)
-                    parts.setdefault(f"{role}_logits", []).append(logits.float())
-        finally:
-            self.template.train(was)
-        cat = {k: torch.cat(v, dim=1) for k, v in parts.items()}
-        return [{**{k: v[m] for k, v in cat.items()}, "labels": self.data.labels[idx[m]],
-                 "present": self.data.aux_present[idx[m]]} for m in range(self.size)]
+        """Each member's eval-mode predictions through its own modules (fused RNN kernels,
+        the lone run's code path; one member at a time bounds memory too)."""
+        self.sync()
+        return [predict_split(m, d, r, batch_size, autocast)
+                for m, d, r in zip(self.members, self.datas, rows, strict=True)]

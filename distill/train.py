@@ -218,8 +218,9 @@ def _train(name: str, members: list[Member], data: TrainData | None, live: bool,
         for b, lo in enumerate(range(0, n_used, bs)):
             idx = torch.gather(rows, 1, perm[:, lo:lo + bs])  # (M, B)
             batch = engine.batch(idx)
-            # a zero added to s: its gradient is what each term sends into E_S
-            tap = torch.zeros(*idx.shape, tc.model.dim, device=device, requires_grad=True)
+            # first batch: a zero added to s, whose gradient is what each term sends into E_S
+            tap = torch.zeros(*idx.shape, tc.model.dim, device=device, requires_grad=True) \
+                if b == 0 else None
             with autocast:
                 out = engine.forward(batch, tap)  # s, t, a: (M, B, d); logits_*: (M, B, C)
             out = {k: v.float() for k, v in out.items()}
@@ -231,7 +232,8 @@ def _train(name: str, members: list[Member], data: TrainData | None, live: bool,
             parts, weights = engine.losses(batch, out, epoch)  # (M,) each
             total = weighted_total(parts, weights)  # (M,)
             terms |= {f"loss_{k}": v for k, v in parts.items()} | {"loss_total": total}
-            terms |= diagnostics.term_gradients(parts, weights, tap)  # grad_<term>: (M,)
+            if b == 0:  # on the epoch's first batch: one extra backward per term
+                grads = diagnostics.term_gradients(parts, weights, tap)  # grad_<term>: (M,)
             _step([mb.opt for mb in members], total.sum())
             for k, v in terms.items():
                 v = v.detach().float()
@@ -241,13 +243,15 @@ def _train(name: str, members: list[Member], data: TrainData | None, live: bool,
                 first_bad[k] = torch.where(~torch.isfinite(v) & (first_bad[k] < 0),
                                            torch.full_like(v, b), first_bad[k])
         n_batches = b + 1
+        sums |= grads  # measured once per epoch, not summed over its batches
+        first_bad |= {k: torch.full_like(v, -1) for k, v in grads.items()}
         # ------------------------------------------------ end of epoch: the one sync
         extras = engine.end_epoch(epoch)  # e.g. w_f, w_e, per member
         preds = {s: engine.predict([mb.data.splits[s] for mb in members], tc.eval_batch_size,
                                    autocast if use_amp else None)
                  for s in ("train", "val") if s in data.splits}
         names = list(sums)
-        scalars = [{**{k: sums[k][m] / n_batches for k in names},
+        scalars = [{**{k: sums[k][m] / (1 if k in grads else n_batches) for k in names},
                     **split_metrics({s: p[m] for s, p in preds.items()}), **extras[m]}
                    for m in range(len(members))]
         values = torch.stack([torch.stack([v.float().reshape(()) for v in s.values()])

@@ -1,4 +1,5 @@
-"""The typed configuration: the repo's params.yaml loads; bad keys, types, ranges are named."""
+"""The typed configuration: the repo's params.yaml loads; bad keys, types, ranges are named;
+what is written is what is read."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import yaml
 
 from amid.config import Config, load_config, to_dict
+from amid.distill.methods import check_method_options, method_options
 from amid.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,44 +25,117 @@ def _params() -> dict:
     return yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
-def test_repo_params_load_and_match_defaults_where_unset():
-    cfg = load_config(ROOT / "params.yaml")
+def _load(path, overrides=()):
+    return load_config(path, list(overrides), check=check_method_options)
+
+
+def test_repo_params_load_and_every_method_section_is_typed():
+    cfg = _load(ROOT / "params.yaml")
     assert isinstance(cfg, Config)
-    assert cfg.train.loss.alpha == 4.0 and cfg.train.loss.beta == 1.5
+    amid = method_options("amid", cfg.methods["amid"])
+    assert (amid.alpha, amid.beta, amid.gamma) == (4.0, 1.5, 1.0)  # the paper's Table 6 region
     assert set(cfg.dataset.target) | set(cfg.dataset.auxiliary) <= set(cfg.extract)
+    assert set(cfg.pipeline.methods) <= set(cfg.methods)  # every stage's section is there
 
 
 def test_override_parses_yaml_values(tmp_path):
-    cfg = load_config(
-        _write(tmp_path, _params()),
-        ["train.loss.alpha=2", "train.methods=[amid]", "dataset.fold=3"],
-    )
-    assert cfg.train.loss.alpha == 2.0 and isinstance(cfg.train.loss.alpha, float)
-    assert cfg.train.methods == ["amid"]
+    cfg = _load(_write(tmp_path, _params()),
+                ["methods.amid.alpha=2", "pipeline.methods=[amid]", "dataset.fold=3"])
+    alpha = method_options("amid", cfg.methods["amid"]).alpha
+    assert alpha == 2.0 and isinstance(alpha, float)
+    assert cfg.pipeline.methods == ["amid"]
     assert cfg.dataset.fold == 3
+
+
+def test_numbers_are_read_as_researchers_write_them(tmp_path):
+    """YAML 1.1 (PyYAML) reads `1e-3` as a string; YAML 1.2 and DVC read a number."""
+    data = _params()
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data).replace("lr: 0.001", "lr: 1e-3"))
+    assert "lr: 1e-3" in path.read_text()
+    assert _load(path).train.lr == 0.001
+    assert _load(path, ["train.lr=3E-4"]).train.lr == 0.0003
+    assert _load(path, ["train.weight_decay=1.5e+2"]).train.weight_decay == 150.0
+    assert _load(path, ["dataset.name=1e3x"]).dataset.name == "1e3x"  # still a string
+
+
+def test_a_key_given_twice_is_an_error_naming_both_lines(tmp_path):
+    text = yaml.safe_dump(_params(), sort_keys=False)
+    text = text.replace("  epochs: 30\n", "  epochs: 30\n  epochs: 2\n", 1)
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    line = text.splitlines().index("  epochs: 2") + 1
+    with pytest.raises(ConfigError, match=rf"params.yaml: line {line}: key 'epochs' is given "
+                                          rf"twice in one mapping \(first on line {line - 1}\)"):
+        _load(path)
+
+
+def test_a_mapping_override_merges_into_its_section(tmp_path):
+    data = _params()
+    data["train"]["lr"] = 0.005
+    cfg = _load(_write(tmp_path, data), ["train={epochs: 1}"])
+    assert cfg.train.epochs == 1
+    assert cfg.train.lr == 0.005  # the file's other train keys stay
+    assert cfg.train.batch_size == data["train"]["batch_size"]
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("train.loss.alfa=2", "train.loss.alfa"),
+        ("methods.amid.alfa=2", "methods.amid.alfa"),
         ("train.epochs=ten", "train.epochs: expected an integer"),
         ("train.epochs=1.5", "train.epochs: expected an integer"),
-        ("train.loss.enhanced_disc=yes please", "train.loss.enhanced_disc: expected true or false"),
-        ("train.loss.mi_variant=infonce", "train.loss.mi_variant: must be one of"),
-        ("train.loss.tau=0", "train.loss.tau must be > 0"),
-        ("train.loss.alpha=-1", "train.loss.alpha must be >= 0"),
+        ("methods.amid.enhanced_disc=yes please",
+         "methods.amid.enhanced_disc: expected true or false"),
+        ("methods.amid.mi_variant=infonce", "methods.amid.mi_variant: must be one of"),
+        ("methods.ts.tau=0", "methods.ts.tau must be > 0"),
+        ("methods.kd.weight=2", "methods.kd.weight must be in [0, 1]"),
+        ("methods.amid.alpha=-1", "methods.amid.alpha must be >= 0"),
+        ("methods.amdi.alpha=1", "methods.amdi: unknown method 'amdi'"),
+        ("pipeline.methods=[amid, kdd]", "methods.kdd: unknown method 'kdd'"),
         ("dataset.target=[depth]", "no extract.depth section"),
+        ("dataset.train_per_class=0", "dataset.train_per_class must be >= 1"),
+        ("dataset.train_fraction=1.5", "dataset.train_fraction must be in (0, 1]"),
         ("train.epochs", "not of the form key=value"),
     ],
 )
-def test_bad_values_name_the_key(tmp_path, override, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
-        load_config(_write(tmp_path, _params()), [override])
+def test_bad_values_name_the_key_and_the_override(tmp_path, override, message):
+    escaped = message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")
+    with pytest.raises(ConfigError, match=rf"^--set {override.split('=')[0]}.*{escaped}"):
+        _load(_write(tmp_path, _params()), [override])
+
+
+def test_an_error_in_the_file_names_the_file(tmp_path):
+    data = _params()
+    data["train"]["epochs"] = 0
+    path = _write(tmp_path, data)
+    with pytest.raises(ConfigError, match=rf"^{path}: train.epochs must be >= 1"):
+        _load(path, ["train.lr=0.01"])
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("train.loss.alpha=2", "train.loss.alpha is now per method: methods.ts.alpha, "
+                           "methods.ts_ta.alpha, methods.amid.alpha"),
+    ("train.loss.gamma=2", "train.loss.gamma is now per method: methods.amid.gamma"),
+    ("train.loss.crd_weight=2", "train.loss.crd_weight is now methods.crd.weight"),
+    ("train.methods=[amid]", "train.methods moved to pipeline.methods"),
+])
+def test_old_keys_fail_naming_the_new_ones(tmp_path, old, new):
+    with pytest.raises(ConfigError, match=new.replace(".", r"\.")):
+        _load(_write(tmp_path, _params()), [old])
+    data = _params()  # the same key written in the file
+    key, value = old.split("=")
+    *parents, leaf = key.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = yaml.safe_load(value)
+    with pytest.raises(ConfigError, match=new.replace(".", r"\.")):
+        _load(_write(tmp_path, data))
 
 
 def test_missing_and_malformed_files(tmp_path):
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match=f"{tmp_path / 'none.yaml'} does not exist"):
         load_config(tmp_path / "none.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: [unclosed")
@@ -69,21 +144,19 @@ def test_missing_and_malformed_files(tmp_path):
 
 
 def test_resolved_config_round_trips(tmp_path):
-    cfg = load_config(ROOT / "params.yaml")
-    again = load_config(_write(tmp_path, to_dict(cfg)))
+    cfg = _load(ROOT / "params.yaml")
+    again = _load(_write(tmp_path, to_dict(cfg)))
     assert to_dict(again) == to_dict(cfg)
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_paper_configs_load_and_name_real_extractors_and_methods(path):
-    from amid.distill.methods import METHODS
     from amid.extract.extractors import EXTRACTORS
     from amid.extract.extractors.base import build_params
 
-    cfg = load_config(path)
+    cfg = _load(path)
     for modality, spec in cfg.extract.items():
         cls = EXTRACTORS.get(spec.extractor)
         assert cls.modality == modality
         build_params(cls, spec.params, f"{path.name}: extract.{modality}.params")
-    for method in cfg.train.methods:
-        METHODS.get(method)
+    assert set(cfg.pipeline.methods) <= set(cfg.methods)
