@@ -97,9 +97,14 @@ class Manifest:
 
 
 def read_manifest(
-    path: str | Path, root: str | Path | None = None, *, check_media: bool = True
+    path: str | Path, root: str | Path | None = None, *, check_media: bool = True,
+    require_labels: bool = True,
 ) -> Manifest:
-    """Read and validate a manifest CSV (or Parquet); media paths checked when asked."""
+    """Read and validate a manifest CSV (or Parquet); media paths checked when asked.
+
+    `require_labels=False` (prediction on new media) lets rows leave `label`,
+    `split` and `fold` empty.
+    """
     path = Path(path)
     root = Path(root) if root is not None else path.parent
     if not path.exists():
@@ -121,7 +126,8 @@ def read_manifest(
         # pandas turns surplus leading fields into an index and shifts every
         # column silently (an unquoted comma in a transcript does it)
         raise ManifestError(f"{path}: cannot be read as a table: {_ragged(path)}")
-    return Manifest(validate(df, str(path), root, check_media=check_media), path, root)
+    return Manifest(validate(df, str(path), root, check_media=check_media,
+                             require_labels=require_labels), path, root)
 
 
 def _ragged(path: Path) -> str:
@@ -134,16 +140,20 @@ def _ragged(path: Path) -> str:
 
 
 def validate(
-    df: pd.DataFrame, source: str, root: Path, *, check_media: bool = True
+    df: pd.DataFrame, source: str, root: Path, *, check_media: bool = True,
+    require_labels: bool = True,
 ) -> pd.DataFrame:
-    """Normalise the columns and check every DESIGN 3.1 rule; returns a clean copy."""
-    missing = [c for c in REQUIRED if c not in df.columns]
+    """Normalise the columns and check every DESIGN 3.1 rule; returns a clean copy.
+
+    `require_labels=False`: `label`, `split` and `fold` may be absent or empty.
+    """
+    missing = [c for c in (REQUIRED if require_labels else ["sample_id"]) if c not in df.columns]
     if missing:
         raise ManifestError(
             f"{source}: missing column(s) {', '.join(missing)}; "
             f"columns found: {', '.join(map(str, df.columns))}"
         )
-    if "split" not in df.columns and "fold" not in df.columns:
+    if require_labels and "split" not in df.columns and "fold" not in df.columns:
         raise ManifestError(f"{source}: needs a `split` or a `fold` column")
     df = df.copy().reset_index(drop=True)
     if df.empty:
@@ -161,7 +171,7 @@ def validate(
         names = sorted(set(df.loc[dup, "sample_id"]))[:_SHOW]
         raise ManifestError(f"{source}: duplicate sample_id {names} on line(s) {_lines(dup)}")
     bad = df.index[df["label"] == ""]
-    if len(bad):
+    if require_labels and len(bad):
         raise ManifestError(f"{source}: label missing on line(s) {_lines(bad)}")
     bad = df.index[~df["split"].isin(("", *SPLITS))]
     if len(bad):
@@ -174,7 +184,7 @@ def validate(
     df["start"] = _numeric(df, "start", source)
     df["end"] = _numeric(df, "end", source)
     bad = df.index[(df["split"] == "") & df["fold"].isna()]
-    if len(bad):
+    if require_labels and len(bad):
         raise ManifestError(f"{source}: neither split nor fold on line(s) {_lines(bad)}")
     bad = df.index[(df["start"] < 0) | (df["end"] <= df["start"])]
     if len(bad):
