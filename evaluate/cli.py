@@ -16,7 +16,7 @@ from typing import Any
 
 import typer
 
-from amid.cli import errors, params_option, quiet_option, set_option, setup_logging
+from amid.cli import errors, quiet_option, set_option, setup_logging
 from amid.config import Config, EvaluateConfig, load_config
 from amid.errors import AmidError
 from amid.evaluate import predict_cli
@@ -30,7 +30,6 @@ app = typer.Typer(
     help="Stage three of AMID: metrics, fold summaries, sweeps, paper tables and figures, "
          "export; `predict` is amid-predict.",
 )
-PARAMS = params_option(None)
 PARAMS_HELP = "Configuration file (default: ./params.yaml when present, else the defaults)."
 
 

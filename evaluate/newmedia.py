@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from amid.cache import read_errors
-from amid.errors import AmidError, ManifestError
+from amid.errors import AmidError, ConfigError, ManifestError
 from amid.evaluate.predict import Student
 from amid.evaluate.runfolder import IGNORED_IDENTITY_PARAMS, expected_identity, recorded_inputs
 from amid.manifest import Manifest, read_manifest, validate
@@ -138,7 +138,18 @@ def extract_caches(student: Student, manifest: Manifest, cache_dir: Path, device
     paths, failed = {}, {}
     for modality in student.target:
         name, params, spec = _extractor_spec(student, modality)
-        extractor = build_extractor(name, params, f"the run's {modality} extractor params")
+        try:
+            extractor = build_extractor(name, params, f"the run's {modality} extractor params")
+        except ConfigError:
+            if not spec:
+                raise
+            # an identity recorded by another version may hold keys this one's
+            # extractor does not take; config.json's section is what was asked for
+            # (the cache made from it is still checked against the identity)
+            name = spec["extractor"]
+            extractor = build_extractor(name, dict(spec.get("params") or {}),
+                                        f"{student.run_dir / 'config.json'}: extract.{modality}"
+                                        ".params")
         extractor.to(torch_device)
         if isinstance(extractor, TorchExtractor):
             amp = spec.get("amp", "none")
