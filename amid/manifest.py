@@ -3,7 +3,11 @@
 Columns: `sample_id`, `label`, `split` (train/val/test, or empty when `fold`
 is used), `fold`, `audio_path`, `video_path` (relative to the dataset root),
 `start`, `end` (seconds), `text`. Errors name the file and the line (the header
-is line 1), so a researcher can open the CSV and fix it.
+is line 1), so a researcher can open the CSV and fix it. Optional columns
+`audio_start`, `audio_end` give the audio file's own segment when it lies on
+another time line than the video (IEMOCAP's utterance wavs). Media paths must
+stay inside the dataset root, lexically (`../`) and after following symlinks.
+docs/data.md documents the columns for users.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from amid.errors import ManifestError
+from amid.storage import write_text
 
 COLUMNS = [
     "sample_id",
@@ -31,6 +36,8 @@ COLUMNS = [
 ]
 REQUIRED = ["sample_id", "label"]
 SPLITS = ("train", "val", "test")
+# Optional: the audio file's own segment, replacing start/end for the audio modality.
+AUDIO_SEGMENT = ("audio_start", "audio_end")
 # Which manifest column holds each modality's media; audio falls back to the
 # video's soundtrack when a dataset ships no separate audio files (UCF-101).
 MEDIA_COLUMN = {"audio": "audio_path", "visual": "video_path"}
@@ -108,7 +115,10 @@ def read_manifest(
     path = Path(path)
     root = Path(root) if root is not None else path.parent
     if not path.exists():
-        raise ManifestError(f"manifest {path} does not exist")
+        shown = "" if path.is_absolute() else f" (looked at {path.absolute()})"
+        raise ManifestError(f"manifest {path} does not exist{shown}")
+    if path.is_dir():
+        raise ManifestError(f"manifest {path.absolute()} is a folder, not a CSV file")
     try:
         if path.suffix == ".parquet":
             df = pd.read_parquet(path)
@@ -189,8 +199,16 @@ def validate(
     bad = df.index[(df["start"] < 0) | (df["end"] <= df["start"])]
     if len(bad):
         raise ManifestError(f"{source}: need 0 <= start < end on line(s) {_lines(bad)}")
+    if any(c in df.columns for c in AUDIO_SEGMENT):
+        for column in AUDIO_SEGMENT:
+            df[column] = _numeric(df, column, source) if column in df.columns else np.nan
+        bad = df.index[(df["audio_start"] < 0) | (df["audio_end"] <= df["audio_start"])]
+        if len(bad):
+            raise ManifestError(
+                f"{source}: need 0 <= audio_start < audio_end on line(s) {_lines(bad)}"
+            )
     for column in ("audio_path", "video_path"):
-        _check_paths(df, column, source, root, check_media)
+        _check_paths(df, column, source, Path(root), check_media)
     return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
 
 
@@ -222,6 +240,18 @@ def _check_paths(df: pd.DataFrame, column: str, source: str, root: Path, check: 
         )
     if not check:
         return
+    # The same rule after following symlinks: a link inside the root that points
+    # elsewhere would otherwise bring in what `../` may not.
+    inside = Path(os.path.realpath(root))
+    outside = df.index[values.map(
+        lambda p: bool(p) and not Path(os.path.realpath(root / p)).is_relative_to(inside))]
+    if len(outside):
+        first = values[outside[0]]
+        raise ManifestError(
+            f"{source}: `{column}` on line(s) {_lines(outside)} leads outside the dataset root "
+            f"{root} through a symlink ({first} -> {os.path.realpath(root / first)}); put the "
+            "media under the root, or make the root a folder that contains them"
+        )
     gone = df.index[values.map(lambda p: bool(p) and not (root / p).exists())]
     if len(gone):
         listed = "\n  ".join(f"line {i + 2}: {root / values[i]}" for i in gone[:_SHOW])
@@ -232,15 +262,14 @@ def _check_paths(df: pd.DataFrame, column: str, source: str, root: Path, check: 
 
 
 def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write a manifest CSV atomically, columns in the standard order."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a manifest CSV atomically, columns in the standard order.
+
+    Through `amid.storage.write_text`: a read-only folder or a full disk is one
+    error naming the file, and the previous manifest stays as it was.
+    """
     out = df.copy()
     for column in COLUMNS:
         if column not in out.columns:
             out[column] = ""
     extra = [c for c in out.columns if c not in COLUMNS]
-    tmp = path.with_name(f".{path.name}.tmp")
-    out[COLUMNS + extra].to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    return write_text(path, out[COLUMNS + extra].to_csv(index=False))
