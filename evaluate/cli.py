@@ -53,7 +53,7 @@ def _pct(value: Any) -> str:
     return f"{100 * value:.1f}" if isinstance(value, int | float) else "–"
 
 
-def _note_omitted(metrics: dict[str, Any], where: Path) -> None:
+def _note_omitted(metrics: dict[str, Any], where: Path | str) -> None:
     """One line naming the metrics left out as 100 % by construction (never silently)."""
     omitted = metrics.get("omitted") or {}
     if omitted:
@@ -158,7 +158,7 @@ def sweep_command(
         result = evaluate_sweep(folder, out, cfg.ks, cfg.chunk_size, cfg.split,
                                 cfg.gallery_split, gallery_chunk_size=cfg.gallery_chunk_size)
     for name, s in result["groups"].items():
-        _note_omitted(s, out.with_suffix("") / name)
+        _note_omitted(s, f"{out} (group {name})")
         top1 = s.get("student", s.get("teacher", {})).get("top1")
         if not quiet:
             typer.echo(f"{name}: top1 {_pct(top1)} (n={s['n']})")
