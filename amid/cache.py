@@ -387,4 +387,5 @@ def _early_allocation() -> h5py.h5p.PropDCID:
     """
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_obj_track_times(False)  # h5py's track_times= does not reach a dcpl given to it
     return dcpl

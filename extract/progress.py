@@ -37,7 +37,7 @@ class Progress:
     """
 
     def __init__(self, total: int, desc: str, mode: str = "auto", *, every: float = LOG_EVERY,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, file: Any = None) -> None:
         if mode == "auto":
             mode = "bar" if sys.stderr.isatty() else "log"
         self.total, self.desc, self.every, self.clock = total, desc, every, clock
@@ -48,8 +48,9 @@ class Progress:
         if self.mode == "bar":
             from tqdm import tqdm
 
+            # disable=False: quiet runs make no bar at all, whatever TQDM_DISABLE says
             self._bar = tqdm(total=total, desc=desc, unit="sample", leave=False,
-                             dynamic_ncols=True)
+                             dynamic_ncols=True, file=file or sys.stderr, disable=False)
 
     def update(self, n: int) -> None:
         if n <= 0:

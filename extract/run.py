@@ -86,6 +86,14 @@ def media_items(manifest: Manifest, modality: str) -> list[MediaItem]:
     return items
 
 
+def portable(reason: str, root: Path) -> str:
+    """An error reason without the dataset's location (decoders quote absolute paths), so
+    the sidecar's bytes do not depend on where the dataset lies."""
+    for prefix in {str(root.absolute()), str(root)} - {"", "."}:
+        reason = reason.replace(prefix.rstrip("/") + "/", "")
+    return reason
+
+
 def _load(extractor: Extractor, item: MediaItem) -> tuple[MediaItem, Any, str | None]:
     try:
         return item, extractor.load(item), None
@@ -229,7 +237,8 @@ def run_extraction(
                                  f"expected {identity}")  # a bug: the two must agree
             mode = progress if isinstance(progress, str) else "auto" if progress else "off"
             bar = Progress(len(todo), f"{modality} ({identity['extractor']})", mode)
-            extracted = _extract(built, todo, sources, writer, bar, batch_size, num_workers)
+            extracted = _extract(built, todo, sources, writer, bar, batch_size, num_workers,
+                                 manifest.root)
             bar.close()
         path, written = writer.finalize(order)
         n_errors = len(read_errors(path))
@@ -244,12 +253,13 @@ def run_extraction(
 
 
 def _extract(extractor: Extractor, todo: list[MediaItem], sources: dict[str, str],
-             writer: CacheWriter, bar: Progress, batch_size: int, workers: int) -> int:
+             writer: CacheWriter, bar: Progress, batch_size: int, workers: int,
+             root: Path) -> int:
     extracted = 0
     pending: list[tuple[MediaItem, Any]] = []
     for item, loaded, error in _loaded(extractor, todo, workers):
         if error is not None:
-            writer.add_error(item.sample_id, error, sources[item.sample_id])
+            writer.add_error(item.sample_id, portable(error, root), sources[item.sample_id])
             bar.update(1)
         else:
             pending.append((item, loaded))
@@ -284,7 +294,8 @@ def _embed(extractor: Extractor, batch: list[tuple[MediaItem, Any]], writer: Cac
         if len(batch) == 1:
             item = batch[0][0]
             if isinstance(exc, MediaError):  # a streamed clip failed to decode part-way
-                writer.add_error(item.sample_id, str(exc), sources[item.sample_id])
+                writer.add_error(item.sample_id, exc.args[0] if exc.args else str(exc),
+                                 sources[item.sample_id])
                 return 0
             log.exception("extractor failed on %s", item.sample_id)
             writer.add_error(item.sample_id, f"extractor failed: {type(exc).__name__}: "
