@@ -21,6 +21,7 @@ full disk is one error naming the file, with nothing half-written left.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -75,20 +76,29 @@ def _video_frames(image: np.ndarray, spec: DemoSpec, rng: np.random.Generator) -
     return np.repeat(gray[..., None], 3, axis=-1)
 
 
+def _write_bytes(path: Path, data: bytes) -> None:
+    # encoded in memory first: the file itself is written (space reserved) and renamed by
+    # amid.storage, never by the encoder's own file I/O
+    with replace_atomically(path, reserve=len(data), errors=_WRITE_ERRORS) as tmp:
+        tmp.write_bytes(data)
+
+
 def write_video(path: Path, frames: np.ndarray, fps: int = FPS) -> None:
     """Encode RGB frames as MPEG-4 Part 2 in AVI (the container UCF-101 uses), atomically."""
-    with replace_atomically(path, errors=_WRITE_ERRORS) as tmp:
-        _encode(tmp, frames, fps)
+    buffer = io.BytesIO()
+    _encode(buffer, frames, fps)
+    _write_bytes(path, buffer.getvalue())
 
 
 def write_wav(path: Path, wave: np.ndarray, sample_rate: int) -> None:
     """16-bit PCM wav, atomically."""
-    with replace_atomically(path, errors=_WRITE_ERRORS) as tmp:
-        sf.write(str(tmp), wave, sample_rate, subtype="PCM_16", format="WAV")
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, sample_rate, subtype="PCM_16", format="WAV")
+    _write_bytes(path, buffer.getvalue())
 
 
-def _encode(path: Path, frames: np.ndarray, fps: int) -> None:
-    with av.open(str(path), mode="w", format="avi") as container:
+def _encode(target: io.BytesIO, frames: np.ndarray, fps: int) -> None:
+    with av.open(target, mode="w", format="avi") as container:
         stream = container.add_stream("mpeg4", rate=Fraction(fps))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
