@@ -4,7 +4,16 @@ One file per (dataset, modality, extractor): `/ids` (n,) UTF-8 strings,
 `/offsets` (n+1,) int64 with offsets[0] = 0, `/features` (total_steps, dim)
 float16/float32; sample k is rows offsets[k]:offsets[k+1]. Root attributes
 carry the provenance (`format_version`, `modality`, `extractor`, `model`,
-`params` as JSON, `feature_dim`, `complete`, `created`, library versions).
+`params` as JSON, `feature_dim`, `complete`, library versions). An optional
+`/sources` (n,) dataset holds each sample's source fingerprint (what its
+features were made from: media path and content, segment, text), so a
+changed input is re-extracted; readers that do not know it ignore it.
+
+A cache's bytes are a function of its contents: no timestamps (no `created`
+attribute, HDF5 object times off), attributes in a fixed order, and the
+feature chunks allocated when the dataset is created, so the order in which
+a merge fills them does not move them in the file. Re-extracting identical
+features gives an identical file, and DVC skips everything downstream.
 
 Writing is crash-safe by construction: a finished file only ever appears via
 `os.replace` of a fully written temporary file, and an extraction in progress
@@ -16,13 +25,11 @@ resumes from the shards, and `finalize` merges them in manifest order.
 
 from __future__ import annotations
 
-import csv
-import datetime as _dt
 import functools
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,24 +37,29 @@ from typing import Any
 import h5py
 import numpy as np
 
+# the errors sidecar lives in its own module; its functions stay importable from here
+from amid.cache_errors import (  # noqa: F401
+    errors_path,
+    read_error_sources,
+    read_errors,
+    write_errors,
+)
 from amid.errors import CacheError
+from amid.faults import fault_point
 from amid.storage import hdf5_estimate, replace_atomically
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 _REQUIRED = ("ids", "offsets", "features")
+SOURCES = "sources"  # optional per-sample source fingerprints (fixed-length ASCII)
+_SOURCE_LEN = 16  # hex digits of a source fingerprint
 _IDENTITY_KEYS = ("modality", "extractor", "model", "params")
 
 
 def cache_path(cache_dir: str | Path, dataset: str, modality: str, extractor: str) -> Path:
     """Where the cache of one (dataset, modality, extractor) lives."""
     return Path(cache_dir) / dataset / f"{modality}__{extractor}.h5"
-
-
-def errors_path(path: str | Path) -> Path:
-    """The sidecar listing samples whose media could not be decoded."""
-    return Path(f"{path}.errors.csv")
 
 
 def canonical_params(params: dict[str, Any]) -> str:
@@ -118,6 +130,8 @@ class FeatureCache:
     offsets: np.ndarray
     features: np.ndarray
     attrs: dict[str, Any] = field(default_factory=dict)
+    # per-sample source fingerprints (`/sources`); None for caches written without them
+    sources: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -159,13 +173,18 @@ def _open(path: Path) -> h5py.File:
         raise CacheError(f"{path} is not a readable HDF5 file ({exc})") from None
 
 
-def _check_layout(path: Path, f: h5py.File, require_complete: bool) -> dict[str, Any]:
-    attrs = {k: attr_value(v) for k, v in f.attrs.items()}
+def _check_version(path: Path, attrs: dict[str, Any]) -> None:
     version = attrs.get("format_version")
     if version != FORMAT_VERSION:
         raise CacheError(
-            f"{path}: format_version is {version!r}, this reader understands {FORMAT_VERSION}"
+            f"{path}: format_version is {version!r}; this reader understands only "
+            f"{FORMAT_VERSION} (a cache from another version of the format)"
         )
+
+
+def _check_layout(path: Path, f: h5py.File, require_complete: bool) -> dict[str, Any]:
+    attrs = {k: attr_value(v) for k, v in f.attrs.items()}
+    _check_version(path, attrs)
     missing = [name for name in _REQUIRED if name not in f]
     if missing:
         raise CacheError(f"{path}: missing dataset(s) {', '.join('/' + m for m in missing)}")
@@ -184,7 +203,10 @@ def read_cache(path: str | Path, *, require_complete: bool = True) -> FeatureCac
         ids = _ids(f)
         offsets = np.asarray(f["offsets"][...], dtype=np.int64)
         features = np.asarray(f["features"][...])
+        sources = _sources(f)
     n = len(ids)
+    if sources is not None and len(sources) != n:
+        raise CacheError(f"{path}: /{SOURCES} has {len(sources)} entries for {n} ids")
     if features.ndim != 2:
         raise CacheError(f"{path}: /features must be 2-D (steps, dim), has shape {features.shape}")
     if features.dtype not in (np.float16, np.float32):
@@ -209,7 +231,14 @@ def read_cache(path: str | Path, *, require_complete: bool = True) -> FeatureCac
         raise CacheError(
             f"{path}: {len(bad)} feature rows are NaN or infinite (first in {sample!r})"
         )
-    return FeatureCache(path=path, ids=ids, offsets=offsets, features=features, attrs=attrs)
+    return FeatureCache(path=path, ids=ids, offsets=offsets, features=features, attrs=attrs,
+                        sources=sources)
+
+
+def _sources(f: h5py.File) -> list[str] | None:
+    if SOURCES not in f:
+        return None
+    return [x.decode("ascii") if isinstance(x, bytes) else str(x) for x in f[SOURCES][...]]
 
 
 def _ids(f: h5py.File) -> list[str]:
@@ -234,7 +263,8 @@ def read_info(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     with _open(path) as f:
         attrs = {k: attr_value(v) for k, v in f.attrs.items()}
-        for name in _REQUIRED:
+        _check_version(path, attrs)  # a newer layout may mean other things by the same names
+        for name in (*_REQUIRED, SOURCES):
             if name in f:
                 attrs[f"/{name}"] = f"{f[name].shape} {f[name].dtype}"
     attrs["errors"] = len(read_errors(path))
@@ -252,10 +282,13 @@ def write_cache(
     dtype: str = "float32",
     complete: bool = True,
     extra_attrs: dict[str, Any] | None = None,
+    sources: Sequence[str] | None = None,
+    fault: str = "",
 ) -> Path:
     """Write a whole cache atomically (temporary file, then rename).
 
-    `identity` holds `modality`, `extractor`, `model` and `params` (a dict).
+    `identity` holds `modality`, `extractor`, `model` and `params` (a dict);
+    `sources`, one fingerprint per id, becomes `/sources`.
     """
     path = Path(path)
     if len(ids) != len(sequences):
@@ -271,7 +304,8 @@ def write_cache(
 
     lengths = [len(s) for s in sequences]
     return write_cache_streaming(path, ids, lengths, {**identity, "feature_dim": dim}, fill,
-                                 dtype=dtype, complete=complete, extra_attrs=extra_attrs)
+                                 dtype=dtype, complete=complete, extra_attrs=extra_attrs,
+                                 sources=sources, fault=fault)
 
 
 def write_cache_streaming(
@@ -284,72 +318,74 @@ def write_cache_streaming(
     dtype: str = "float32",
     complete: bool = True,
     extra_attrs: dict[str, Any] | None = None,
+    sources: Sequence[str] | None = None,
+    fault: str = "",
 ) -> Path:
     """Write a cache whose features `fill(features_dataset, offsets)` writes piece by piece.
 
     Lets a merge copy its inputs one at a time, so its memory does not grow
-    with the cache. `identity` must carry `feature_dim`.
+    with the cache. `identity` must carry `feature_dim`. `fault` names the
+    crash-test points of this write (`<fault>-writing`: inside it,
+    `<fault>-written`: complete but not yet renamed; see amid.faults).
     """
     path = Path(path)
     dim = int(identity["feature_dim"])
     offsets = np.concatenate([[0], np.cumsum(np.asarray(lengths, dtype=np.int64))]).astype(
         np.int64
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if sources is not None and len(sources) != len(ids):
+        raise ValueError(f"{len(ids)} ids but {len(sources)} sources")
     total = int(offsets[-1])
     id_bytes = sum(len(i.encode()) for i in ids)
     size = hdf5_estimate(total * dim * np.dtype(dtype).itemsize + offsets.nbytes, len(ids),
-                         id_bytes)
-    with (
-        replace_atomically(path, CacheError, reserve=size, fsync=True) as tmp,
-        h5py.File(tmp, "w") as f,
-    ):
-        f.create_dataset("ids", data=list(ids), dtype=h5py.string_dtype("utf-8"))
-        f.create_dataset("offsets", data=offsets)
-        data = f.create_dataset(
-            "features",
-            shape=(total, dim),
-            dtype=dtype,
-            chunks=(max(1, min(total, 4096)), max(dim, 1)) if total and dim else None,
-        )
-        fill(data, offsets)
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["modality"] = identity["modality"]
-        f.attrs["extractor"] = identity["extractor"]
-        f.attrs["model"] = identity.get("model", "none")
-        f.attrs["params"] = canonical_params(identity.get("params", {}))
-        f.attrs["identity"] = identity_hash(
-            {**identity, "params": identity.get("params", {}), "model": f.attrs["model"]}
-        )
-        f.attrs["feature_dim"] = dim
-        f.attrs["complete"] = bool(complete)
-        f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        f.attrs["library_versions"] = _library_versions()
-        for key, value in (extra_attrs or {}).items():
-            f.attrs[key] = value
-        f.flush()
+                         id_bytes + _SOURCE_LEN * len(ids))
+    with replace_atomically(path, CacheError, reserve=size, fsync=True) as tmp:
+        with h5py.File(tmp, "w") as f:
+            # track_times=False everywhere: HDF5 would stamp each object with the
+            # time of writing, and identical features must give identical bytes.
+            f.create_dataset("ids", data=list(ids), dtype=h5py.string_dtype("utf-8"),
+                             track_times=False)
+            f.create_dataset("offsets", data=offsets, track_times=False)
+            if sources is not None:
+                f.create_dataset(SOURCES, data=np.array(list(sources), dtype=f"S{_SOURCE_LEN}"),
+                                 track_times=False)
+            data = f.create_dataset(
+                "features", shape=(total, dim), dtype=dtype, track_times=False,
+                chunks=(max(1, min(total, 4096)), max(dim, 1)) if total and dim else None,
+                dcpl=_early_allocation() if total and dim else None,
+            )
+            fill(data, offsets)
+            if fault:
+                fault_point(f"{fault}-writing")
+            model = identity.get("model", "none")
+            params = identity.get("params", {})
+            attrs = {
+                "format_version": FORMAT_VERSION,
+                "modality": identity["modality"],
+                "extractor": identity["extractor"],
+                "model": model,
+                "params": canonical_params(params),
+                "identity": identity_hash({**identity, "params": params, "model": model}),
+                "feature_dim": dim,
+                "complete": bool(complete),
+                "library_versions": _library_versions(),
+                **dict(sorted((extra_attrs or {}).items())),
+            }
+            for key, value in attrs.items():  # one fixed order: the bytes depend on it
+                f.attrs[key] = value
+        if fault:
+            fault_point(f"{fault}-written")
     return path
 
 
-def write_errors(path: str | Path, errors: Iterable[tuple[str, str]]) -> Path:
-    """Write (or remove, when empty) the `.errors.csv` sidecar, atomically."""
-    target = errors_path(path)
-    rows = sorted(errors)
-    if not rows:
-        target.unlink(missing_ok=True)
-        return target
-    with replace_atomically(target, CacheError) as tmp, open(
-        tmp, "w", newline="", encoding="utf-8"
-    ) as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["sample_id", "reason"])
-        writer.writerows(rows)
-    return target
+def _early_allocation() -> h5py.h5p.PropDCID:
+    """Chunks allocated at creation, in index order, whatever order they are filled in.
 
-
-def read_errors(path: str | Path) -> dict[str, str]:
-    target = errors_path(path)
-    if not target.exists():
-        return {}
-    with open(target, newline="", encoding="utf-8") as fh:
-        return {row["sample_id"]: row["reason"] for row in csv.DictReader(fh)}
+    Without it a chunk takes file space when first written, so a merge that
+    fills the features shard by shard would lay out the same features
+    differently from one run to the next.
+    """
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_obj_track_times(False)  # h5py's track_times= does not reach a dcpl given to it
+    return dcpl

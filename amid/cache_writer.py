@@ -6,6 +6,13 @@ most the samples not yet in a shard; every shard that exists loads. A lock
 file makes it one writer per cache. `finalize` merges the shards, in manifest
 order, into the final file (again temporary name, then rename). The format
 itself is `amid.cache`.
+
+Each sample carries its source fingerprint (`amid.extract.sources`) into the
+shards and the final `/sources`, so a resumed run can tell a committed sample
+made from other media from one it can keep. The crash tests stop the process
+at named points (`amid.faults`): `shard-writing`/`shard-written` inside and
+after a shard's write, `final-writing`/`final-written` inside and after the
+merge, `cleanup` while the shards are being removed.
 """
 
 from __future__ import annotations
@@ -23,9 +30,9 @@ import numpy as np
 
 from amid.cache import (
     _IDENTITY_KEYS,
+    SOURCES,
     FeatureCache,
     attr_value,
-    errors_path,
     identity_hash,
     read_cache,
     write_cache,
@@ -33,7 +40,9 @@ from amid.cache import (
     write_errors,
 )
 from amid.errors import CacheError
+from amid.faults import fault_point
 from amid.locking import ExclusiveLock
+from amid.storage import write_text
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +53,8 @@ class CacheWriter:
     Usage::
 
         with CacheWriter(path, identity) as w:
-            todo = [i for i in ids if i not in w.done]
-            for sid, feats in ...: w.add(sid, feats)      # or w.add_error(sid, reason)
+            todo = [i for i in ids if w.sources.get(i) != source_of[i]]
+            for sid, feats in ...: w.add(sid, feats, source)   # or w.add_error(sid, why, source)
             w.finalize(order=ids)
     """
 
@@ -63,9 +72,10 @@ class CacheWriter:
         self.shard_size = shard_size
         self.parts = Path(f"{self.path}.parts")
         self._lock: ExclusiveLock | None = None
-        self._buffer: list[tuple[str, np.ndarray]] = []
-        self._errors: dict[str, str] = {}
+        self._buffer: list[tuple[str, np.ndarray, str]] = []
+        self._errors: dict[str, tuple[str, str]] = {}  # id -> (reason, source)
         self.done: set[str] = set()
+        self.sources: dict[str, str] = {}  # id -> source fingerprint of its committed features
 
     # -- lifecycle
     def __enter__(self) -> CacheWriter:
@@ -73,12 +83,22 @@ class CacheWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # e.g. cache_dir names a file
             raise CacheError(f"cannot create the cache folder {self.path.parent}: {exc}") from None
-        self._lock = ExclusiveLock(
-            f"{self.path}.lock",
-            CacheError(f"{self.path} is being written by another extraction (lock "
-                       f"{self.path}.lock); wait for it to finish"),
-        ).__enter__()
-        self._resume()
+        try:
+            self._lock = ExclusiveLock(
+                f"{self.path}.lock",
+                CacheError(f"{self.path} is being written by another extraction (lock "
+                           f"{self.path}.lock); wait for it to finish"),
+            ).__enter__()
+        except OSError as exc:  # a read-only folder: the lock file cannot be made
+            raise CacheError(f"cannot write {self.path}.lock: {exc.strerror or exc}") from None
+        try:
+            self._resume()
+        except OSError as exc:
+            self._lock.__exit__(None, None, None)
+            raise CacheError(f"cannot write in {self.parts}: {exc.strerror or exc}") from None
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -102,7 +122,7 @@ class CacheWriter:
             # The features would differ: never extend old work with new settings.
             shutil.rmtree(self.parts)
             self.parts.mkdir()
-        marker.write_text(json.dumps(self.identity, sort_keys=True))
+        write_text(marker, json.dumps(self.identity, sort_keys=True), CacheError)
         # Each shard carries its own identity: a kill during finalize's cleanup
         # can leave shards without the marker, and they must not be mixed into
         # a cache of other settings.
@@ -112,6 +132,8 @@ class CacheWriter:
                 with h5py.File(shard, "r") as f:
                     same = attr_value(f.attrs.get("identity")) == want
                     ids = list(f["ids"].asstr()[...]) if same else []
+                    sources = ([s.decode("ascii") for s in f[SOURCES][...]]
+                               if same and SOURCES in f else [""] * len(ids))
             except (OSError, KeyError) as exc:
                 log.warning("%s cannot be read (%s); its samples are extracted again", shard, exc)
                 same = False
@@ -119,29 +141,37 @@ class CacheWriter:
                 shard.unlink()
                 continue
             self.done.update(ids)
+            # shards in order: a later one supersedes an earlier copy of a sample
+            self.sources.update(zip(ids, sources, strict=True))
 
     def discard(self) -> None:
         """Remove the shard folder (left by a kill after the final file was in place)."""
-        shutil.rmtree(self.parts, ignore_errors=True)
+        self._remove_parts()
         self.done.clear()
+        self.sources.clear()
 
-    def adopt(self, existing: FeatureCache) -> None:
-        """Start from a finished cache of the same identity (to extend it with new ids).
+    def adopt(self, existing: FeatureCache, keep: set[str] | None = None) -> None:
+        """Start from a finished cache of the same identity (to extend or update it).
 
-        Only ids no shard holds yet are added: an interrupted extension already
-        holds them all, and shards left by an interrupted cleanup hold some.
+        Only samples in `keep` (default: all) that no shard holds yet are taken:
+        an interrupted run already holds them, and shards left by an
+        interrupted cleanup hold some.
         """
-        keep = [k for k, sid in enumerate(existing.ids) if sid not in self.done]
-        if not keep:
+        sources = existing.sources or [""] * len(existing.ids)
+        chosen = [k for k, sid in enumerate(existing.ids)
+                  if sid not in self.done and (keep is None or sid in keep)]
+        if not chosen:
             return
         write_cache(
             self._next_shard(),
-            [existing.ids[k] for k in keep],
-            [existing.sequence(k) for k in keep],
+            [existing.ids[k] for k in chosen],
+            [existing.sequence(k) for k in chosen],
             {**self.identity, "feature_dim": existing.feature_dim},
             dtype=self.dtype,
+            sources=[sources[k] for k in chosen],
         )
-        self.done.update(existing.ids[k] for k in keep)
+        self.done.update(existing.ids[k] for k in chosen)
+        self.sources.update((existing.ids[k], sources[k]) for k in chosen)
 
     def _next_shard(self) -> Path:
         # After the highest number, not the count: shards may be missing from
@@ -150,27 +180,30 @@ class CacheWriter:
         return self.parts / f"shard-{max(numbers, default=-1) + 1:06d}.h5"
 
     # -- adding work
-    def add(self, sample_id: str, features: np.ndarray) -> None:
+    def add(self, sample_id: str, features: np.ndarray, source: str = "") -> None:
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 2 or not len(features):
             raise ValueError(f"{sample_id}: features must be (T >= 1, dim), got {features.shape}")
         if not np.isfinite(features).all():
-            self.add_error(sample_id, "extractor produced NaN or infinite features")
+            self.add_error(sample_id, "extractor produced NaN or infinite features", source)
             return
-        self._buffer.append((sample_id, features))
+        self._buffer.append((sample_id, features, source))
+        self._errors.pop(sample_id, None)
         self.done.add(sample_id)
+        self.sources[sample_id] = source
         if len(self._buffer) >= self.shard_size:
             self._flush()
 
-    def add_error(self, sample_id: str, reason: str) -> None:
-        self._errors[sample_id] = reason
+    def add_error(self, sample_id: str, reason: str, source: str = "") -> None:
+        self._errors[sample_id] = (reason, source)
 
     def _flush(self) -> None:
         if not self._buffer:
             return
-        ids, seqs = zip(*self._buffer, strict=True)
+        ids, seqs, sources = zip(*self._buffer, strict=True)
         identity = {**self.identity, "feature_dim": seqs[0].shape[1]}
-        write_cache(self._next_shard(), ids, seqs, identity, dtype=self.dtype)
+        write_cache(self._next_shard(), ids, seqs, identity, dtype=self.dtype, sources=sources,
+                    fault="shard")
         self._buffer.clear()
 
     def finalize(self, order: Sequence[str]) -> tuple[Path, int]:
@@ -184,34 +217,53 @@ class CacheWriter:
         # below, so merging needs one shard in memory, not the whole cache.
         where: dict[str, tuple[Path, int, int]] = {}  # id -> (shard, start, stop)
         dim = None
-        for shard in self._shards():
+        for shard in self._shards():  # in order: a later copy of a sample supersedes
             with h5py.File(shard, "r") as f:
                 dim = int(f["features"].shape[1])
                 offsets = f["offsets"][...]
                 for k, sid in enumerate(f["ids"].asstr()[...]):
                     where[sid] = (shard, int(offsets[k]), int(offsets[k + 1]))
         ids = [sid for sid in order if sid in where]
+        wanted = set(order)
+        errors = [(s, why, src) for s, (why, src) in self._errors.items()
+                  if s not in where and s in wanted]
         if not ids:
+            # The sidecar is not written (a previous good cache keeps its own), so
+            # the reasons go into the message itself.
+            shown = "; ".join(f"{s}: {why}" for s, why, _ in sorted(errors)[:3])
+            more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
             raise CacheError(
-                f"{self.path}: no sample could be extracted ({len(self._errors)} errors; "
-                f"see {errors_path(self.path)})"
+                f"{self.path}: no sample could be extracted ({len(errors)} error(s)"
+                f"{': ' + shown + more if errors else ''})"
             )
-        write_errors(self.path, ((s, r) for s, r in self._errors.items() if s not in where))
         position = {sid: k for k, sid in enumerate(ids)}
         by_shard: dict[Path, list[str]] = {}
         for sid in ids:
             by_shard.setdefault(where[sid][0], []).append(sid)
 
         def fill(data: h5py.Dataset, out_offsets: np.ndarray) -> None:
-            for shard, members in by_shard.items():
+            for n, (shard, members) in enumerate(by_shard.items()):
                 features = read_cache(shard).features  # validates the shard, too
                 for sid in members:
                     _, lo, hi = where[sid]
                     k = position[sid]
                     data[out_offsets[k] : out_offsets[k + 1]] = features[lo:hi]
+                if n == 0:
+                    fault_point("final-writing")
 
         lengths = [where[s][2] - where[s][1] for s in ids]
         identity = {**self.identity, "feature_dim": dim}
-        write_cache_streaming(self.path, ids, lengths, identity, fill, dtype=self.dtype)
-        shutil.rmtree(self.parts, ignore_errors=True)
+        write_cache_streaming(self.path, ids, lengths, identity, fill, dtype=self.dtype,
+                              sources=[self.sources.get(s, "") for s in ids], fault="final")
+        # after the cache: a failed cache write keeps the old cache and its sidecar together
+        write_errors(self.path, errors)
+        self._remove_parts()
         return self.path, len(ids)
+
+    def _remove_parts(self) -> None:
+        """Delete the shards, then their folder; a kill part-way leaves loadable shards."""
+        for k, shard in enumerate(self._shards()):
+            shard.unlink(missing_ok=True)
+            if k == 0:
+                fault_point("cleanup")
+        shutil.rmtree(self.parts, ignore_errors=True)

@@ -3,7 +3,11 @@
 Columns: `sample_id`, `label`, `split` (train/val/test, or empty when `fold`
 is used), `fold`, `audio_path`, `video_path` (relative to the dataset root),
 `start`, `end` (seconds), `text`. Errors name the file and the line (the header
-is line 1), so a researcher can open the CSV and fix it.
+is line 1), so a researcher can open the CSV and fix it. Optional columns
+`audio_start`, `audio_end` give the audio file's own segment when it lies on
+another time line than the video (IEMOCAP's utterance wavs). Media paths must
+stay inside the dataset root, lexically (`../`) and after following symlinks.
+docs/data.md documents the columns for users.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from amid.errors import ManifestError
+from amid.storage import write_text
 
 COLUMNS = [
     "sample_id",
@@ -31,6 +36,8 @@ COLUMNS = [
 ]
 REQUIRED = ["sample_id", "label"]
 SPLITS = ("train", "val", "test")
+# Optional: the audio file's own segment, replacing start/end for the audio modality.
+AUDIO_SEGMENT = ("audio_start", "audio_end")
 # Which manifest column holds each modality's media; audio falls back to the
 # video's soundtrack when a dataset ships no separate audio files (UCF-101).
 MEDIA_COLUMN = {"audio": "audio_path", "visual": "video_path"}
@@ -97,13 +104,21 @@ class Manifest:
 
 
 def read_manifest(
-    path: str | Path, root: str | Path | None = None, *, check_media: bool = True
+    path: str | Path, root: str | Path | None = None, *, check_media: bool = True,
+    require_labels: bool = True,
 ) -> Manifest:
-    """Read and validate a manifest CSV (or Parquet); media paths checked when asked."""
+    """Read and validate a manifest CSV (or Parquet); media paths checked when asked.
+
+    `require_labels=False` (prediction on new media) lets rows leave `label`,
+    `split` and `fold` empty.
+    """
     path = Path(path)
     root = Path(root) if root is not None else path.parent
     if not path.exists():
-        raise ManifestError(f"manifest {path} does not exist")
+        shown = "" if path.is_absolute() else f" (looked at {path.absolute()})"
+        raise ManifestError(f"manifest {path} does not exist{shown}")
+    if path.is_dir():
+        raise ManifestError(f"manifest {path.absolute()} is a folder, not a CSV file")
     try:
         if path.suffix == ".parquet":
             df = pd.read_parquet(path)
@@ -121,7 +136,8 @@ def read_manifest(
         # pandas turns surplus leading fields into an index and shifts every
         # column silently (an unquoted comma in a transcript does it)
         raise ManifestError(f"{path}: cannot be read as a table: {_ragged(path)}")
-    return Manifest(validate(df, str(path), root, check_media=check_media), path, root)
+    return Manifest(validate(df, str(path), root, check_media=check_media,
+                             require_labels=require_labels), path, root)
 
 
 def _ragged(path: Path) -> str:
@@ -134,16 +150,20 @@ def _ragged(path: Path) -> str:
 
 
 def validate(
-    df: pd.DataFrame, source: str, root: Path, *, check_media: bool = True
+    df: pd.DataFrame, source: str, root: Path, *, check_media: bool = True,
+    require_labels: bool = True,
 ) -> pd.DataFrame:
-    """Normalise the columns and check every DESIGN 3.1 rule; returns a clean copy."""
-    missing = [c for c in REQUIRED if c not in df.columns]
+    """Normalise the columns and check every DESIGN 3.1 rule; returns a clean copy.
+
+    `require_labels=False`: `label`, `split` and `fold` may be absent or empty.
+    """
+    missing = [c for c in (REQUIRED if require_labels else ["sample_id"]) if c not in df.columns]
     if missing:
         raise ManifestError(
             f"{source}: missing column(s) {', '.join(missing)}; "
             f"columns found: {', '.join(map(str, df.columns))}"
         )
-    if "split" not in df.columns and "fold" not in df.columns:
+    if require_labels and "split" not in df.columns and "fold" not in df.columns:
         raise ManifestError(f"{source}: needs a `split` or a `fold` column")
     df = df.copy().reset_index(drop=True)
     if df.empty:
@@ -161,7 +181,7 @@ def validate(
         names = sorted(set(df.loc[dup, "sample_id"]))[:_SHOW]
         raise ManifestError(f"{source}: duplicate sample_id {names} on line(s) {_lines(dup)}")
     bad = df.index[df["label"] == ""]
-    if len(bad):
+    if require_labels and len(bad):
         raise ManifestError(f"{source}: label missing on line(s) {_lines(bad)}")
     bad = df.index[~df["split"].isin(("", *SPLITS))]
     if len(bad):
@@ -174,13 +194,21 @@ def validate(
     df["start"] = _numeric(df, "start", source)
     df["end"] = _numeric(df, "end", source)
     bad = df.index[(df["split"] == "") & df["fold"].isna()]
-    if len(bad):
+    if require_labels and len(bad):
         raise ManifestError(f"{source}: neither split nor fold on line(s) {_lines(bad)}")
     bad = df.index[(df["start"] < 0) | (df["end"] <= df["start"])]
     if len(bad):
         raise ManifestError(f"{source}: need 0 <= start < end on line(s) {_lines(bad)}")
+    if any(c in df.columns for c in AUDIO_SEGMENT):
+        for column in AUDIO_SEGMENT:
+            df[column] = _numeric(df, column, source) if column in df.columns else np.nan
+        bad = df.index[(df["audio_start"] < 0) | (df["audio_end"] <= df["audio_start"])]
+        if len(bad):
+            raise ManifestError(
+                f"{source}: need 0 <= audio_start < audio_end on line(s) {_lines(bad)}"
+            )
     for column in ("audio_path", "video_path"):
-        _check_paths(df, column, source, root, check_media)
+        _check_paths(df, column, source, Path(root), check_media)
     return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
 
 
@@ -212,6 +240,18 @@ def _check_paths(df: pd.DataFrame, column: str, source: str, root: Path, check: 
         )
     if not check:
         return
+    # The same rule after following symlinks: a link inside the root that points
+    # elsewhere would otherwise bring in what `../` may not.
+    inside = Path(os.path.realpath(root))
+    outside = df.index[values.map(
+        lambda p: bool(p) and not Path(os.path.realpath(root / p)).is_relative_to(inside))]
+    if len(outside):
+        first = values[outside[0]]
+        raise ManifestError(
+            f"{source}: `{column}` on line(s) {_lines(outside)} leads outside the dataset root "
+            f"{root} through a symlink ({first} -> {os.path.realpath(root / first)}); put the "
+            "media under the root, or make the root a folder that contains them"
+        )
     gone = df.index[values.map(lambda p: bool(p) and not (root / p).exists())]
     if len(gone):
         listed = "\n  ".join(f"line {i + 2}: {root / values[i]}" for i in gone[:_SHOW])
@@ -222,15 +262,14 @@ def _check_paths(df: pd.DataFrame, column: str, source: str, root: Path, check: 
 
 
 def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write a manifest CSV atomically, columns in the standard order."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a manifest CSV atomically, columns in the standard order.
+
+    Through `amid.storage.write_text`: a read-only folder or a full disk is one
+    error naming the file, and the previous manifest stays as it was.
+    """
     out = df.copy()
     for column in COLUMNS:
         if column not in out.columns:
             out[column] = ""
     extra = [c for c in out.columns if c not in COLUMNS]
-    tmp = path.with_name(f".{path.name}.tmp")
-    out[COLUMNS + extra].to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    return write_text(path, out[COLUMNS + extra].to_csv(index=False))

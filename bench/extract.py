@@ -21,6 +21,9 @@ items per second.
     python bench/extract.py                 # CPU, small sizes (about 2 minutes on 2 cores)
     python bench/extract.py --device cuda --clips 2048 --videos 256 --batch 64
     python bench/extract.py --parts b       # only the bucketing comparison
+
+Part l: peak RSS of one 10 s, 2 h and 4 h clip (bench/extract_memory.py;
+about 5 minutes on 2 cores, 460 MB of temporary wav at most).
 """
 
 from __future__ import annotations
@@ -306,7 +309,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0,
                     help="torch CPU threads (0: torch's default); 1 is steadier on a busy machine")
     ap.add_argument("--parts", default="cdvrb",
-                    help="c: CNN14, d: DenseNet, v: video decode, r: peak RSS, b: bucketing")
+                    help="c: CNN14, d: DenseNet, v: video decode, r: peak RSS, b: bucketing, "
+                         "l: peak RSS of 10 s / 2 h / 4 h clips")
     args = ap.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -339,6 +343,10 @@ def main() -> None:
                                                                 4 * args.rss_per_class)]
             print("peak RSS of `amid-extract run` (demo videos, pixels): " + "; ".join(
                 f"{n} samples {mib:.0f} MiB" for n, mib in sizes))
+        if "l" in args.parts:
+            from extract_memory import report  # bench/, beside this file
+
+            report(root / "long", [10.0, 7200.0, 14400.0])
         if "b" in args.parts:
             for masked in (False, True):
                 kind = ("attention-masked, padded batches" if masked

@@ -71,7 +71,39 @@ def load_weights(module: nn.Module, path: str | Path, device: str | torch.device
             if keys
         )
         raise CheckpointError(f"{path}: weights are for another architecture ({detail})")
+    _check_values(path, own, state)
     module.load_state_dict(state)
+
+
+def _check_values(path: Path, own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]
+                  ) -> None:
+    """Refuse tensors whose dtype differs from the module's, or that hold NaN / inf.
+
+    `load_state_dict` would cast an integer tensor into a float parameter without
+    a word (a header edited from F32 to I32 reinterprets the same bytes as
+    integers: every prediction becomes one class), and NaN weights give NaN
+    logits whose argmax is class 0 for every sample.
+    """
+    for key, tensor in state.items():
+        want = own[key].dtype
+        if tensor.dtype != want:
+            raise CheckpointError(
+                f"{path}: tensor {key!r} is stored as {_dtype_name(tensor.dtype)}, the "
+                f"module's is {_dtype_name(want)} (a damaged or edited file)"
+            )
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"{path}: tensor {key!r} holds NaN or infinite values (a diverged or "
+                "damaged run); retrain or restore the file"
+            )
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    # safetensors' own names (F32, I32, ...), as a header shows them
+    names = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+             torch.float64: "F64", torch.int32: "I32", torch.int64: "I64", torch.int16: "I16",
+             torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
+    return names.get(dtype, str(dtype).removeprefix("torch."))
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
@@ -116,9 +148,13 @@ def predict_student(
                 f"{caches[m].path}: features have dim {caches[m].feature_dim}, the student was "
                 f"trained on {m} features of dim {want} (another extractor?)"
             )
-    common = set.intersection(*(set(caches[m].ids) for m in target))
-    ids = [sid for sid in caches[target[0]].ids if sid in common]
-    rows = {m: np.array([caches[m].index()[s] for s in ids], dtype=np.int64) for m in target}
+    # one id -> row map per modality, built once: rebuilding it per id made
+    # prediction quadratic in the number of samples (300k ids took hours)
+    index = {m: caches[m].index() for m in target}
+    first = caches[target[0]].ids
+    ids = [sid for sid in first if all(sid in index[m] for m in target[1:])]
+    rows = {m: np.fromiter((index[m][s] for s in ids), dtype=np.int64, count=len(ids))
+            for m in target}
     device = next(model.parameters()).device
     embs, logits = [], []
     for start in range(0, len(ids), batch_size):
@@ -135,10 +171,12 @@ def predict_student(
     lg = torch.cat(logits) if logits else torch.zeros((0, len(meta["classes"])))
     probs = lg.softmax(dim=1).numpy()
     classes = meta["classes"]
+    predicted = [classes[k] for k in probs.argmax(axis=1)] if len(ids) else []
     return {
         "ids": ids,
         "embeddings": emb,
         "logits": lg.numpy(),
         "probabilities": probs,
-        "labels": [classes[k] for k in probs.argmax(axis=1)] if len(ids) else [],
+        "predicted": predicted,
+        "labels": predicted,  # the older name of `predicted` (predicted class names)
     }

@@ -1,197 +1,232 @@
-"""`amid-evaluate` and `amid-predict`: thin commands over the library.
+"""`amid-evaluate`: thin commands over the library (stage three).
 
-Each command loads the configuration once (when it needs one) and calls one
-library function. Errors the user can fix (`AmidError`) print one line on
-stderr and exit with status 2; anything else is a bug and keeps its traceback.
+One style with the other commands (amid/cli.py): `-o/--out` is always the
+output and has a default where one makes sense, `-p/--params` and `-S/--set`
+where the configuration is read, `-q/--quiet`; a mistake the user can fix is
+one line `amid-evaluate: error: ...` on stderr and exit status 2.
+`amid-predict` lives in predict_cli.py; `amid-evaluate predict` is the same
+command.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import logging
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from amid.config import EvaluateConfig, load_config
+from amid.cli import errors, quiet_option, set_option, setup_logging
+from amid.config import Config, EvaluateConfig, load_config
 from amid.errors import AmidError
+from amid.evaluate import predict_cli
+
+PROG = "amid-evaluate"
+predict_app = predict_cli.predict_app  # the `amid-predict` app, for callers of this module
+log = logging.getLogger(__name__)
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True,
-    help="Stage three of AMID: metrics, fold summaries, paper tables and figures, inference.",
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Stage three of AMID: metrics, fold summaries, sweeps, paper tables and figures, "
+         "export; `predict` is amid-predict.",
 )
-predict_app = typer.Typer(add_completion=False, help="Apply a trained student to feature caches.")
+PARAMS_HELP = "Configuration file (default: ./params.yaml when present, else the defaults)."
 
 
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    try:
-        yield
-    except AmidError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-
-
-def _evaluate_config(params: Path | None, overrides: list[str]) -> EvaluateConfig:
-    """The `evaluate` section; defaults when no params.yaml is given or present."""
+def _config(params: Path | None, overrides: list[str]) -> Config | None:
+    """The configuration, or None when no params.yaml is given or present (defaults apply)."""
     if params is None:
         if not Path("params.yaml").exists():
             if overrides:
                 raise AmidError("--set needs a params.yaml (none here; pass --params)")
-            return EvaluateConfig()
+            return None
         params = Path("params.yaml")
-    return load_config(params, overrides).evaluate
+    return load_config(params, overrides)
+
+
+def _evaluate_config(params: Path | None, overrides: list[str]) -> EvaluateConfig:
+    cfg = _config(params, overrides)
+    return cfg.evaluate if cfg is not None else EvaluateConfig()
 
 
 def _pct(value: Any) -> str:
     return f"{100 * value:.1f}" if isinstance(value, int | float) else "–"
 
 
+def _note_omitted(metrics: dict[str, Any], where: Path | str) -> None:
+    """One line naming the metrics left out as 100 % by construction (never silently)."""
+    omitted = metrics.get("omitted") or {}
+    if omitted:
+        reasons = ", ".join(f"{key} ({why.split(':')[0]})" for key, why in omitted.items())
+        log.warning("%s: left out as trivially 100 %%: %s", where, reasons)
+
+
 @app.command("run")
 def run_command(
-    run_dir: Path = typer.Argument(..., help="Run folder (or its outputs.h5) from amid-train."),
-    out: Path = typer.Option(..., "--out", help="Metrics JSON to write (plot data goes next "
-                             "to it, in a folder of the same name)."),
-    params: Path | None = typer.Option(None, "--params", help="params.yaml (evaluate section)."),
-    overrides: list[str] = typer.Option([], "--set", "-S", help="key=value override."),
+    run_dir: Path = typer.Argument(..., help="Run folder of amid-train (or its outputs.h5)."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Metrics JSON to write (default: metrics/<run name>.json); "
+        "the plot CSVs go into the folder of the same name (metrics/<run name>/)."),
+    params: Path | None = typer.Option(None, "--params", "-p", help=PARAMS_HELP),
+    overrides: list[str] = set_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
-    """Score one run: Top-1/Top-5/WA/UA, retrieval R@K, teacher metrics."""
+    """Score one run: Top-1/Top-5/WA/UA, retrieval R@K, teacher metrics.
+
+    Metrics that are 100 % by construction (Top-5 with at most 5 classes, R@K
+    with K at or above the gallery size) are left out with a note; with
+    evaluate.split equal to evaluate.gallery_split each query is left out of
+    its own gallery.
+    """
     from amid.evaluate.evaluate import evaluate_run
 
-    with _user_errors():
+    setup_logging(quiet)
+    with errors(PROG):
         cfg = _evaluate_config(params, overrides)
         outputs = run_dir if run_dir.suffix == ".h5" else run_dir / "outputs.h5"
+        if out is None:
+            out = Path("metrics") / f"{outputs.parent.resolve().name}.json"
         metrics = evaluate_run(
             outputs, out, ks=cfg.ks, chunk_size=cfg.chunk_size, split=cfg.split,
             gallery_split=cfg.gallery_split, projection=cfg.projection,
             gallery_chunk_size=cfg.gallery_chunk_size,
         )
-    role = "teacher" if metrics["method"] == "teacher" or "student" not in metrics else "student"
+    _note_omitted(metrics, out)
+    role = "student" if "student" in metrics else "teacher"
     block = metrics[role]
-    typer.echo(
-        f"{metrics['method']} ({role}): top1 {_pct(block.get('top1'))}  "
-        f"ua {_pct(block.get('ua'))}  -> {out}"
-    )
+    if not quiet:
+        typer.echo(f"{metrics['method']} ({role}): top1 {_pct(block.get('top1'))}  "
+                   f"ua {_pct(block.get('ua'))}  -> {out}")
+
+
+def _summary_path(files: list[Path]) -> Path:
+    """`metrics/amid_fold1.json ...` -> `metrics/amid.json`, when that is unambiguous."""
+    from amid.evaluate.report import variant_name
+
+    names = {(f.parent, variant_name(f)) for f in files}
+    if len(names) == 1:
+        (folder, name), = names
+        path = folder / f"{name}.json"
+        if path not in files:
+            return path
+    raise AmidError("give --out: the files do not share one name apart from a "
+                    "_fold<k> / _seed<k> suffix")
 
 
 @app.command("summarize")
 def summarize_command(
     files: list[Path] = typer.Argument(..., help="Per-fold or per-seed metrics JSON files."),
-    out: Path = typer.Option(..., "--out", help="Summary JSON to write."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Summary JSON to write (default: the files' common name "
+        "without its _fold<k>/_seed<k> suffix, e.g. metrics/amid.json)."),
+    quiet: bool = quiet_option(),
 ) -> None:
-    """Mean and std of every metric over folds or seeds."""
+    """Mean and std of every metric over folds or seeds (a non-numeric or NaN metric is an
+    error naming the file and key)."""
     from amid.evaluate.evaluate import write_metrics
     from amid.evaluate.summary import summarize
 
-    with _user_errors():
+    setup_logging(quiet)
+    with errors(PROG):
+        out = out if out is not None else _summary_path(files)
+        if out.is_dir():
+            raise AmidError(f"--out {out} is a folder; give the summary file to write")
         write_metrics(summarize(files), out)
-    typer.echo(f"summary of {len(files)} file(s) -> {out}")
+    if not quiet:
+        typer.echo(f"summary of {len(files)} file(s) -> {out}")
 
 
 @app.command("sweep")
 def sweep_command(
-    folder: Path = typer.Argument(..., help="Sweep folder of amid-train --sweep/--grid (holds "
-                                  "sweep.json)."),
-    out: Path = typer.Option(..., "--out", help="Grouped metrics JSON to write; the ablation "
-                             "table goes beside it as .md, each member's metrics into a folder "
-                             "of the same name."),
-    params: Path | None = typer.Option(None, "--params", help="params.yaml (evaluate section)."),
-    overrides: list[str] = typer.Option([], "--set", "-S", help="key=value override."),
+    folder: Path = typer.Argument(..., help="Sweep folder of amid-train --sweep/--grid "
+                                  "(holds sweep.json)."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Grouped metrics JSON to write (default: "
+        "metrics/sweeps/<folder name>.json); the ablation table goes beside it as .md, each "
+        "member's metrics into the folder of the same name."),
+    params: Path | None = typer.Option(None, "--params", "-p", help=PARAMS_HELP),
+    overrides: list[str] = set_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Score every member of a sweep; mean ± std over seeds per setting of the other axes."""
     from amid.evaluate.sweep import evaluate_sweep
 
-    with _user_errors():
+    setup_logging(quiet)
+    with errors(PROG):
         cfg = _evaluate_config(params, overrides)
+        out = out if out is not None else Path("metrics/sweeps") / f"{folder.resolve().name}.json"
         result = evaluate_sweep(folder, out, cfg.ks, cfg.chunk_size, cfg.split,
                                 cfg.gallery_split, gallery_chunk_size=cfg.gallery_chunk_size)
     for name, s in result["groups"].items():
+        _note_omitted(s, f"{out} (group {name})")
         top1 = s.get("student", s.get("teacher", {})).get("top1")
-        typer.echo(f"{name}: top1 {_pct(top1)} (n={s['n']})")
-    typer.echo(f"-> {out} and {out.with_suffix('.md')}")
+        if not quiet:
+            typer.echo(f"{name}: top1 {_pct(top1)} (n={s['n']})")
+    if not quiet:
+        typer.echo(f"-> {out} and {out.with_suffix('.md')}")
 
 
 @app.command("report")
 def report_command(
-    metrics: list[str] = typer.Option(["metrics/*.json"], "--metrics", help="Glob(s) of "
-                                      "metrics JSON files (quote it)."),
+    metrics: list[str] = typer.Option(["metrics/*.json"], "--metrics", "-m", help="Glob(s) "
+                                      "of metrics JSON files (quote it)."),
     runs: Path | None = typer.Option(Path("runs"), "--runs", help="Run folders (dvclive "
                                      "histories for the per-epoch figures)."),
-    out: Path = typer.Option(Path("reports"), "--out", help="Folder for results.md and PNGs."),
+    out: Path = typer.Option(Path("reports"), "--out", "-o", help="Folder for results.md, "
+                             "figures and curves.csv; report files of an earlier report that "
+                             "this one does not write are removed."),
     compare: list[str] = typer.Option(["amid", "baseline"], "--compare", help="The two "
                                       "methods of the per-class figure."),
+    dataset: str | None = typer.Option(
+        None, "--dataset", "-d", help="Report this dataset only (default: dataset.name of "
+        "the params file when there is one; without one, every dataset gets its own table)."),
+    params: Path | None = typer.Option(None, "--params", "-p", help=PARAMS_HELP),
+    overrides: list[str] = set_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Paper-style Markdown tables and figures from the metrics files present."""
     from amid.evaluate.report import find_metrics, write_report
 
-    with _user_errors():
+    setup_logging(quiet)
+    with errors(PROG):
+        if dataset is None:
+            cfg = _config(params, overrides)
+            dataset = cfg.dataset.name if cfg is not None else None
         files, skipped = find_metrics(metrics)
         for path in skipped:
-            typer.echo(f"skipping {path}: not a metrics file", err=True)
+            log.warning("skipping %s: not a metrics file", path)
         if not files:
             raise AmidError(f"no metrics files match {' '.join(metrics)}")
-        written = write_report(files, out, runs, compare)
-    typer.echo(f"report of {len(files)} metrics file(s): {len(written)} file(s) in {out}")
-
-
-def _predict(
-    run_dir: Path, cache: list[str], out: Path, h5: Path | None, batch_size: int, device: str
-) -> None:
-    from amid.evaluate.predict import parse_cache_args, predict, write_predictions
-
-    with _user_errors():
-        result, classes = predict(run_dir, parse_cache_args(cache), batch_size, device)
-        written = write_predictions(result, classes, out, h5)
-    typer.echo(f"{len(result['ids'])} prediction(s) -> {', '.join(map(str, written))}")
-
-
-_RUN = typer.Argument(..., help="Run folder written by amid-train.")
-_CACHE = typer.Option([], "--cache", help="MODALITY=PATH of a feature cache (repeat per "
-                      "target modality; default: the caches the run was trained on).")
-_OUT = typer.Option(Path("predictions.csv"), "--out", help="CSV of labels and probabilities.")
-_H5 = typer.Option(None, "--h5", help="HDF5 of ids, embeddings, probabilities "
-                   "(default: the CSV path with .h5).")
-
-
-@app.command("predict")
-def predict_command(
-    run_dir: Path = _RUN, cache: list[str] = _CACHE, out: Path = _OUT, h5: Path | None = _H5,
-    batch_size: int = typer.Option(256, "--batch-size", min=1),
-    device: str = typer.Option("cpu", "--device"),
-) -> None:
-    """Labels, probabilities and embeddings from target-modality caches alone."""
-    _predict(run_dir, cache, out, h5, batch_size, device)
-
-
-@predict_app.command()
-def predict_only(
-    run_dir: Path = _RUN, cache: list[str] = _CACHE, out: Path = _OUT, h5: Path | None = _H5,
-    batch_size: int = typer.Option(256, "--batch-size", min=1),
-    device: str = typer.Option("cpu", "--device"),
-) -> None:
-    """Labels, probabilities and embeddings from target-modality caches alone."""
-    _predict(run_dir, cache, out, h5, batch_size, device)
+        written = write_report(files, out, runs, compare, dataset)
+    if not quiet:
+        typer.echo(f"report of {dataset or 'every dataset'}: {len(written)} file(s) in {out}")
 
 
 @app.command("export")
 def export_command(
-    run_dir: Path = _RUN,
-    fmt: str = typer.Option("torchscript", "--format", help="torchscript or onnx."),
-    out: Path | None = typer.Option(None, "--out", help="Output file (default: in the run "
-                                    "folder, student.pt or student.onnx)."),
+    run_dir: Path = typer.Argument(..., help="Run folder written by amid-train."),
+    fmt: str = typer.Option("torchscript", "--format", "-f", help="torchscript or onnx."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output file (default: in the "
+                                    "run folder, student.pt or student.onnx); its metadata "
+                                    "goes beside it as <file>.json."),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Export the student for deployment without this package."""
     from amid.evaluate.export import export_student
 
-    with _user_errors():
+    setup_logging(quiet)
+    with errors(PROG):
         path = export_student(run_dir, fmt, out)
-    typer.echo(f"exported {fmt} -> {path}")
+    if not quiet:
+        typer.echo(f"exported {fmt} -> {path}")
+
+
+app.command("predict", help=predict_cli.HELP)(predict_cli.evaluate_predict)
 
 
 def main() -> None:
-    app()
+    app(prog_name=PROG)
 
 
 def predict_main() -> None:
-    predict_app()
+    predict_cli.main()

@@ -27,6 +27,7 @@ axis name, since their sequences have unrelated lengths.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import warnings
 from pathlib import Path
@@ -35,7 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from amid.errors import AmidError
+from amid.errors import AmidError, OutputError
+from amid.storage import replace_atomically, write_json
 
 FORMATS = ("torchscript", "onnx")
 
@@ -105,10 +107,15 @@ def export_student(run_dir: str | Path, fmt: str = "torchscript", out: str | Pat
     flat = FlatStudent(student, meta["target"]).eval()
     example = example_inputs(meta)
     info = export_meta(meta, fmt)
-    path = Path(out) if out is not None else run_dir / (
-        "student.pt" if fmt == "torchscript" else "student.onnx"
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
+    name = "student.pt" if fmt == "torchscript" else "student.onnx"
+    path = Path(out) if out is not None else run_dir / name
+    if path.is_dir():
+        raise OutputError(f"--out {path} is a folder; give the file to write "
+                          f"(e.g. {path / name})")
+    # The model is serialised in memory and written as plain bytes: torch's zip
+    # writer aborts the whole process (SIGABRT) when a write fails for lack of
+    # space, and the ONNX exporter leaves a truncated file where a good one was.
+    buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         # The trace is checked for shape generality in the tests; torch's generic
         # tracer and deprecation notices would only alarm the user here.
@@ -123,12 +130,16 @@ def export_student(run_dir: str | Path, fmt: str = "torchscript", out: str | Pat
         warnings.filterwarnings("ignore", message=r"Exporting aten::index operator")
         if fmt == "torchscript":
             traced = torch.jit.trace(flat, example, check_trace=False)
-            torch.jit.save(traced, str(path), _extra_files={"meta.json": json.dumps(info)})
+            torch.jit.save(traced, buffer, _extra_files={"meta.json": json.dumps(info)})
         else:
-            torch.onnx.export(flat, example, str(path), input_names=info["inputs"],
+            torch.onnx.export(flat, example, buffer, input_names=info["inputs"],
                               output_names=info["outputs"], dynamic_axes=onnx_axes(info),
                               dynamo=False)
-    Path(f"{path}.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    data = buffer.getvalue()
+    # reserved first: a full disk is an ordinary one-line error, the previous file stays
+    with replace_atomically(path, OutputError, reserve=len(data)) as tmp:
+        tmp.write_bytes(data)
+    write_json(f"{path}.json", info)
     return path
 
 

@@ -8,6 +8,7 @@ absent, because a report should draw what exists rather than fail.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,9 @@ from matplotlib.colors import Colormap, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from amid.errors import OutputError
+from amid.storage import replace_atomically
+
 # dvclive names a metric `gap` or `val/gap` (plots/metrics/val/gap.tsv); these
 # match the file stem, which is also the TSV's value column.
 GAP_METRIC = re.compile(r"(^|_)gap($|_)")
@@ -27,9 +31,13 @@ _DPI = 110
 
 
 def _save(fig: Figure, path: Path) -> list[Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Render to memory, then replace `path` atomically (a failed write keeps the old PNG)."""
     fig.tight_layout()
-    fig.savefig(path, dpi=_DPI)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=_DPI)
+    data = buffer.getvalue()
+    with replace_atomically(path, OutputError, reserve=len(data)) as tmp:
+        tmp.write_bytes(data)
     return [path]
 
 
@@ -76,15 +84,19 @@ def history_figure(table: pd.DataFrame, column: str, out: Path, ylabel: str) -> 
     return _save(fig, out)
 
 
-def history_table(runs_dir: Path, columns: dict[str, re.Pattern[str]]) -> pd.DataFrame:
+def history_table(runs: Path | Sequence[Path], columns: dict[str, re.Pattern[str]]
+                  ) -> pd.DataFrame:
     """Long table (epoch, run, one column per metric) of every run that logged any of them.
 
-    The data of `history_figure` and of dvc.yaml's top-level plots (one line
-    per run, `configs/plots/by_run.json`), whatever methods `train.methods`
-    names; epochs count from 1.
+    `runs` is a folder of run folders, or the run folders themselves. The data
+    of `history_figure` and of dvc.yaml's top-level plots (one line per run,
+    `configs/plots/by_run.json`), whatever methods were trained; epochs count
+    from 1.
     """
+    if isinstance(runs, Path):
+        runs = sorted(p for p in runs.iterdir() if p.is_dir())
     frames = []
-    for run in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+    for run in runs:
         merged: pd.DataFrame | None = None
         for name, pattern in columns.items():
             tsv = find_history(run, pattern)

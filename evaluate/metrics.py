@@ -131,8 +131,24 @@ def _rank_of_best_hit(scores: torch.Tensor, hit: torch.Tensor) -> torch.Tensor:
     return torch.where(hit.any(dim=1), rank, -1)
 
 
+def _leave_out(sim: torch.Tensor, hit: torch.Tensor, exclude: torch.Tensor | None,
+               lo: int = 0) -> None:
+    """Remove gallery column `exclude[i]` (global index; -1: none) from query row i, in place.
+
+    Its score becomes -inf and it is no hit, so it neither counts as found nor
+    ranks above anything.
+    """
+    if exclude is None:
+        return
+    local = exclude - lo
+    rows = torch.nonzero((exclude >= 0) & (local >= 0) & (local < sim.shape[1])).squeeze(1)
+    sim[rows, local[rows]] = float("-inf")
+    hit[rows, local[rows]] = False
+
+
 def _rank_in_gallery_chunks(q: torch.Tensor, qc: torch.Tensor, g: torch.Tensor,
-                            gc: torch.Tensor, size: int) -> torch.Tensor:
+                            gc: torch.Tensor, size: int,
+                            exclude: torch.Tensor | None = None) -> torch.Tensor:
     """`_rank_of_best_hit` of `q @ g.T`, computed `size` gallery columns at a time."""
     n = q.shape[0]
     best = torch.full((n,), float("-inf"), dtype=q.dtype, device=q.device)
@@ -140,6 +156,7 @@ def _rank_in_gallery_chunks(q: torch.Tensor, qc: torch.Tensor, g: torch.Tensor,
     for lo in range(0, g.shape[0], size):  # pass 1: best hit, lowest index among equals
         sim = q @ g[lo : lo + size].T  # (n, size)
         hit = qc[:, None] == gc[None, lo : lo + size]
+        _leave_out(sim, hit, exclude, lo)
         top = torch.where(hit, sim, float("-inf")).amax(dim=1)
         at = (hit & (sim == top[:, None])).to(torch.uint8).argmax(dim=1) + lo
         better = hit.any(dim=1) & (top > best)  # strict: an earlier chunk keeps a tie
@@ -147,6 +164,7 @@ def _rank_in_gallery_chunks(q: torch.Tensor, qc: torch.Tensor, g: torch.Tensor,
     rank = torch.zeros(n, dtype=torch.long, device=q.device)
     for lo in range(0, g.shape[0], size):  # pass 2: items ranked above the best hit
         sim = q @ g[lo : lo + size].T
+        _leave_out(sim, torch.zeros_like(sim, dtype=torch.bool), exclude, lo)
         cols = torch.arange(lo, lo + sim.shape[1], device=q.device)[None, :]
         rank += (sim > best[:, None]).sum(dim=1)
         rank += ((sim == best[:, None]) & (cols < first[:, None])).sum(dim=1)
@@ -206,6 +224,8 @@ def recall_at_k(
     ks: Iterable[int] = (1, 5, 10, 20, 50),
     chunk_size: int = 4096,
     gallery_chunk_size: int = 8192,
+    *,
+    exclude: Any = None,
 ) -> dict[str, float]:
     """kNN retrieval R@K by cosine similarity (DESIGN 3.3): {"R@1": float, ...}.
 
@@ -219,6 +239,10 @@ def recall_at_k(
     the gallery never hits. Ties: lower gallery index ranks first. Runs on the
     device of ``query`` when it is a tensor; float64 inputs are kept in
     float64, others use float32.
+
+    ``exclude`` (optional, one int per query) names a gallery index that query
+    i must not retrieve (-1: none): the query itself when the gallery holds
+    the queries (leave-one-out), which would otherwise find itself at rank 1.
     """
     ks = _check_ks(ks)
     if chunk_size < 1 or gallery_chunk_size < 1:
@@ -243,14 +267,31 @@ def recall_at_k(
     g = F.normalize(g.to(device, dtype), dim=1)
     qc_t = torch.as_tensor(qc, device=device)
     gc_t = torch.as_tensor(gc, device=device)
+    skip = _exclusions(exclude, q.shape[0], g.shape[0], device)
 
     ranks = []
     for start in range(0, q.shape[0], chunk_size):
         qs, qcs = q[start : start + chunk_size], qc_t[start : start + chunk_size]
+        ex = None if skip is None else skip[start : start + chunk_size]
         if g.shape[0] <= gallery_chunk_size:  # one block: a single pass suffices
-            ranks.append(_rank_of_best_hit(qs @ g.T, qcs[:, None] == gc_t[None, :]))
+            sim, hit = qs @ g.T, qcs[:, None] == gc_t[None, :]
+            _leave_out(sim, hit, ex)
+            ranks.append(_rank_of_best_hit(sim, hit))
         else:
-            ranks.append(_rank_in_gallery_chunks(qs, qcs, g, gc_t, gallery_chunk_size))
+            ranks.append(_rank_in_gallery_chunks(qs, qcs, g, gc_t, gallery_chunk_size, ex))
     rank = torch.cat(ranks)
     found = rank >= 0
     return {f"R@{k}": float((found & (rank < k)).double().mean()) for k in ks}
+
+
+def _exclusions(exclude: Any, n_query: int, n_gallery: int,
+                device: torch.device) -> torch.Tensor | None:
+    if exclude is None:
+        return None
+    ex = torch.as_tensor(np.asarray(exclude), dtype=torch.long, device=device)
+    if ex.shape != (n_query,):
+        raise ValueError(f"exclude must hold one gallery index per query ({n_query}), "
+                         f"got shape {tuple(ex.shape)}")
+    if bool((ex >= n_gallery).any()) or bool((ex < -1).any()):
+        raise ValueError(f"exclude entries must be gallery indices in [0, {n_gallery}) or -1")
+    return ex

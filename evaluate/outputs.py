@@ -1,6 +1,6 @@
 """Reading a run's `outputs.h5` (the trainer's hand-off to evaluation).
 
-Layout (docs: /work/notes/contracts.md, DESIGN 3.3): root attributes `classes`
+Layout (docs/outputs.md, section 2): root attributes `classes`
 (JSON list), `method`, `dataset`, `fold` (JSON or "null"), `seed`; per split
 `/{split}/ids`, `/{split}/labels`, `/{split}/student/{embeddings,logits}` and,
 for methods with a teacher, `/{split}/teacher/{embeddings,logits}` plus an

@@ -1,18 +1,27 @@
 """Applying a trained student to target-modality caches alone (the run's deliverable).
 
 `predict` needs only the caches of the student's modalities: no manifest,
-labels or auxiliary modalities. The model is loaded and run by the trainer's
-own inference module (`amid.distill.inference`), so the architecture is
-defined in exactly one place. Outputs: a CSV (sample_id, predicted label, one
-`prob_<class>` column per class) and an HDF5 file (ids, embeddings,
-probabilities, logits) for downstream retrieval.
+labels or auxiliary modalities. Each cache is checked against the identity
+of the cache the student was trained on (`inputs` in student.json: modality,
+extractor, model, every feature-changing parameter) before it is loaded, so
+features made another way (fps 4 for a model trained at fps 2, another
+extractor, another modality) are refused with the differing keys instead of
+giving confident nonsense. The model is loaded and run by the trainer's own
+inference module (`amid.distill.inference`), which refuses NaN/inf weights
+and tensors whose dtype was edited.
+
+Outputs (docs/outputs.md): a CSV (`sample_id`, `predicted`, `label` when the
+true label is known, one `prob_<class>` column per class) and an HDF5 file
+(ids, predicted, embeddings, probabilities, logits), each written atomically.
 """
 
 from __future__ import annotations
 
+import io
 import json
-import os
+import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +29,26 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from amid.cache import FeatureCache, cache_path, read_cache
-from amid.errors import AmidError, CheckpointError
+from amid.cache import cache_path, read_cache, read_info
+from amid.errors import AmidError, CheckpointError, OutputError
+from amid.evaluate.runfolder import RunConfig, check_cache, expected_identity, recorded_inputs
+from amid.faults import fault_point
+from amid.storage import hdf5_estimate, nbytes, replace_atomically
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Student:
+    """A loaded student and what its run folder says about its inputs."""
+
+    run_dir: Path
+    model: Any
+    meta: dict[str, Any]
+    target: list[str]
+    classes: list[str]
+    config: RunConfig | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def _inference() -> Any:
@@ -32,47 +59,48 @@ def _inference() -> Any:
     return inference
 
 
-def _meta(meta: Any, key: str) -> Any:
-    if isinstance(meta, Mapping):
-        return meta.get(key)
-    return getattr(meta, key, None)
+def load(run_dir: str | Path, device: str = "cpu") -> Student:
+    """The run's student, its target modalities and classes; config.json checked if present."""
+    from amid.devices import resolve_device
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise AmidError(f"run folder {run_dir} does not exist (give the --out of amid-train)")
+    torch_device = str(resolve_device(device, "--device"))
+    model, meta = _inference().load_student(run_dir, device=torch_device)
+    config = RunConfig(run_dir) if (run_dir / "config.json").exists() else None
+    where = run_dir / "student.json"
+    target = meta.get("target")
+    if not isinstance(target, list) or not target or not all(isinstance(m, str) for m in target):
+        raise CheckpointError(f"{where}: `target` must list the student's modalities")
+    dims = meta.get("feature_dims")
+    if not isinstance(dims, dict) or not all(isinstance(dims.get(m), int) for m in target):
+        raise CheckpointError(f"{where}: `feature_dims` must give an integer dim for each of "
+                              f"{', '.join(target)}")
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or not classes:
+        raise CheckpointError(f"{where}: `classes` must list the class names")
+    return Student(run_dir, model, meta, list(target), [str(c) for c in classes], config)
 
 
-def student_modalities(run_dir: Path, meta: Any = None) -> list[str]:
-    """The student's target modalities, from its metadata or the run's config."""
-    for key in ("target", "modalities", "target_modalities"):
-        value = _meta(meta, key) if meta is not None else None
-        if value:
-            return list(value)
-    config = _run_config(run_dir)
-    return list(config.get("dataset", {}).get("target", []))
-
-
-def _run_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise CheckpointError(f"{run_dir}: no config.json (is this an `amid-train` run folder?)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("config", {})
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
-
-
-def default_caches(run_dir: Path, modalities: list[str]) -> dict[str, Path]:
-    """The caches the run was trained on (from its config.json), one per target modality."""
-    config = _run_config(run_dir)
-    dataset = config.get("dataset", {})
-    extract = config.get("extract", {})
+def default_caches(student: Student) -> dict[str, Path]:
+    """The caches the run was trained on: `inputs` when recorded, else from config.json."""
+    found = recorded_inputs(student.run_dir, student.meta)
     caches = {}
-    for modality in modalities:
-        if modality not in extract:
-            raise AmidError(
-                f"{run_dir}/config.json has no extract.{modality}; pass --cache {modality}=PATH"
-            )
-        caches[modality] = cache_path(
-            dataset.get("cache_dir", "cache"), dataset.get("name", ""), modality,
-            extract[modality]["extractor"],
-        )
+    for modality in student.target:
+        entry = found[0].get(modality) if found else None
+        if isinstance(entry, dict) and isinstance(entry.get("cache"), str):
+            caches[modality] = Path(entry["cache"])
+            continue
+        spec = student.config.extract(modality) if student.config else None
+        if spec is None:
+            where = student.config.path if student.config else student.run_dir / "config.json"
+            raise AmidError(f"{where} has no extract.{modality}; pass --cache {modality}=PATH")
+        cfg = student.config
+        assert cfg is not None
+        caches[modality] = cache_path(cfg.dataset_value("cache_dir", "cache"),
+                                      cfg.dataset_value("name", ""), modality,
+                                      spec["extractor"])
     return caches
 
 
@@ -89,81 +117,107 @@ def parse_cache_args(values: list[str]) -> dict[str, Path]:
     return caches
 
 
-def class_names(run_dir: Path, meta: Any, n_classes: int) -> list[str]:
-    classes = _meta(meta, "classes")
-    if not classes:
-        student_json = run_dir / "student.json"
-        if student_json.is_file():
-            classes = json.loads(student_json.read_text(encoding="utf-8")).get("classes")
-    if not classes or len(classes) != n_classes:
-        return [str(c) for c in range(n_classes)]
-    return [str(c) for c in classes]
+def check_inputs(student: Student, paths: Mapping[str, Path]) -> list[str]:
+    """Refuse caches missing, superfluous or made otherwise; returns warnings to show."""
+    missing = [m for m in student.target if m not in paths]
+    if missing:
+        raise AmidError(
+            f"the student of {student.run_dir} needs modality {', '.join(missing)}; pass "
+            + " ".join(f"--cache {m}=PATH" for m in missing)
+        )
+    extra = sorted(set(paths) - set(student.target))
+    if extra:
+        raise AmidError(f"the student of {student.run_dir} uses only "
+                        f"{', '.join(student.target)}; drop --cache {', '.join(extra)}")
+    inputs = recorded_inputs(student.run_dir, student.meta)
+    warnings = []
+    for modality in student.target:
+        expected = expected_identity(*inputs, modality) if inputs else None
+        spec = student.config.extract(modality) if student.config else None
+        # attributes only: a refused cache is never loaded whole
+        warning = check_cache(paths[modality], read_info(paths[modality]), modality, expected,
+                              spec["extractor"] if spec else None)
+        if warning:
+            warnings.append(warning)
+    return warnings
 
 
 def predict(
-    run_dir: str | Path,
+    run_dir: str | Path | Student,
     caches: Mapping[str, str | Path] | None = None,
     batch_size: int = 256,
     device: str = "cpu",
 ) -> tuple[dict[str, Any], list[str]]:
-    """Run the student on the caches; returns (predict_student's dict, class names)."""
-    run_dir = Path(run_dir)
-    inference = _inference()
-    model, meta = inference.load_student(run_dir, device=device)
-    needed = student_modalities(run_dir, meta)
-    paths = {k: Path(v) for k, v in (caches or {}).items()}
-    if not paths:
-        paths = default_caches(run_dir, needed)
-    missing = [m for m in needed if m not in paths]
-    if missing:
-        raise AmidError(
-            f"the student of {run_dir} needs modality {', '.join(missing)}; pass "
-            + " ".join(f"--cache {m}=PATH" for m in missing)
-        )
-    extra = sorted(set(paths) - set(needed)) if needed else []
-    if extra:
-        raise AmidError(
-            f"the student of {run_dir} uses only {', '.join(needed)}; "
-            f"drop --cache {', '.join(extra)}"
-        )
-    loaded: dict[str, FeatureCache] = {m: read_cache(p) for m, p in paths.items()}
-    result = inference.predict_student(model, meta, loaded, batch_size=batch_size)
-    probs = np.asarray(result["probabilities"])
-    return result, class_names(run_dir, meta, probs.shape[1])
+    """Run the student on the caches; returns (predict_student's dict, class names).
+
+    Caches default to those the run was trained on. Warnings (an older run
+    whose cache identity cannot be checked) are logged.
+    """
+    student = run_dir if isinstance(run_dir, Student) else load(run_dir, device)
+    paths = {k: Path(v) for k, v in (caches or {}).items()} or default_caches(student)
+    for warning in check_inputs(student, paths):
+        log.warning("%s", warning)
+    loaded = {m: read_cache(p) for m, p in paths.items()}
+    result = _inference().predict_student(student.model, student.meta, loaded,
+                                          batch_size=batch_size)
+    n_classes = np.asarray(result["probabilities"]).shape[1]
+    classes = student.classes if len(student.classes) == n_classes else [
+        str(c) for c in range(n_classes)]
+    return result, classes
 
 
-def predictions_table(result: dict[str, Any], classes: list[str]) -> pd.DataFrame:
+def predictions_table(result: dict[str, Any], classes: list[str],
+                      labels: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """sample_id, predicted, label (only when some true label is known), prob_<class>..."""
     probs = np.asarray(result["probabilities"], dtype=np.float64)
-    labels = result.get("labels")
-    if labels is None:
-        labels = [classes[k] for k in probs.argmax(axis=1)]
-    table = pd.DataFrame({"sample_id": list(result["ids"]), "label": [str(x) for x in labels]})
+    ids = [str(x) for x in result["ids"]]
+    table = pd.DataFrame({"sample_id": ids,
+                          "predicted": [classes[k] for k in probs.argmax(axis=1)]})
+    if labels:
+        table["label"] = [labels.get(sid, "") for sid in ids]
     for k, name in enumerate(classes):
         table[f"prob_{name}"] = probs[:, k]
     return table
 
 
+def _write_h5(path: Path, table: pd.DataFrame, result: dict[str, Any],
+              classes: list[str]) -> None:
+    arrays = {name: np.asarray(result[name], dtype=np.float32)
+              for name in ("embeddings", "probabilities", "logits")
+              if result.get(name) is not None}
+    ids = table["sample_id"].tolist()
+    strings = h5py.string_dtype("utf-8")
+    # HDF5 segfaults when a write fails for lack of space: reserve first (amid.storage)
+    size = hdf5_estimate(nbytes(*arrays.values()), 3 * len(ids),
+                         3 * sum(len(s.encode()) for s in ids))
+    with replace_atomically(path, OutputError, reserve=size) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("ids", data=ids, dtype=strings)
+        f.create_dataset("predicted", data=table["predicted"].tolist(), dtype=strings)
+        if "label" in table:
+            f.create_dataset("label", data=table["label"].tolist(), dtype=strings)
+        for name, array in arrays.items():
+            f.create_dataset(name, data=array)
+        f.attrs["classes"] = json.dumps(classes)
+
+
 def write_predictions(
     result: dict[str, Any], classes: list[str], csv_path: str | Path,
-    h5_path: str | Path | None = None,
+    h5_path: str | Path | None = None, labels: Mapping[str, str] | None = None,
 ) -> list[Path]:
-    """CSV of labels and probabilities; HDF5 with ids, embeddings, probabilities, logits."""
+    """The predictions CSV and its HDF5 companion, each replaced atomically.
+
+    A failed write (full disk, read-only folder) keeps the previous good files.
+    """
     csv_path = Path(csv_path)
     h5 = Path(h5_path) if h5_path is not None else csv_path.with_suffix(".h5")
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    predictions_table(result, classes).to_csv(csv_path, index=False)
-    h5.parent.mkdir(parents=True, exist_ok=True)
-    tmp = h5.with_name(f".{h5.name}.{os.getpid()}.tmp")
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("ids", data=list(result["ids"]), dtype=h5py.string_dtype("utf-8"))
-        f.create_dataset("embeddings", data=np.asarray(result["embeddings"], dtype=np.float32))
-        f.create_dataset(
-            "probabilities", data=np.asarray(result["probabilities"], dtype=np.float32)
-        )
-        if result.get("logits") is not None:
-            f.create_dataset("logits", data=np.asarray(result["logits"], dtype=np.float32))
-        f.create_dataset("labels", data=[str(x) for x in predictions_table(result, classes)
-                                         ["label"]], dtype=h5py.string_dtype("utf-8"))
-        f.attrs["classes"] = json.dumps(classes)
-    os.replace(tmp, h5)
+    if h5.resolve() == csv_path.resolve():
+        raise AmidError(f"--h5 {h5} is the CSV output itself; give another path")
+    table = predictions_table(result, classes, labels)
+    buffer = io.StringIO()
+    table.to_csv(buffer, index=False)
+    data = buffer.getvalue().encode("utf-8")
+    _write_h5(h5, table, result, classes)
+    with replace_atomically(csv_path, OutputError, reserve=len(data)) as tmp:
+        tmp.write_bytes(data)
+        fault_point("predictions-csv-written")  # crash tests: killed before the rename
     return [csv_path, h5]

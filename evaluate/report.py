@@ -10,37 +10,26 @@ rows are told apart by file name, with any `_fold<k>`/`_seed<k>` suffix removed.
 from __future__ import annotations
 
 import glob
-import math
+import json
+import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from amid.errors import AmidError
+import h5py
+
+from amid.cache import attr_value
+from amid.errors import AmidError, OutputError
 from amid.evaluate import figures
-from amid.evaluate.evaluate import plots_dir_for
 from amid.evaluate.summary import is_summary, read_metrics, summarize
+from amid.evaluate.tables import Row, markdown_report, markdown_table  # noqa: F401  (API)
+from amid.storage import write_text
+
+log = logging.getLogger(__name__)
 
 METHOD_ORDER = ("baseline", "teacher", "ts", "ts_ta", "amid")
 _SUFFIX = re.compile(r"(?:(?:^|[_.-])(?:fold|seed)[_-]?\d+|[_.-][fs]\d+)+$", re.IGNORECASE)
-
-
-@dataclass
-class Row:
-    """One table row: a method (or variant) on one dataset."""
-
-    label: str
-    method: str
-    dataset: str
-    metrics: dict[str, Any]  # metrics layout; means when several runs
-    std: dict[str, Any] | None = None
-    n: int = 1
-    files: list[Path] = field(default_factory=list)  # per-run files (their plot folders)
-
-    @property
-    def plot_dirs(self) -> list[Path]:
-        return [d for d in map(plots_dir_for, self.files) if d.is_dir()]
 
 
 def find_metrics(patterns: Sequence[str]) -> tuple[list[Path], list[Path]]:
@@ -111,116 +100,6 @@ def _row(label: str, method: str, dataset: str, group: list[tuple[Path, dict[str
     return Row(label, method, dataset, summary, summary["std"], len(runs), [p for p, _ in runs])
 
 
-# ------------------------------------------------------------------ tables
-
-
-def _get(tree: dict[str, Any] | None, *keys: str) -> float | None:
-    node: Any = tree
-    for key in keys:
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return float(node) if isinstance(node, int | float) else None
-
-
-def _columns(rows: list[Row]) -> list[tuple[str, tuple[str, ...], bool]]:
-    """(header, path in the metrics tree, higher is better), only those some row has."""
-    ks: set[int] = set()
-    for row in rows:
-        for name in (row.metrics.get("student") or {}).get("retrieval", {}):
-            if name.startswith("R@") and name[2:].isdigit():
-                ks.add(int(name[2:]))
-    cols = [
-        ("Top-1", ("student", "top1"), True), ("Top-5", ("student", "top5"), True),
-        ("WA", ("student", "wa"), True), ("UA", ("student", "ua"), True),
-        *[(f"R@{k}", ("student", "retrieval", f"R@{k}"), True) for k in sorted(ks)],
-        ("Teacher Top-1", ("teacher", "top1"), True),
-        ("Gap", ("gap",), False),
-    ]
-    return [c for c in cols if any(_cell(r, c[1]) is not None for r in rows)]
-
-
-def _cell(row: Row, path: tuple[str, ...]) -> float | None:
-    if path == ("gap",):
-        if _teacher_alone(row):
-            return None
-        t, s = _get(row.metrics, "teacher", "top1"), _get(row.metrics, "student", "top1")
-        return None if t is None or s is None else t - s
-    if path[0] == "student" and _teacher_alone(row):
-        # A teacher-alone run: its own model fills the accuracy columns.
-        return _get(row.metrics, "teacher", *path[1:])
-    return _get(row.metrics, *path)
-
-
-def _teacher_alone(row: Row) -> bool:
-    """The `teacher` method (its student path is a by-product) or a run with no student."""
-    return "teacher" in row.metrics and (row.method == "teacher" or "student" not in row.metrics)
-
-
-def _std(row: Row, path: tuple[str, ...]) -> float | None:
-    if row.std is None or path == ("gap",):
-        return None
-    if path[0] == "student" and _teacher_alone(row):
-        return _get(row.std, "teacher", *path[1:])
-    return _get(row.std, *path)
-
-
-def _competes(row: Row, path: tuple[str, ...]) -> bool:
-    # The teacher-alone row uses every modality: an upper reference, not a rival student.
-    return not (path[0] == "student" and _teacher_alone(row))
-
-
-def markdown_table(rows: list[Row]) -> str:
-    """Methods as rows, metrics as columns, percentages; best per column in bold."""
-    cols = _columns(rows)
-    shown = {
-        (i, j): None if (v := _cell(r, c[1])) is None else round(100 * v, 1)
-        for i, r in enumerate(rows) for j, c in enumerate(cols)
-    }
-    best = {}
-    for j, (_, path, higher) in enumerate(cols):
-        vals = [shown[i, j] for i, r in enumerate(rows)
-                if shown[i, j] is not None and _competes(r, path)]
-        if vals:
-            best[j] = max(vals) if higher else min(vals)
-    lines = [
-        "| Method | " + " | ".join(c[0] for c in cols) + " |",
-        "|---|" + "---:|" * len(cols),
-    ]
-    for i, row in enumerate(rows):
-        cells = []
-        for j, (_, path, _) in enumerate(cols):
-            value = shown[i, j]
-            if value is None:
-                cells.append("–")
-                continue
-            text = f"{value:.1f}"
-            spread = _std(row, path)
-            if spread is not None and row.n > 1 and not math.isnan(spread):
-                text += f" ± {100 * spread:.1f}"
-            if best.get(j) == value and _competes(row, path):
-                text = f"**{text}**"
-            cells.append(text)
-        name = row.label + (f" (n={row.n})" if row.n > 1 else "")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def markdown_report(tables: dict[str, list[Row]]) -> str:
-    parts = ["# Results\n"]
-    for dataset, rows in tables.items():
-        parts.append(f"\n## {dataset}\n\n")
-        parts.append(markdown_table(rows))
-    parts.append(
-        "\nPercentages on the test split. Best per column in **bold** (the teacher-alone "
-        "row, which sees every modality, is a reference and is not bolded). Gap = teacher "
-        "Top-1 − student Top-1 (lower is better). R@K: test embeddings query the training "
-        "embeddings by cosine similarity. Rows with n > 1 show mean ± std over folds or "
-        "seeds.\n"
-    )
-    return "".join(parts)
-
-
 # ------------------------------------------------------------------ report
 
 
@@ -235,23 +114,90 @@ def _pick_pair(rows: list[Row], compare: Sequence[str]) -> list[Row]:
     return chosen[:2]
 
 
+# Everything the report writes into its folder, by name: a figure of an
+# earlier report that this one did not write again (a method or dataset no
+# longer present) is removed, so the folder never mixes two reports. Other
+# files in the folder are left alone.
+OWNED = re.compile(
+    r"^(?:results\.md|curves\.csv|gap_over_epochs\.png|cos_same_class\.png"
+    r"|(?:.+_)?per_class\.png|(?:.+_)?(?:confusion|embedding)_.+\.png)$"
+)
+
+
+def run_dataset(run_dir: Path) -> str | None:
+    """The dataset a run folder was trained on (config.json, else outputs.h5); None if unknown."""
+    try:
+        data = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        name = data["config"]["dataset"]["name"]
+        if isinstance(name, str):
+            return name
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        with h5py.File(run_dir / "outputs.h5", "r") as f:
+            value = attr_value(f.attrs.get("dataset"))
+        return value if isinstance(value, str) else None
+    except (OSError, ValueError):
+        return None
+
+
+def scope(tables: dict[str, list[Row]], dataset: str | None
+          ) -> tuple[dict[str, list[Row]], dict[str, int]]:
+    """Only `dataset`'s table (all when None); the others' file counts, for the note."""
+    if dataset is None:
+        return tables, {}
+    if dataset not in tables:
+        have = ", ".join(tables) or "none"
+        raise AmidError(f"no metrics file of dataset {dataset!r} (the files found are of: "
+                        f"{have}); run `amid-evaluate run` on its runs, or pass --dataset")
+    others = {d: sum(len(r.files) or 1 for r in rows) for d, rows in tables.items()
+              if d != dataset}
+    return {dataset: tables[dataset]}, others
+
+
+def remove_stale(out: Path, written: list[Path]) -> list[Path]:
+    """Delete the report files (by `OWNED` name) in `out` that this report did not write."""
+    keep = {p.name for p in written}
+    removed = []
+    for path in sorted(out.iterdir()):
+        if path.name in keep or not OWNED.match(path.name) or not path.is_file():
+            continue
+        try:
+            path.unlink()
+        except OSError as exc:
+            raise OutputError(f"cannot remove the stale report file {path}: "
+                              f"{exc.strerror}") from None
+        removed.append(path)
+    return removed
+
+
 def write_report(
     metrics_files: Sequence[str | Path],
     out_dir: str | Path,
     runs_dir: str | Path | None = None,
     compare: Sequence[str] = ("amid", "baseline"),
+    dataset: str | None = None,
 ) -> list[Path]:
-    """Write `results.md` and the figures into `out_dir`; returns the files written."""
+    """Write `results.md` and the figures into `out_dir`; returns the files written.
+
+    With `dataset`, only that dataset's metrics files and run histories are
+    reported (a clone's demo results never sit beside a user's own); without
+    it, every dataset gets its own table and prefixed figures. Report files of
+    an earlier report that this one did not write are removed.
+    """
     if not metrics_files:
         raise AmidError("no metrics files matched; run `amid-evaluate run` first")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tables = collect_rows(metrics_files)
-    written = [out / "results.md"]
-    written[0].write_text(markdown_report(tables), encoding="utf-8")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file; the report needs a folder")
+    tables, others = scope(collect_rows(metrics_files), dataset)
+    if others:
+        log.warning("report of dataset %s only: left out the metrics files of %s", dataset,
+                    ", ".join(f"{d} ({n})" for d, n in others.items()))
+    written = [write_text(out / "results.md", markdown_report(tables, others), OutputError)]
     multi = len(tables) > 1
-    for dataset, rows in tables.items():
-        prefix = f"{dataset}_" if multi else ""
+    for name, rows in tables.items():
+        prefix = f"{name}_" if multi else ""
         pair = _pick_pair(rows, compare)
         if len(pair) == 2:
             written += figures.per_class_figure(
@@ -266,13 +212,17 @@ def write_report(
                     row.plot_dirs[0], out / f"{prefix}embedding_{row.label}.png", row.label
                 )
     if runs_dir is not None and Path(runs_dir).is_dir():
-        curves = figures.history_table(Path(runs_dir), {"acc_gap": figures.GAP_METRIC,
-                                                        "cos_same_class": figures.COS_METRIC})
+        runs = sorted(p for p in Path(runs_dir).iterdir() if p.is_dir())
+        if dataset is not None:  # runs of other datasets would draw their curves here too
+            runs = [r for r in runs if run_dataset(r) in (dataset, None)]
+        curves = figures.history_table(runs, {"acc_gap": figures.GAP_METRIC,
+                                              "cos_same_class": figures.COS_METRIC})
         written += figures.history_figure(curves, "acc_gap", out / "gap_over_epochs.png",
                                           "teacher − student accuracy")
         written += figures.history_figure(curves, "cos_same_class", out / "cos_same_class.png",
                                           "same-class teacher-student cosine")
         if not curves.empty:  # the data of dvc.yaml's top-level plots
-            curves.to_csv(out / "curves.csv", index=False)
-            written.append(out / "curves.csv")
+            written.append(write_text(out / "curves.csv", curves.to_csv(index=False),
+                                      OutputError))
+    remove_stale(out, written)
     return written

@@ -10,6 +10,7 @@ the population one (ddof = 0), as numpy's default, defined also for n = 1.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,45 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
         raise AmidError(f"metrics file {path} does not exist") from None
     except json.JSONDecodeError as exc:
         raise AmidError(f"{path}: not valid JSON ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise AmidError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise AmidError(f"metrics file {path} cannot be read: {exc.strerror}") from None
     if not isinstance(data, dict) or not any(b in data for b in _BLOCKS):
         raise AmidError(f"{path}: not a metrics file (no 'student' or 'teacher' block)")
+    check_numbers(data, path)
     return data
+
+
+def check_numbers(data: dict[str, Any], path: str | Path) -> None:
+    """Every metric (a leaf of `student`, `teacher`, `std`) must be a finite number.
+
+    A hand-edited `"top1": "high"` would otherwise be skipped (a mean over the
+    other files, under a count that still says all of them) and a NaN would be
+    averaged into NaN; both are refused naming the file and the key.
+    """
+    for block in (*_BLOCKS, "std"):
+        if block not in data:
+            continue
+        if not isinstance(data[block], dict):
+            raise AmidError(f"{path}: `{block}` must be a mapping of metrics, found "
+                            f"{json.dumps(data[block])[:40]}")
+        for keys, value in _walk(data[block], (block,)):
+            dotted = ".".join(keys)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise AmidError(f"{path}: {dotted} is {json.dumps(value)[:40]}, not a number")
+            if not math.isfinite(value):
+                raise AmidError(f"{path}: {dotted} is {value}, not a finite number")
+
+
+def _walk(tree: dict[str, Any], prefix: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:
+    out: list[tuple[tuple[str, ...], Any]] = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out += _walk(value, (*prefix, str(key)))
+        else:
+            out.append(((*prefix, str(key)), value))
+    return out
 
 
 def is_summary(metrics: dict[str, Any]) -> bool:
@@ -106,4 +143,8 @@ def summarize(metrics_files: Sequence[str | Path]) -> dict[str, Any]:
     }
     if count:
         summary["count"] = _nest(dict(count))
+    omitted = {k: v for r in runs if isinstance(r.get("omitted"), dict)
+               for k, v in r["omitted"].items()}
+    if omitted:  # trivially-100 % metrics left out of some run: say so in the summary too
+        summary["omitted"] = dict(sorted(omitted.items()))
     return summary

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from amid.errors import AmidError
-from amid.evaluate.evaluate import evaluate_outputs, write_metrics
+from amid.evaluate.evaluate import check_metrics_path, evaluate_outputs, write_metrics
 from amid.evaluate.summary import summarize
-from amid.storage import replace_atomically
+from amid.storage import write_text
 
 SEED_AXIS = "train.seed"
 
@@ -52,12 +52,18 @@ def evaluate_sweep(folder: str | Path, out: str | Path, ks: Sequence[int], chunk
                    split: str, gallery_split: str, *,
                    gallery_chunk_size: int = 8192) -> dict[str, Any]:
     """Score every member of the sweep in `folder`; write and return the grouped summary."""
-    folder, out = Path(folder), Path(out)
+    folder, out = Path(folder), check_metrics_path(out)
     sweep = read_sweep(folder)
     member_dir = out.with_suffix("")
     groups: dict[str, list[Path]] = {}
     failed: list[str] = []
-    for member in sweep["members"]:
+    for k, member in enumerate(sweep["members"]):
+        if not isinstance(member, dict) or not isinstance(member.get("name"), str) \
+                or member["name"] in ("", ".", "..") or "/" in member["name"] \
+                or not isinstance(member.get("overrides", {}), dict):
+            raise AmidError(f"{folder / 'sweep.json'}: members[{k}] needs a `name` (a folder "
+                            "name, no '/') and an `overrides` mapping")
+        member.setdefault("overrides", {})
         name = member["name"]
         if member.get("error"):
             failed.append(name)
@@ -79,8 +85,7 @@ def evaluate_sweep(folder: str | Path, out: str | Path, ks: Sequence[int], chunk
         "failed": failed,
     }
     write_metrics(result, out)
-    with replace_atomically(out.with_suffix(".md"), AmidError) as tmp:
-        tmp.write_text(ablation_table(result), encoding="utf-8")
+    write_text(out.with_suffix(".md"), ablation_table(result))
     return result
 
 

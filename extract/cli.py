@@ -1,14 +1,16 @@
-"""`amid-extract`: stage one's command line (thin: parse, load config once, call the library)."""
+"""`amid-extract`: stage one's command line (thin: parse, load config once, call the library).
+
+The conventions of `amid.cli` hold: `-p/--params`, `-S/--set`, `-o/--out`,
+`-q/--quiet` wherever a command takes them; a mistake the user can fix is one
+line, `amid-extract: error: ...`, and exit status 2.
+"""
 
 from __future__ import annotations
 
 import datetime
+import inspect
 import json
-import logging
 import os
-import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
 from typing import Any
 
@@ -16,40 +18,17 @@ import typer
 import yaml
 
 from amid.cache import cache_path, read_info
+from amid.cli import errors, params_option, quiet_option, set_option, setup_logging
 from amid.config import DemoConfig, load_config, to_dict
-from amid.errors import AmidError, ConfigError
-from amid.storage import NO_SPACE, write_failure
+from amid.errors import ConfigError
 
+PROG = "amid-extract"
 app = typer.Typer(
     help="Stage one: turn a dataset's raw media into per-modality HDF5 feature caches.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-PARAMS = typer.Option(Path("params.yaml"), "--params", help="The project configuration.")
-SET = typer.Option(
-    None, "--set", "-S", help="Override a configuration key: key=value (repeatable)."
-)
-
-
-def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Print an AmidError's message (it names the file/row/key) instead of a traceback."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except AmidError as exc:
-            typer.secho(f"error: {exc}", fg="red", err=True)
-            raise typer.Exit(2) from None
-        except OSError as exc:
-            if exc.errno not in NO_SPACE:
-                raise
-            typer.secho(f"error: {write_failure(exc.filename, exc)}", fg="red", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 
 def _options(pairs: list[str] | None, where: str) -> dict[str, Any]:
@@ -65,29 +44,44 @@ def _options(pairs: list[str] | None, where: str) -> dict[str, Any]:
     return out
 
 
+def adapter_options(name: str, adapter: Any, options: dict[str, Any], where: str) -> dict:
+    """Check option names against the adapter's parameters (a typo is an error, not a crash)."""
+    for old, (new, meaning) in getattr(adapter, "renamed", {}).items():
+        if old in options:
+            raise ConfigError(f"{where}: the {name!r} adapter's option `{old}` is now called "
+                              f"`{new}` ({meaning})")
+    known = [p for p in inspect.signature(adapter).parameters if p != "root"]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown option(s) {', '.join(unknown)} for the {name!r} "
+                          f"adapter; its options: {', '.join(known) or 'none'}")
+    return options
+
+
 @app.command()
-@friendly
 def demo(
-    out: Path = typer.Option(None, "--out", help="Folder to write (default: demo.out)."),
-    params: Path = PARAMS,
-    overrides: list[str] = SET,
+    out: Path = typer.Option(None, "--out", "-o", help="Folder to write (default: demo.out)."),
+    params: Path = params_option(),
+    overrides: list[str] = set_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Generate the embedded demo dataset (raw video, audio, transcripts, manifest)."""
-    from amid.extract.demo import DemoSpec, make_demo
+    setup_logging(quiet)
+    with errors(PROG):
+        from amid.extract.demo import DemoSpec, make_demo
 
-    cfg = load_config(params, overrides) if params.exists() else None
-    demo_cfg = to_dict(cfg.demo) if cfg else to_dict(DemoConfig())
-    target = out or Path(demo_cfg.pop("out"))
-    demo_cfg.pop("out", None)
-    manifest = make_demo(target, DemoSpec(**demo_cfg))
+        cfg = load_config(params, overrides) if params.exists() else None
+        demo_cfg = to_dict(cfg.demo) if cfg else to_dict(DemoConfig())
+        target = out or Path(demo_cfg.pop("out"))
+        demo_cfg.pop("out", None)
+        manifest = make_demo(target, DemoSpec(**demo_cfg))
     counts = manifest["split"].value_counts().to_dict()
-    typer.echo(
-        f"wrote {len(manifest)} samples to {target} ({counts}); manifest: {target / 'manifest.csv'}"
-    )
+    if not quiet:
+        typer.echo(f"wrote {len(manifest)} samples to {target} ({counts}); manifest: "
+                   f"{target / 'manifest.csv'}")
 
 
 @app.command()
-@friendly
 def prepare(
     dataset: str = typer.Argument(
         None, help="Adapter name (default: dataset.adapter); `amid-extract list` shows them."
@@ -96,39 +90,72 @@ def prepare(
         None, "--root", help="The dataset's folder, as published (default: dataset.root)."
     ),
     out: Path = typer.Option(
-        None, "--out", help="Manifest CSV to write (default: dataset.manifest)."
+        None, "--out", "-o", help="Manifest CSV to write (default: dataset.manifest)."
     ),
     option: list[str] = typer.Option(
-        None, "--option", "-o", help="Adapter option key=value (default: dataset.adapter_options)."
+        None, "--option", help="Adapter option key=value, repeatable (default: "
+        "dataset.adapter_options); e.g. --option table=my_samples.csv for the csv adapter."
     ),
-    params: Path = PARAMS,
-    overrides: list[str] = SET,
+    params: Path = params_option(),
+    overrides: list[str] = set_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Write a manifest for a dataset on disk (ucf51, activitynet, iemocap, csv, demo)."""
-    from amid.extract.adapters import ADAPTERS
-    from amid.manifest import validate, write_manifest
+    setup_logging(quiet)
+    with errors(PROG):
+        from amid.extract.adapters import ADAPTERS
+        from amid.manifest import validate, write_manifest
 
-    cfg = load_config(params, overrides).dataset if params.exists() else None
-    if cfg is None and (dataset is None or root is None or out is None):
-        raise ConfigError(f"{params} not found: give DATASET, --root and --out")
-    name = dataset or cfg.adapter
-    root = root or Path(cfg.root)
-    out = out or Path(cfg.manifest)
-    options = _options(option, "--option") if option else (cfg.adapter_options if cfg else {})
-    df = ADAPTERS.get(name)(root, **options)
-    df = validate(df, f"{name} adapter on {root}", root)
-    write_manifest(df, out)
-    typer.echo(f"wrote {len(df)} rows to {out} ({df['label'].nunique()} classes)")
+        cfg = load_config(params, overrides).dataset if params.exists() else None
+        if cfg is None and (dataset is None or root is None or out is None):
+            raise ConfigError(f"{params} not found: give DATASET, --root and --out")
+        name = dataset or cfg.adapter
+        root = root or Path(cfg.root)
+        out = out or Path(cfg.manifest)
+        where = "--option" if option else "dataset.adapter_options"
+        options = _options(option, "--option") if option else (cfg.adapter_options if cfg else {})
+        adapter = ADAPTERS.get(name)
+        df = adapter(root, **adapter_options(name, adapter, options, where))
+        df = validate(df, f"{name} adapter on {root}", root)
+        write_manifest(df, out)
+    if not quiet:
+        typer.echo(f"wrote {len(df)} rows to {out} ({df['label'].nunique()} classes)")
+
+
+def _identity_and_builder(modality: str, spec: Any, device: Any) -> tuple[dict, Any]:
+    """The cache identity from the configuration alone, and a function that loads the model.
+
+    The identity needs no weights, so an up-to-date cache is recognised without
+    loading anything; precision is the autocast the extractor will run in here.
+    """
+    from amid.devices import amp_allowed
+    from amid.extract.extractors import EXTRACTORS, build_extractor, expected_identity
+    from amid.extract.extractors.weights import TorchExtractor
+
+    where = f"extract.{modality}.params"
+    identity = expected_identity(spec.extractor, spec.params, where)
+    torch_backed = issubclass(EXTRACTORS.get(spec.extractor), TorchExtractor)
+    if torch_backed and spec.amp != "none" and amp_allowed(device):
+        identity["params"]["precision"] = spec.amp
+
+    def build() -> Any:
+        extractor = build_extractor(spec.extractor, spec.params, where)
+        extractor.to(device)
+        if isinstance(extractor, TorchExtractor):
+            extractor.amp = None if spec.amp == "none" else spec.amp
+        return extractor
+
+    return identity, build
 
 
 @app.command()
-@friendly
 def run(
     modality: str = typer.Option(..., "--modality", "-m", help="visual, audio or text."),
-    params: Path = PARAMS,
-    overrides: list[str] = SET,
+    params: Path = params_option(),
+    overrides: list[str] = set_option(),
     out: Path = typer.Option(
-        None, "--out", help="Cache file (default: cache/<dataset>/<modality>__<extractor>.h5)."
+        None, "--out", "-o",
+        help="Cache file (default: <dataset.cache_dir>/<dataset>/<modality>__<extractor>.h5).",
     ),
     shard_size: int = typer.Option(
         64,
@@ -136,19 +163,47 @@ def run(
         min=1,
         help="Samples committed at a time; a crash loses at most this many.",
     ),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Extract one modality of the configured dataset into its HDF5 cache (resumable).
 
     The dataset comes from `dataset.*`, the extractor from `extract.<modality>.*`;
     override either with --set, e.g. `--set extract.audio.params.n_mels=64`.
+    Progress counts embedded samples: a bar on a terminal, a log line every 10 s
+    otherwise. An up-to-date cache is recognised without loading the model.
     """
+    setup_logging(quiet)
+    with errors(PROG):
+        report, world, rank, target, manifest = _run(modality, params, overrides, out,
+                                                     shard_size, quiet)
+        if not quiet:
+            typer.echo(
+                f"{report.path}: {report.status}; {report.written} samples "
+                f"({report.extracted} extracted now), {report.errors} errors, "
+                f"{report.seconds:.1f} s"
+            )
+        if world > 1:
+            import torch.distributed as dist
+
+            from amid.extract.run import merge_parts
+
+            # Ranks finish at different times: wait as long as extraction may take.
+            dist.init_process_group("gloo", timeout=datetime.timedelta(hours=48))
+            dist.barrier()
+            if rank == 0:
+                merged = merge_parts(target, manifest.ids, world)
+                if not quiet:
+                    typer.echo(f"merged {world} parts into {merged}")
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def _run(modality: str, params: Path, overrides: list[str], out: Path | None, shard_size: int,
+         quiet: bool) -> tuple[Any, int, int, Path, Any]:
     import torch
 
     from amid.devices import resolve_device
-    from amid.extract.extractors import build_extractor
-    from amid.extract.extractors.weights import TorchExtractor
-    from amid.extract.run import merge_parts, run_extraction
+    from amid.extract.run import run_extraction
     from amid.manifest import read_manifest
 
     cfg = load_config(params, overrides)
@@ -158,7 +213,6 @@ def run(
         )
     spec = cfg.extract[modality]
     manifest = read_manifest(cfg.dataset.manifest, cfg.dataset.root)
-    extractor = build_extractor(spec.extractor, spec.params, f"extract.{modality}.params")
     target = out or cache_path(cfg.dataset.cache_dir, cfg.dataset.name, modality, spec.extractor)
     # Under torchrun each rank takes every world_size-th row and writes its own
     # part; rank 0 merges once all are done.
@@ -166,85 +220,73 @@ def run(
     device = resolve_device(spec.device, f"extract.{modality}.device")
     if world > 1 and device.type == "cuda" and device.index is None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    extractor.to(device)
-    if isinstance(extractor, TorchExtractor):
-        extractor.amp = None if spec.amp == "none" else spec.amp
+    identity, build = _identity_and_builder(modality, spec, device)
     report = run_extraction(
-        manifest,
-        modality,
-        extractor,
-        target,
-        batch_size=spec.batch_size,
-        num_workers=spec.num_workers,
-        dtype=spec.dtype,
-        shard_size=shard_size,
-        progress=not quiet and sys.stderr.isatty(),
-        rank=rank,
-        world_size=world,
+        manifest, modality, build, target, identity=identity, batch_size=spec.batch_size,
+        num_workers=spec.num_workers, dtype=spec.dtype, shard_size=shard_size,
+        progress="off" if quiet else "auto", rank=rank, world_size=world,
     )
-    typer.echo(
-        f"{report.path}: {report.status}; {report.written} samples "
-        f"({report.extracted} extracted now), {report.errors} errors, "
-        f"{report.seconds:.1f} s"
-    )
-    if world > 1:
-        import torch.distributed as dist
-
-        # Ranks finish at different times: wait as long as extraction may take.
-        dist.init_process_group("gloo", timeout=datetime.timedelta(hours=48))
-        dist.barrier()
-        if rank == 0:
-            merged = merge_parts(target, manifest.ids, world)
-            typer.echo(f"merged {world} parts into {merged}")
-        dist.barrier()
-        dist.destroy_process_group()
+    return report, world, rank, target, manifest
 
 
 @app.command()
-@friendly
 def merge(
     out: Path = typer.Argument(..., help="The cache to make from its part files."),
     world_size: int = typer.Option(..., "--world-size", min=2, help="Number of parts."),
-    params: Path = PARAMS,
-    overrides: list[str] = SET,
+    params: Path = params_option(),
+    overrides: list[str] = set_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Join the part files of a distributed extraction (if the ranks could not)."""
-    from amid.extract.run import merge_parts
-    from amid.manifest import read_manifest
+    setup_logging(quiet)
+    with errors(PROG):
+        from amid.extract.run import merge_parts
+        from amid.manifest import read_manifest
 
-    cfg = load_config(params, overrides)
-    manifest = read_manifest(cfg.dataset.manifest, cfg.dataset.root, check_media=False)
-    typer.echo(f"wrote {merge_parts(out, manifest.ids, world_size)}")
+        cfg = load_config(params, overrides)
+        manifest = read_manifest(cfg.dataset.manifest, cfg.dataset.root, check_media=False)
+        merged = merge_parts(out, manifest.ids, world_size)
+    if not quiet:
+        typer.echo(f"wrote {merged}")
 
 
 @app.command("import-ucf51")
-@friendly
 def import_ucf51(
     archive: Path = typer.Argument(..., help="ucf51_cnn14_emb512.tar.gz (CCL's release)."),
-    out: Path = typer.Option(None, "--out", help="Cache to write (default: "
+    out: Path = typer.Option(None, "--out", "-o", help="Cache to write (default: "
                              "<dataset.cache_dir>/ucf51/audio__cnn14-emb512.h5)."),
-    params: Path = PARAMS,
+    params: Path = params_option(),
+    overrides: list[str] = set_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Turn the published UCF51 CNN14 audio embeddings into a stage-two cache."""
-    from amid.extract.importers import UCF51_CNN14_EXTRACTOR, import_ucf51_cnn14
+    setup_logging(quiet)
+    with errors(PROG):
+        from amid.extract.importers import UCF51_CNN14_EXTRACTOR, import_ucf51_cnn14
 
-    cache_dir = load_config(params).dataset.cache_dir if params.exists() else "cache"
-    target = out or cache_path(cache_dir, "ucf51", "audio", UCF51_CNN14_EXTRACTOR)
-    typer.echo(f"wrote {import_ucf51_cnn14(archive, target)}")
+        cache_dir = (load_config(params, overrides).dataset.cache_dir if params.exists()
+                     else "cache")
+        target = out or cache_path(cache_dir, "ucf51", "audio", UCF51_CNN14_EXTRACTOR)
+        written = import_ucf51_cnn14(archive, target)
+    if not quiet:
+        typer.echo(f"wrote {written}")
 
 
 @app.command()
-@friendly
 def info(path: Path = typer.Argument(..., help="A feature cache (.h5).")) -> None:
-    """Summarise a feature cache: provenance, shapes, completeness, errors."""
-    for key, value in read_info(path).items():
+    """Summarise a feature cache: provenance, shapes, completeness, errors.
+
+    A cache of a format version this reader does not understand is an error.
+    """
+    with errors(PROG):
+        attrs = read_info(path)
+    for key, value in attrs.items():
         if key == "params" and isinstance(value, str):
             value = json.dumps(json.loads(value), sort_keys=True)
         typer.echo(f"{key:>18}: {value}")
 
 
 @app.command("list")
-@friendly
 def list_() -> None:
     """List the feature extractors and dataset adapters, with their parameters."""
     import dataclasses
@@ -257,7 +299,12 @@ def list_() -> None:
         cls = EXTRACTORS.get(name)
         fields = ", ".join(f"{f.name}={_default(f)}" for f in dataclasses.fields(cls.Params))
         typer.echo(f"  {name:<20} [{cls.modality}] {fields}")
-    typer.echo("dataset adapters: " + ", ".join(ADAPTERS))
+    typer.echo("dataset adapters (--option / dataset.adapter_options):")
+    for name in ADAPTERS:
+        parameters = inspect.signature(ADAPTERS.get(name)).parameters.values()
+        shown = ", ".join(f"{p.name}={p.default}" for p in parameters
+                          if p.name != "root" and p.default is not inspect.Parameter.empty)
+        typer.echo(f"  {name:<20} {shown or '(no options)'}")
 
 
 def _default(field: Any) -> Any:
@@ -271,7 +318,6 @@ def _default(field: Any) -> Any:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     app()
 
 

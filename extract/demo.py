@@ -15,10 +15,13 @@ sample is a short video, an audio clip and a transcript, laid out as
 Together the auxiliary modalities pin the label down, so a full-modality
 teacher clearly beats the visual-only student and distillation has something
 to transfer. Everything is drawn from one seeded generator in a fixed order.
+Every file is written atomically (`amid.storage`): a read-only folder or a
+full disk is one error naming the file, with nothing half-written left.
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -33,6 +36,10 @@ from sklearn.datasets import load_digits
 from amid.errors import ConfigError
 from amid.extract.adapters.demo import prepare_demo
 from amid.manifest import write_manifest
+from amid.storage import replace_atomically, write_text
+
+# what a failed encoder write raises besides OSError (a full disk inside FFmpeg/libsndfile)
+_WRITE_ERRORS = (OSError, av.FFmpegError, RuntimeError)
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 FPS = 8
@@ -69,9 +76,29 @@ def _video_frames(image: np.ndarray, spec: DemoSpec, rng: np.random.Generator) -
     return np.repeat(gray[..., None], 3, axis=-1)
 
 
+def _write_bytes(path: Path, data: bytes) -> None:
+    # encoded in memory first: the file itself is written (space reserved) and renamed by
+    # amid.storage, never by the encoder's own file I/O
+    with replace_atomically(path, reserve=len(data), errors=_WRITE_ERRORS) as tmp:
+        tmp.write_bytes(data)
+
+
 def write_video(path: Path, frames: np.ndarray, fps: int = FPS) -> None:
-    """Encode RGB frames as MPEG-4 Part 2 in AVI (the container UCF-101 uses)."""
-    with av.open(str(path), mode="w", format="avi") as container:
+    """Encode RGB frames as MPEG-4 Part 2 in AVI (the container UCF-101 uses), atomically."""
+    buffer = io.BytesIO()
+    _encode(buffer, frames, fps)
+    _write_bytes(path, buffer.getvalue())
+
+
+def write_wav(path: Path, wave: np.ndarray, sample_rate: int) -> None:
+    """16-bit PCM wav, atomically."""
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, sample_rate, subtype="PCM_16", format="WAV")
+    _write_bytes(path, buffer.getvalue())
+
+
+def _encode(target: io.BytesIO, frames: np.ndarray, fps: int) -> None:
+    with av.open(target, mode="w", format="avi") as container:
         stream = container.add_stream("mpeg4", rate=Fraction(fps))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
@@ -117,15 +144,9 @@ def make_demo(out: str | Path, spec: DemoSpec) -> pd.DataFrame:
             split = "train" if k < n_train else "val" if k < n_train + n_val else "test"
             sample_id = f"{WORDS[label]}_{index:04d}"
             folder = out / split / WORDS[label]
-            folder.mkdir(parents=True, exist_ok=True)
             write_video(folder / f"{sample_id}.avi", _video_frames(digits.images[index], spec, rng))
-            sf.write(
-                folder / f"{sample_id}.wav",
-                _audio(label, spec, rng),
-                spec.sample_rate,
-                subtype="PCM_16",
-            )
-            (folder / f"{sample_id}.txt").write_text(_transcript(label, spec, rng) + "\n")
+            write_wav(folder / f"{sample_id}.wav", _audio(label, spec, rng), spec.sample_rate)
+            write_text(folder / f"{sample_id}.txt", _transcript(label, spec, rng) + "\n")
     manifest = prepare_demo(out)
     write_manifest(manifest, out / "manifest.csv")
     return manifest

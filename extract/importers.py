@@ -7,6 +7,12 @@ of shape (512,) per video, `<dir>/<Class>/v_<Class>_gXX_cYY.npy`) become
 file stems (the ids the `ucf51` adapter gives). macOS `._*` resource-fork
 entries in the archive are skipped. The archive's SHA-256 goes into the
 cache's params, so a different release never passes for this one.
+
+Nothing is allocated on the archive's word: a member larger than a `.npy` of
+the expected shape could be, or whose `.npy` header declares another shape,
+is refused with one line naming it before its bytes are read (a 2.9 MB
+archive can otherwise expand to gigabytes), and so is an archive with more
+members than any release of these features has.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from amid.errors import CacheError
 
 UCF51_CNN14_EXTRACTOR = "cnn14-emb512"
 UCF51_CNN14_DIM = 512
+MAX_MEMBERS = 1_000_000  # UCF51's release has ~14k (with macOS `._` files)
+_NPY_HEADER = 4096  # bytes of .npy header allowed beyond the data (version 1-3 headers)
 
 
 def _sha256(path: Path) -> str:
@@ -39,14 +47,22 @@ def read_npy_archive(archive: str | Path, dim: int) -> dict[str, np.ndarray]:
     if not archive.is_file():
         raise CacheError(f"archive {archive} not found")
     features: dict[str, np.ndarray] = {}
+    limit = dim * 8 + _NPY_HEADER  # float64 is the widest dtype a feature file has
     try:
         with tarfile.open(archive, "r:*") as tar:
-            for member in tar:
+            for count, member in enumerate(tar):
+                if count >= MAX_MEMBERS:
+                    raise CacheError(f"{archive}: more than {MAX_MEMBERS} members; not a "
+                                     "release of per-video feature files")
+                tar.members.clear()  # tarfile keeps every header seen: memory per member
                 name = PurePosixPath(member.name)
                 if not member.isfile() or name.suffix != ".npy" or name.name.startswith("._"):
                     continue
+                if member.size > limit:
+                    raise CacheError(f"{archive}: {member.name} declares {member.size} bytes, "
+                                     f"more than a ({dim},) .npy holds ({limit}); not read")
                 handle = tar.extractfile(member)
-                array = np.load(io.BytesIO(handle.read()), allow_pickle=False)
+                array = _load_npy(handle.read(member.size), dim, archive, member.name)
                 vector = np.asarray(array, dtype=np.float32).reshape(-1)
                 if vector.shape != (dim,) or not np.isfinite(vector).all():
                     raise CacheError(
@@ -63,6 +79,23 @@ def read_npy_archive(archive: str | Path, dim: int) -> dict[str, np.ndarray]:
     if not features:
         raise CacheError(f"{archive}: no .npy feature files inside")
     return features
+
+
+def _load_npy(data: bytes, dim: int, archive: Path, member: str) -> np.ndarray:
+    """A .npy of `dim` values, its header checked before the array is made."""
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(stream)
+    except (ValueError, SyntaxError) as exc:
+        raise CacheError(f"{archive}: {member} is not a .npy file ({exc})") from None
+    if int(np.prod(shape)) != dim or dtype.hasobject:
+        raise CacheError(f"{archive}: {member} holds shape {shape} {dtype} (expected ({dim},) "
+                         "numbers)")
+    stream.seek(0)
+    return np.load(stream, allow_pickle=False)
 
 
 def import_ucf51_cnn14(archive: str | Path, out_path: str | Path) -> Path:

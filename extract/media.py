@@ -1,24 +1,22 @@
-"""Decoding of real media: audio files, audio tracks and frames of videos.
+"""Decoding of real media: video frames here, audio in `amid.extract.audio`.
 
-Every failure a dataset can contain (a missing or corrupt file, a video with no
-audio track, a zero-length or silent clip, a container with no decodable
-frame) raises `MediaError` with a short reason; the extraction runner writes
-that reason to the cache's `.errors.csv` sidecar and goes on with the rest.
+Every failure a dataset can contain (a missing or corrupt file, a container
+with no decodable frame, an empty frame folder) raises `MediaError` with a
+short reason; the extraction runner writes that reason to the cache's
+`.errors.csv` sidecar and goes on with the rest.
 
-- wav/flac/ogg go through soundfile (exact sample ranges, no container demux);
-  anything else (.avi, .mp4, .mkv, ...) through PyAV, which bundles FFmpeg.
-- Audio is downmixed to mono by averaging channels and resampled with
-  torchaudio's band-limited sinc resampler, so features do not depend on which
-  FFmpeg build decoded the file.
 - Video frames are sampled by timestamp at a chosen rate: the frame shown at
   time `start + k / fps` for k = 0, 1, ... (the last frame whose presentation
   time is not after the target), independent of the file's own frame rate.
 - A frame folder (a directory of .jpg/.png, one per frame, as many datasets
   ship them) stands for a video whose frame k is shown at k / folder_fps.
+- `load_video` returns all sampled frames; `stream_video` yields them one by
+  one, for long videos whose frames would not fit in memory together.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,171 +24,21 @@ from typing import Any
 
 import av
 import numpy as np
-import soundfile as sf
-import torch
-import torchaudio.functional as AF
 
 from amid.errors import AmidError, MediaError
+from amid.extract.audio import (  # noqa: F401  (audio entry points, re-exported)
+    DECODE_ERRORS,
+    SOUNDFILE_SUFFIXES,
+    check_file,
+    check_segment,
+    load_audio,
+    probe_audio,
+    stream_audio,
+)
 
-SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac", ".ogg"})
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})  # frames of a frame folder
-# Integer PCM formats FFmpeg can hand back, and the scale that maps them to [-1, 1).
-_PCM_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9.223372036854776e18}
-
-_AUDIO_PREROLL = 0.5  # seconds decoded before a segment start, then dropped
-# FFmpeg failures surface as several exception types; all mean "cannot decode".
-_DECODE_ERRORS = (av.FFmpegError, OSError, ValueError, RuntimeError, EOFError, IndexError)
-
-
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise MediaError(f"file not found: {path}")
-    if not path.is_file():
-        raise MediaError(f"not a file: {path}")
-    if path.stat().st_size == 0:
-        raise MediaError(f"empty file (0 bytes): {path.name}")
-
-
-def _check_segment(start: float | None, end: float | None) -> None:
-    if start is not None and start < 0:
-        raise MediaError(f"segment start {start} is negative")
-    if start is not None and end is not None and end <= start:
-        raise MediaError(f"segment end {end} is not after start {start}")
-
-
-# --------------------------------------------------------------------- audio
-
-
-def load_audio(
-    path: str | Path,
-    sample_rate: int,
-    start: float | None = None,
-    end: float | None = None,
-    *,
-    reject_silent: bool = True,
-) -> np.ndarray:
-    """Mono float32 waveform of `path` (or of [start, end) seconds) at `sample_rate`.
-
-    A clip that decodes to no samples, or (with `reject_silent`) only zeros, is
-    a MediaError: features of digital silence say nothing about the sample and
-    would enter the cache looking like real ones.
-    """
-    path = Path(path)
-    _check_file(path)
-    _check_segment(start, end)
-    if path.suffix.lower() in SOUNDFILE_SUFFIXES:
-        wave, native = _read_soundfile(path, start, end)
-    else:
-        wave, native = _read_container_audio(path, start, end)
-    if wave.size == 0:
-        where = "" if start is None and end is None else f" in [{start}, {end}) s"
-        raise MediaError(f"no audio samples{where} (zero-length clip)")
-    if not np.isfinite(wave).all():
-        raise MediaError("audio contains NaN or infinite samples")
-    if reject_silent and not np.any(wave):
-        raise MediaError("audio is silent (every sample is zero)")
-    if native != sample_rate:
-        wave = AF.resample(torch.from_numpy(wave), native, sample_rate).numpy()
-    return np.ascontiguousarray(wave, dtype=np.float32)
-
-
-def _read_soundfile(path: Path, start: float | None, end: float | None) -> tuple[np.ndarray, int]:
-    try:
-        with sf.SoundFile(str(path)) as f:
-            native = int(f.samplerate)
-            first = int(round((start or 0.0) * native))
-            if first:
-                f.seek(min(first, f.frames))
-            count = -1 if end is None else max(0, int(round(end * native)) - first)
-            data = f.read(frames=count, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-        raise MediaError(f"cannot decode audio file {path.name}: {exc}") from None
-    return data.mean(axis=1, dtype=np.float32), native
-
-
-def _frame_samples(frame: av.AudioFrame) -> np.ndarray:
-    """One decoded frame as (channels, samples) float32, whatever FFmpeg's sample format."""
-    data = frame.to_ndarray()
-    channels = len(frame.layout.channels)
-    if not frame.format.is_planar:
-        data = data.reshape(-1, channels).T
-    fmt = frame.format.name.rstrip("p")
-    if fmt in _PCM_SCALE:
-        offset = 128.0 if fmt == "u8" else 0.0
-        data = (data.astype(np.float64) - offset) / _PCM_SCALE[fmt]
-    return data.astype(np.float32, copy=False)
-
-
-def _read_container_audio(
-    path: Path, start: float | None, end: float | None
-) -> tuple[np.ndarray, int]:
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise MediaError(f"no audio stream in {path.name}")
-            stream = container.streams.audio[0]
-            native = int(stream.rate or stream.codec_context.sample_rate or 0)
-            if native <= 0:
-                raise MediaError(f"audio stream of {path.name} has no sample rate")
-            chunks, first_time = _decode_audio(container, stream, start, end)
-    except AmidError:
-        raise
-    except _DECODE_ERRORS as exc:
-        raise MediaError(f"cannot decode audio of {path.name}: {exc}") from None
-    if not chunks:
-        return np.zeros(0, dtype=np.float32), native
-    wave = np.concatenate(chunks, axis=1).mean(axis=0, dtype=np.float32)
-    # Cut at sample precision: frames hold ~1000 samples, segments need better.
-    lo = max(0, int(round(((start or 0.0) - first_time) * native)))
-    hi = len(wave) if end is None else max(lo, int(round((end - first_time) * native)))
-    return wave[lo:hi], native
-
-
-def _decode_audio(
-    container: av.container.InputContainer,
-    stream: av.AudioStream,
-    start: float | None,
-    end: float | None,
-) -> tuple[list[np.ndarray], float]:
-    """Frames overlapping [start, end), and the start time of the first one kept."""
-    if not start or start <= _AUDIO_PREROLL:
-        chunks, first_time, _ = _collect_audio(container.decode(stream), start, end)
-        return chunks, first_time or 0.0
-    # Land well before `start`: lapped-transform codecs (AAC, MP3) decode the
-    # first frame after a seek wrongly; those samples fall before `start`.
-    target = start - _AUDIO_PREROLL
-    try:
-        container.seek(int(target / stream.time_base), stream=stream, backward=True)
-    except _DECODE_ERRORS:
-        container.seek(0)
-    chunks, first_time, landed = _collect_audio(container.decode(stream), start, end)
-    if landed is None or landed > start - _AUDIO_PREROLL / 2:
-        # The seek overshot (a poor index): decode from the beginning instead.
-        container.seek(0)
-        chunks, first_time, _ = _collect_audio(container.decode(stream), start, end)
-    return chunks, first_time or 0.0
-
-
-def _collect_audio(
-    frames: Iterator[av.AudioFrame], start: float | None, end: float | None
-) -> tuple[list[np.ndarray], float | None, float | None]:
-    """Kept frames, the time of the first kept one, and of the first decoded one."""
-    chunks: list[np.ndarray] = []
-    first_time = landed = None
-    position = 0.0  # running time for streams whose frames carry no pts
-    for frame in frames:
-        samples = _frame_samples(frame)
-        t0 = float(frame.time) if frame.time is not None else position
-        position = t0 + samples.shape[1] / frame.sample_rate
-        landed = t0 if landed is None else landed
-        if end is not None and t0 >= end:
-            break
-        if start is not None and position <= start:
-            continue
-        if first_time is None:
-            first_time = t0
-        chunks.append(samples)
-    return chunks, first_time, landed
+_DECODE_ERRORS = DECODE_ERRORS
+_check_file, _check_segment = check_file, check_segment
 
 
 # --------------------------------------------------------------------- video
@@ -209,28 +57,76 @@ def load_video(
     `path` is a video file, or a frame folder (already decoded frames, one image
     per frame, in natural name order) whose frames were taken at `folder_fps`.
     """
+    frames = list(stream_video(path, fps, start, end, max_frames, folder_fps))
+    if len({f.shape for f in frames}) > 1:
+        raise MediaError(f"frames of {Path(path).name} differ in size: "
+                         f"{sorted({f.shape[:2] for f in frames})}")
+    return np.stack(frames)
+
+
+def stream_video(
+    path: str | Path,
+    fps: float | None,
+    start: float | None = None,
+    end: float | None = None,
+    max_frames: int | None = None,
+    folder_fps: float = 25.0,
+) -> Iterator[np.ndarray]:
+    """The frames of `load_video`, (H, W, 3) uint8, one at a time (one decoded frame in memory)."""
     path = Path(path)
     _check_segment(start, end)
     if fps is not None and fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     if path.is_dir():
-        return _load_frame_folder(path, fps, start, end, max_frames, folder_fps)
+        yield from _folder_frames(path, fps, start, end, max_frames, folder_fps)
+        return
     _check_file(path)
+    emitted = 0
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise MediaError(f"no video stream in {path.name}")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            frames = list(_sample_frames(container, stream, fps, start, end, max_frames))
+            for frame in _sample_frames(container, stream, fps, start, end, max_frames):
+                emitted += 1
+                yield frame
     except AmidError:
         raise
     except _DECODE_ERRORS as exc:
         raise MediaError(f"cannot decode video {path.name}: {exc}") from None
-    if not frames:
+    if not emitted:
         where = "" if start is None and end is None else f" in [{start}, {end}) s"
         raise MediaError(f"no video frames decoded from {path.name}{where}")
-    return np.stack(frames)
+
+
+def video_frame_count(path: str | Path, fps: float | None, start: float | None = None,
+                      end: float | None = None, max_frames: int | None = None,
+                      folder_fps: float = 25.0) -> int | None:
+    """About how many frames `load_video` would return, from the header; None if unknown.
+
+    Lets an extractor stream a long video instead of holding all its frames.
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            count = sum(1 for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            seconds, rate = count / folder_fps, folder_fps
+        else:
+            with av.open(str(path)) as container:
+                if not container.streams.video:
+                    return None
+                stream = container.streams.video[0]
+                rate = float(stream.average_rate or stream.guessed_rate or 25)
+                seconds = (float(stream.duration * stream.time_base) if stream.duration
+                           else container.duration / 1e6 if container.duration else None)
+    except (*_DECODE_ERRORS, ZeroDivisionError):
+        return None  # the load itself reports the problem
+    if seconds is None:
+        return None if max_frames is None else max_frames
+    span = max(0.0, (seconds if end is None else min(end, seconds)) - (start or 0.0))
+    frames = math.ceil(span * (fps or rate)) + 1
+    return frames if max_frames is None else min(frames, max_frames)
 
 
 def _natural_key(name: str) -> list[Any]:
@@ -238,8 +134,8 @@ def _natural_key(name: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def _load_frame_folder(folder: Path, fps: float | None, start: float | None, end: float | None,
-                       max_frames: int | None, folder_fps: float) -> np.ndarray:
+def _folder_frames(folder: Path, fps: float | None, start: float | None, end: float | None,
+                   max_frames: int | None, folder_fps: float) -> Iterator[np.ndarray]:
     """Frames of a folder of images; image k is on screen from k / folder_fps seconds.
 
     The same sampling as a video file: at each target time start + j / fps the
@@ -262,7 +158,7 @@ def _load_frame_folder(folder: Path, fps: float | None, start: float | None, end
         picks = list(range(first, stop))
     else:
         base, picks = start or 0.0, []
-        while True:
+        while max_frames is None or len(picks) < max_frames:
             t = base + len(picks) / fps
             k = int(np.floor(t * folder_fps + 1e-9))  # the last frame shown at or before t
             if k >= n or (end is not None and t >= end):
@@ -273,7 +169,7 @@ def _load_frame_folder(folder: Path, fps: float | None, start: float | None, end
     if not picks:
         raise MediaError(f"no frames of folder {folder.name} in [{start}, {end}) s "
                          f"({n} frames at {folder_fps} fps)")
-    frames = []
+    shape = None
     for k in picks:
         try:
             img = decode_image(str(images[k]), mode=ImageReadMode.RGB)  # (3, H, W) uint8
@@ -281,11 +177,12 @@ def _load_frame_folder(folder: Path, fps: float | None, start: float | None, end
             raise MediaError(f"cannot decode frame {images[k].name} of {folder.name}: "
                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
                              ) from None
-        frames.append(img.permute(1, 2, 0).numpy())
-    if len({f.shape for f in frames}) > 1:
-        raise MediaError(f"frames of {folder.name} differ in size: "
-                         f"{sorted({f.shape[:2] for f in frames})}")
-    return np.stack(frames)
+        frame = img.permute(1, 2, 0).numpy()
+        if shape is not None and frame.shape != shape:
+            raise MediaError(f"frames of {folder.name} differ in size: "
+                             f"{sorted({shape[:2], frame.shape[:2]})}")
+        shape = frame.shape
+        yield frame
 
 
 def _timed_frames(

@@ -3,16 +3,22 @@
 Work is committed in shards as it goes (amid.cache_writer.CacheWriter), so killing the
 process loses at most one shard of work and rerunning picks up where it
 stopped. A finished cache with the same identity (extractor, model, params)
-is reused, and extended when the manifest gained samples; a cache made with
+is reused: samples whose source fingerprint (media path and content, segment,
+text: `amid.extract.sources`) is unchanged are kept, new or changed ones are
+extracted, and ids gone from the manifest are dropped. A cache made with
 other parameters is re-extracted and replaced only once the new one is
 complete, never mixed with new features.
+
+The extractor may be given as a function that builds it: then the identity is
+given too, and the model is loaded only when there is work to do (an
+up-to-date cache loads nothing).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,17 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from amid.cache import (
-    errors_path,
-    identity_hash,
-    read_cache,
-    read_errors,
-    write_cache,
-    write_errors,
-)
+from amid.cache import identity_hash, read_cache, read_error_sources, read_errors
 from amid.cache_writer import CacheWriter
 from amid.errors import CacheError
 from amid.extract.extractors.base import Extractor, MediaError, MediaItem
+from amid.extract.parts import merge_parts, part_path  # noqa: F401  (re-exported)
+from amid.extract.progress import Progress
+from amid.extract.sources import sample_sources
 from amid.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -49,29 +51,47 @@ class ExtractionReport:
     seconds: float
 
 
+def _bound(value: Any) -> float | None:
+    return None if value is None or np.isnan(value) else float(value)
+
+
 def media_items(manifest: Manifest, modality: str) -> list[MediaItem]:
     """One MediaItem per manifest row, media resolved for `modality`.
 
-    `start`/`end` locate a sample inside its video (an IEMOCAP utterance in its
-    dialog's recording). They cut the audio too when the audio is the video's
-    soundtrack, but not a row's own audio file, which is the utterance already.
+    `start`/`end` locate a sample inside its media, whichever file that is: the
+    video, the video's soundtrack, or the row's own audio file. A row whose
+    audio file lies on another time line than its video (IEMOCAP: the
+    utterance's own wav, the dialog's video) gives the audio's bounds in
+    `audio_start`/`audio_end` (empty: the file's start or end).
     """
     df = manifest.df
+    own = ("audio_start" in df.columns) or ("audio_end" in df.columns)
     items = []
     for row in range(len(df)):
-        start, end = df.at[row, "start"], df.at[row, "end"]
-        own_audio = modality == "audio" and bool(df.at[row, "audio_path"])
-        segment = not own_audio and not np.isnan(start)
+        start, end = _bound(df.at[row, "start"]), _bound(df.at[row, "end"])
+        if modality == "audio" and own and df.at[row, "audio_path"]:
+            a, b = (_bound(df.at[row, c]) if c in df.columns else None
+                    for c in ("audio_start", "audio_end"))
+            if a is not None or b is not None:
+                start, end = a, b
         items.append(
             MediaItem(
                 sample_id=df.at[row, "sample_id"],
                 path=manifest.media_path(row, modality),
-                start=float(start) if segment else None,
-                end=float(end) if segment and not np.isnan(end) else None,
+                start=start,
+                end=end,
                 text=df.at[row, "text"] or None,
             )
         )
     return items
+
+
+def portable(reason: str, root: Path) -> str:
+    """An error reason without the dataset's location (decoders quote absolute paths), so
+    the sidecar's bytes do not depend on where the dataset lies."""
+    for prefix in {str(root.absolute()), str(root)} - {"", "."}:
+        reason = reason.replace(prefix.rstrip("/") + "/", "")
+    return reason
 
 
 def _load(extractor: Extractor, item: MediaItem) -> tuple[MediaItem, Any, str | None]:
@@ -109,55 +129,89 @@ def _existing(path: Path, identity: dict[str, Any]) -> tuple[str, Any]:
     return "same", cache
 
 
+@dataclass
+class _Plan:
+    """What an existing cache of the same identity still holds good, and what changed."""
+
+    keep: set[str]  # samples whose features stay
+    errors: dict[str, tuple[str, str]]  # recorded errors that stay: id -> (reason, source)
+    new: int
+    changed: list[str]
+    dropped: int
+
+
+def _plan(existing: Any, out: Path, order: list[str], sources: dict[str, str]) -> _Plan:
+    cached = dict(zip(existing.ids, existing.sources or [None] * len(existing.ids),
+                      strict=True))
+    reasons, failed = read_errors(out), read_error_sources(out)
+    keep = {sid for sid in order if sid in cached and cached[sid] == sources[sid]}
+    errors = {sid: (reasons[sid], failed[sid]) for sid in order
+              if sid not in cached and sid in failed and failed[sid] == sources[sid]}
+    known = set(cached) | set(failed)
+    changed = [sid for sid in order if sid in known and sid not in keep and sid not in errors]
+    new = sum(1 for sid in order if sid not in known)
+    return _Plan(keep, errors, new, changed, len(set(cached) - set(order)))
+
+
 def run_extraction(
     manifest: Manifest,
     modality: str,
-    extractor: Extractor,
+    extractor: Extractor | Callable[[], Extractor],
     out: str | Path,
     *,
+    identity: dict[str, Any] | None = None,
     batch_size: int = 16,
     num_workers: int = 0,
     dtype: str = "float32",
     shard_size: int = 64,
-    progress: bool = True,
+    progress: bool | str = True,
     rank: int = 0,
     world_size: int = 1,
 ) -> ExtractionReport:
     """Extract `modality` for every manifest row into the cache at `out`.
 
-    `shard_size` samples are committed at a time: a crash loses at most that much.
-    With `world_size` > 1 this process takes rows rank, rank + world_size, ...
-    and writes its own part file (`part_path`); `merge_parts` joins them.
+    `extractor` is an Extractor, or a function that builds one; with a function,
+    `identity` (what `extractor.identity()` will return; see
+    `amid.extract.extractors.expected_identity`) is required, and the function
+    is called only when some sample needs extracting. `shard_size` samples
+    are committed at a time: a crash loses at most that much. `progress`:
+    True (a bar on a terminal, periodic log lines otherwise), False, or a
+    `Progress` mode. With `world_size` > 1 this process takes rows rank,
+    rank + world_size, ... and writes its own part file (`part_path`).
     """
     out = Path(out) if world_size == 1 else part_path(out, rank, world_size)
     t0 = time.perf_counter()
-    if extractor.modality != modality:
-        raise CacheError(
-            f"extractor {extractor.name!r} makes {extractor.modality} features, not {modality}"
-        )
-    identity = extractor.identity()
+    built = extractor if isinstance(extractor, Extractor) else None
+    if identity is None:
+        if built is None:
+            raise TypeError("run_extraction: pass `identity` with an extractor factory")
+        identity = built.identity()
+    if identity["modality"] != modality:
+        raise CacheError(f"extractor {identity['extractor']!r} makes {identity['modality']} "
+                         f"features, not {modality}")
     items = media_items(manifest, modality)[rank::world_size]
     order = [item.sample_id for item in items]
+    sources = sample_sources(items, modality, manifest.root)
     status, existing = _existing(out, identity)
-    known_errors = read_errors(out) if status == "same" else {}
-    if status == "same":
-        missing = [sid for sid in order if sid not in set(existing.ids) | set(known_errors)]
-        dropped = len(set(existing.ids) - set(order))
-        if not missing and not dropped:
+    plan = _plan(existing, out, order, sources) if status == "same" else None
+    if plan is not None:
+        if not plan.new and not plan.changed and not plan.dropped:
             if Path(f"{out}.parts").exists():
                 # A kill between finalize's rename and its cleanup left the shards.
                 with CacheWriter(out, identity, dtype=dtype, shard_size=shard_size) as writer:
                     writer.discard()
-            return ExtractionReport(
-                out, "up to date", len(existing), 0, len(known_errors), time.perf_counter() - t0
+            return ExtractionReport(out, "up to date", len(existing), 0, len(plan.errors),
+                                    time.perf_counter() - t0)
+        if existing.sources is None:
+            log.warning("%s has no source fingerprints (written by an earlier version); "
+                        "extracting again to record what each sample is made from", out)
+        else:
+            log.warning(
+                "%s: the manifest changed since extraction: %d new id(s) to extract, %d "
+                "sample(s) whose media or text changed%s, %d id(s) no longer in the manifest "
+                "dropped", out, plan.new, len(plan.changed),
+                f" (first: {plan.changed[0]!r})" if plan.changed else "", plan.dropped,
             )
-        log.warning(
-            "%s: the manifest changed since extraction: %d new id(s) to extract, "
-            "%d id(s) no longer in the manifest dropped",
-            out,
-            len(missing),
-            dropped,
-        )
     elif status == "other":
         log.warning(
             "%s was made with other settings (%s); extracting again, the old file "
@@ -167,26 +221,25 @@ def run_extraction(
         )
 
     with CacheWriter(out, identity, dtype=dtype, shard_size=shard_size) as writer:
-        if status == "same":
-            writer.adopt(existing)
-            for sid, reason in known_errors.items():
-                writer.add_error(sid, reason)
-            writer.done.update(known_errors)
-        todo = [item for item in items if item.sample_id not in writer.done]
+        if plan is not None:
+            writer.adopt(existing, keep=plan.keep)
+            for sid, (reason, source) in plan.errors.items():
+                writer.add_error(sid, reason, source)
+        skip = set(plan.errors) if plan is not None else set()
+        todo = [item for item in items if item.sample_id not in skip
+                and writer.sources.get(item.sample_id) != sources[item.sample_id]]
         extracted = 0
-        bar = _progress(len(todo), f"{modality} ({extractor.name})", progress)
-        pending: list[tuple[MediaItem, Any]] = []
-        for item, loaded, error in _loaded(extractor, todo, num_workers):
-            if error is not None:
-                writer.add_error(item.sample_id, error)
-            else:
-                pending.append((item, loaded))
-            if len(pending) >= BUCKET_WINDOW * batch_size:
-                extracted += _embed_bucketed(extractor, pending, batch_size, writer)
-                pending = []
-            bar.update(1)
-        extracted += _embed_bucketed(extractor, pending, batch_size, writer)
-        bar.close()
+        if todo:
+            if built is None:
+                built = extractor()  # only now: an up-to-date cache never loads the model
+            if built.identity() != identity:
+                raise CacheError(f"extractor identity {built.identity()} differs from the "
+                                 f"expected {identity}")  # a bug: the two must agree
+            mode = progress if isinstance(progress, str) else "auto" if progress else "off"
+            bar = Progress(len(todo), f"{modality} ({identity['extractor']})", mode)
+            extracted = _extract(built, todo, sources, writer, bar, batch_size, num_workers,
+                                 manifest.root)
+            bar.close()
         path, written = writer.finalize(order)
         n_errors = len(read_errors(path))
     return ExtractionReport(
@@ -199,98 +252,58 @@ def run_extraction(
     )
 
 
-def part_path(out: str | Path, rank: int, world_size: int) -> Path:
-    """The file one rank of a distributed extraction writes."""
-    out = Path(out)
-    return out.with_name(f"{out.stem}.part{rank:03d}-of-{world_size:03d}{out.suffix}")
-
-
-def merge_parts(out: str | Path, order: list[str], world_size: int) -> Path:
-    """Join the part files of `world_size` ranks into one cache, rows in `order`.
-
-    Every part must be complete and of one identity; parts are removed only
-    after the merged file is in place.
-    """
-    out = Path(out)
-    parts = [part_path(out, r, world_size) for r in range(world_size)]
-    missing = [str(p) for p in parts if not p.exists()]
-    if missing:
-        raise CacheError(f"cannot merge {out}: part(s) missing: {', '.join(missing)}")
-    caches = [read_cache(p) for p in parts]
-    hashes = {c.attrs.get("identity") for c in caches}
-    if len(hashes) != 1:
-        raise CacheError(f"cannot merge {out}: the parts were made with different settings")
-    first = caches[0]
-    identity = {
-        "modality": first.attrs["modality"],
-        "extractor": first.attrs["extractor"],
-        "model": first.attrs["model"],
-        "params": first.params,
-    }
-    found = {sid: (c, k) for c in caches for k, sid in enumerate(c.ids)}
-    ids = [sid for sid in order if sid in found]
-    errors = {sid: why for p in parts for sid, why in read_errors(p).items()}
-    write_errors(out, errors.items())
-    write_cache(
-        out,
-        ids,
-        [found[s][0].sequence(found[s][1]) for s in ids],
-        identity,
-        dtype=str(first.features.dtype),
-    )
-    for p in parts:
-        p.unlink()
-        errors_path(p).unlink(missing_ok=True)
-    return out
-
-
-def _size(loaded: Any) -> int:
-    """Length for bucketing: samples or frames, summed over a list of chunks (wav2vec2)."""
-    if isinstance(loaded, list | tuple):
-        return sum(_size(part) for part in loaded)
-    try:
-        return len(loaded)
-    except TypeError:
-        return 0
+def _extract(extractor: Extractor, todo: list[MediaItem], sources: dict[str, str],
+             writer: CacheWriter, bar: Progress, batch_size: int, workers: int,
+             root: Path) -> int:
+    extracted = 0
+    pending: list[tuple[MediaItem, Any]] = []
+    for item, loaded, error in _loaded(extractor, todo, workers):
+        if error is not None:
+            writer.add_error(item.sample_id, portable(error, root), sources[item.sample_id])
+            bar.update(1)
+        else:
+            pending.append((item, loaded))
+        if len(pending) >= BUCKET_WINDOW * batch_size:
+            extracted += _embed_bucketed(extractor, pending, batch_size, writer, sources, bar)
+            pending = []
+    return extracted + _embed_bucketed(extractor, pending, batch_size, writer, sources, bar)
 
 
 def _embed_bucketed(extractor: Extractor, pending: list[tuple[MediaItem, Any]], batch_size: int,
-                    writer: CacheWriter) -> int:
+                    writer: CacheWriter, sources: dict[str, str], bar: Progress) -> int:
     """Embed in batches of similar length: extractors batch equal lengths together
     (padding would change the features), so sorted batches keep the device busy."""
     if BUCKET_BY_LENGTH:
-        pending = sorted(pending, key=lambda pair: _size(pair[1]))
-    return sum(_embed(extractor, pending[lo : lo + batch_size], writer)
-               for lo in range(0, len(pending), batch_size))
+        pending = sorted(pending, key=lambda pair: extractor.size(pair[1]))
+    done = 0
+    for lo in range(0, len(pending), batch_size):
+        batch = pending[lo : lo + batch_size]
+        done += _embed(extractor, batch, writer, sources)
+        bar.update(len(batch))  # embedded or failed: either way no longer to do
+    return done
 
 
-def _embed(extractor: Extractor, batch: list[tuple[MediaItem, Any]], writer: CacheWriter) -> int:
+def _embed(extractor: Extractor, batch: list[tuple[MediaItem, Any]], writer: CacheWriter,
+           sources: dict[str, str]) -> int:
     if not batch:
         return 0
     try:
         with torch.inference_mode():
             features = extractor.embed([loaded for _, loaded in batch])
-    except Exception:
+    except Exception as exc:
         if len(batch) == 1:
             item = batch[0][0]
+            if isinstance(exc, MediaError):  # a streamed clip failed to decode part-way
+                writer.add_error(item.sample_id, exc.args[0] if exc.args else str(exc),
+                                 sources[item.sample_id])
+                return 0
             log.exception("extractor failed on %s", item.sample_id)
-            writer.add_error(item.sample_id, "extractor failed (see log)")
+            writer.add_error(item.sample_id, f"extractor failed: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}",
+                             sources[item.sample_id])
             return 0
         # One bad sample must not sink its batch: retry one by one.
-        return sum(_embed(extractor, [pair], writer) for pair in batch)
+        return sum(_embed(extractor, [pair], writer, sources) for pair in batch)
     for (item, _), feats in zip(batch, features, strict=True):
-        writer.add(item.sample_id, feats)
+        writer.add(item.sample_id, feats, sources[item.sample_id])
     return len(batch)
-
-
-class _NoBar:
-    def update(self, n: int) -> None: ...
-    def close(self) -> None: ...
-
-
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    if not enabled or total == 0:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="sample", leave=False)

@@ -64,6 +64,8 @@ def test_dvc_repro_runs_the_demo_and_reruns_only_what_changed(tmp_path):
     for method in METHODS:
         metrics = json.loads((proj / f"metrics/{method}.json").read_text())
         assert metrics["method"] == method and metrics["dataset"] == "demo"
+        # the teacher method's student path is untrained: no student block (issue 12)
+        assert ("student" in metrics) == (method != "teacher")
         assert ("teacher" in metrics) == (method != "baseline")
         if method != "teacher":  # the teacher run's student was never trained alone
             student = metrics["student"]

@@ -29,6 +29,7 @@ import pandas as pd
 
 from amid.errors import ManifestError
 from amid.extract.adapters.registry import ADAPTERS
+from amid.extract.adapters.text import read_text
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def _load_database(path: Path) -> dict[str, dict]:
     if not path.exists():
         raise ManifestError(f"activitynet: annotation file {path} not found")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise ManifestError(f"activitynet: {path} is not valid JSON ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("database"), dict):

@@ -1,4 +1,11 @@
-"""`csv`: a user's own manifest, validated (DESIGN 3.1)."""
+"""`csv`: a researcher's own table of samples, validated (DESIGN 3.1).
+
+The option `table` names the input table, resolved against the dataset root
+(`dataset.root` / `--root`) unless absolute; its media paths are relative to
+the root too. It is not `dataset.manifest`: that is the manifest `prepare`
+writes (and every later stage reads). The option used to be called
+`manifest`, which meant the other file; that name is refused, naming `table`.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +19,21 @@ from amid.manifest import read_manifest
 
 
 @ADAPTERS.register("csv")
-def prepare_csv(root: Path, manifest: str | None = None) -> pd.DataFrame:
-    """Validate an existing manifest (default `<root>/manifest.csv`) against its media."""
-    if manifest is None:
-        raise ManifestError("the csv adapter needs --manifest PATH (the user's own table)")
-    return read_manifest(Path(manifest), root).df
+def prepare_csv(root: Path, table: str = "manifest.csv") -> pd.DataFrame:
+    """Validate a table of samples (default `<root>/manifest.csv`) against its media."""
+    root = Path(root)
+    path = Path(table).expanduser()
+    path = path if path.is_absolute() else root / path
+    if not path.is_file():
+        raise ManifestError(
+            f"csv adapter: table {path.absolute()} does not exist (option table: {table!r}, "
+            f"relative to the dataset root {root.absolute()} unless absolute)"
+        )
+    return read_manifest(path, root).df
+
+
+# Old option names: refused with one line naming the new one (amid.extract.cli).
+prepare_csv.renamed = {  # type: ignore[attr-defined]
+    "manifest": ("table", "the input table, relative to the dataset root; dataset.manifest is "
+                 "the manifest `amid-extract prepare` writes"),
+}

@@ -8,6 +8,7 @@ import pandas as pd
 
 from amid.errors import ManifestError
 from amid.extract.adapters.registry import ADAPTERS
+from amid.extract.adapters.text import read_text
 
 
 @ADAPTERS.register("demo")
@@ -25,7 +26,7 @@ def prepare_demo(root: Path) -> pd.DataFrame:
                 "split": split,
                 "video_path": video.relative_to(root).as_posix(),
                 "audio_path": video.with_suffix(".wav").relative_to(root).as_posix(),
-                "text": transcript.read_text().strip() if transcript.exists() else "",
+                "text": read_text(transcript).strip() if transcript.exists() else "",
             }
         )
     if not rows:

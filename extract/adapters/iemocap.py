@@ -14,9 +14,14 @@ leave-one-session-out protocol is `dataset.fold: 1..5`.
 
 Audio is the utterance's own wav (`audio_path`); the video is the dialog's
 recording (`video_path`) with the utterance's `start`/`end` from
-EmoEvaluation: those times locate the utterance inside the dialog video, not
-inside the utterance wav. Dialog videos or utterance wavs that are absent are
-left empty in the row (logged), so an audio-only copy of IEMOCAP still works.
+EmoEvaluation: those times locate the utterance inside the dialog video. The
+utterance wav is the utterance already, so its row says so with
+`audio_start: 0` (and no `audio_end`): the whole file. Dialog videos or
+utterance wavs that are absent are left empty in the row (logged), so an
+audio-only copy of IEMOCAP still works.
+
+Transcripts and evaluations are read as UTF-8, or as Latin-1 with a warning
+naming the file (`adapters.text`): never with replacement characters.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import pandas as pd
 
 from amid.errors import ManifestError
 from amid.extract.adapters.registry import ADAPTERS
+from amid.extract.adapters.text import read_text
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +46,7 @@ _TRANSCRIPT_LINE = re.compile(r"^(\S+)\s+\[[^\]]*\]:\s*(.*)$")
 def parse_evaluation(path: Path) -> list[tuple[str, float, float, str]]:
     """(utterance, start, end, emotion code) for each utterance line of an EmoEvaluation file."""
     out = []
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    lines = read_text(path).splitlines()
     for number, line in enumerate(lines, 1):
         if not line.startswith("["):
             continue  # headers, annotator lines (C-E1:, A-E3:, ...)
@@ -57,7 +63,7 @@ def parse_transcription(path: Path) -> dict[str, str]:
     if not path.exists():
         return {}
     texts = {}
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in read_text(path).splitlines():
         match = _TRANSCRIPT_LINE.match(line.strip())
         if match:
             texts[match.group(1)] = match.group(2).strip()
@@ -92,6 +98,8 @@ def prepare_iemocap(root: Path, merge_excited: bool = True) -> pd.DataFrame:
                     "audio_path": wav.relative_to(root).as_posix() if wav.exists() else "",
                     "video_path": video.relative_to(root).as_posix() if video.exists() else "",
                     "start": start, "end": end, "text": texts.get(utt, ""),
+                    # the wav is the utterance itself: start/end apply to the video only
+                    "audio_start": 0.0 if wav.exists() else "",
                 })
     if not rows:
         raise ManifestError(f"iemocap: no neutral/happy/angry/sad utterance found under {root}")

@@ -26,6 +26,7 @@ import pandas as pd
 
 from amid.errors import ManifestError
 from amid.extract.adapters.registry import ADAPTERS
+from amid.extract.adapters.text import read_text
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def has_audio(path: Path) -> bool:
 def _read_list(path: Path) -> set[str]:
     """Entries `Class/v_..._gXX_cYY.avi [label]` of an official list, as lowercase stems."""
     stems = set()
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in read_text(path).splitlines():
         if line.strip():
             stems.add(Path(line.split()[0].replace("\\", "/")).stem.lower())
     return stems

@@ -12,9 +12,11 @@ is T = 1. Extraction is split in two so the runner can overlap them:
 
 Every parameter that changes the features is a field of the extractor's
 `Params` dataclass, so it ends up in the cache's `params` attribute and its
-identity (DESIGN 3.2, 8). Register a new extractor with
-`@EXTRACTORS.register("name")` in its own module and import that module in
-`amid.extract.extractors.__init__`.
+identity (DESIGN 3.2, 8). The identity is computed from the parameters alone
+(`expected_identity`, `model_name`), never from loaded weights: checking
+that a cache is up to date, or that training reads the right cache, loads
+no model. Register a new extractor with `@EXTRACTORS.register("name")` in its
+own module and import that module in `amid.extract.extractors.__init__`.
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ class Extractor(ABC):
     name: ClassVar[str] = ""  # set by the registry lookup in `build_extractor`
     # Params field -> (predicate, what it must be), checked by `build_params`
     CHECKS: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {}
+    # Params added after caches were made with this extractor, and the default
+    # that reproduces the features made before: left out of the identity at that
+    # default, so adding a parameter does not invalidate every existing cache.
+    LATE_DEFAULTS: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, params: Any) -> None:
         self.params = params
@@ -64,10 +70,27 @@ class Extractor(ABC):
     @abstractmethod
     def feature_dim(self) -> int: ...
 
+    @classmethod
+    def check(cls, params: Any, where: str) -> None:
+        """Checks across parameters (beyond `CHECKS`), without loading anything."""
+        return None  # most extractors have none
+
+    @classmethod
+    def model_name(cls, params: Any) -> str:
+        """Hub id or local path of the weights, "random-init(seed=N)", or "none" (weightless)."""
+        return "none"
+
     @property
     def model(self) -> str:
-        """Hub id or local path of the weights; "none" for weightless extractors."""
-        return "none"
+        return self.model_name(self.params)
+
+    def size(self, loaded: Any) -> int:
+        """Length of a loaded item, for bucketing items of similar cost into one batch.
+
+        Samples or frames (summed over a list of chunks); extractors whose
+        loaded items are not sequences override it (text: the token count).
+        """
+        return _length(loaded)
 
     def to(self, device: str | torch.device) -> Extractor:
         """Move the model to `device` ("cpu", "cuda", ...); weightless ones ignore it."""
@@ -83,23 +106,60 @@ class Extractor(ABC):
 
     def identity(self) -> dict[str, Any]:
         """What makes two caches of this extractor interchangeable."""
-        params = dataclasses.asdict(self.params)
-        precision = self.precision()
-        if precision != "fp32":  # autocast changes the features slightly
-            params["precision"] = precision
-        return {
-            "extractor": self.name,
-            "modality": self.modality,
-            "model": self.model,
-            "params": params,
-        }
+        return identity_for(type(self), self.params, self.precision())
 
     def precision(self) -> str:
         """The arithmetic the model really runs in ("fp32"; torch extractors may autocast)."""
         return "fp32"
 
 
+def _length(loaded: Any) -> int:
+    if isinstance(loaded, list | tuple):
+        return sum(_length(part) for part in loaded)
+    try:
+        return len(loaded)
+    except TypeError:
+        return 0
+
+
 EXTRACTORS: Registry[type[Extractor]] = Registry("extractor")
+
+
+def identity_for(cls: type[Extractor], params: Any, precision: str = "fp32") -> dict[str, Any]:
+    """The identity ({modality, extractor, model, params}) of features made with `params`."""
+    values = dataclasses.asdict(params)
+    for key, default in cls.LATE_DEFAULTS.items():
+        if values.get(key) == default:
+            del values[key]
+    if precision != "fp32":  # autocast changes the features slightly
+        values["precision"] = precision
+    return {
+        "extractor": cls.name,
+        "modality": cls.modality,
+        "model": cls.model_name(params),
+        "params": values,
+    }
+
+
+def expected_identity(spec_extractor: str, params: dict[str, Any] | None, where: str
+                      ) -> dict[str, Any]:
+    """The identity a cache made with this extractor configuration carries; loads no weights.
+
+    `params` are validated as `build_extractor` validates them (a bad one is a
+    ConfigError naming `where`). The result has no `precision`: bf16/fp16
+    autocast follows the machine, so compare with
+    `amid.cache.identity_differences(expected, found, ignore=("precision",))`.
+    """
+    cls = _lookup(spec_extractor, where)
+    built = build_params(cls, params or {}, where)
+    cls.check(built, where)
+    return identity_for(cls, built)
+
+
+def _lookup(name: str, where: str) -> type[Extractor]:
+    cls = EXTRACTORS.get(name)
+    cls.name = name
+    return cls
 
 
 def build_params(cls: type[Extractor], values: dict[str, Any], where: str) -> Any:
@@ -127,9 +187,9 @@ def build_extractor(
     name: str, params: dict[str, Any] | None = None, where: str = "params"
 ) -> Extractor:
     """Look up an extractor by name and construct it with validated parameters."""
-    cls = EXTRACTORS.get(name)
-    cls.name = name
+    cls = _lookup(name, where)
     built = build_params(cls, params or {}, where)
+    cls.check(built, where)
     try:
         return cls(built)
     except (ValueError, RuntimeError) as exc:  # a combination the library refuses

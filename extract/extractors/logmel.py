@@ -4,6 +4,12 @@ torchaudio's mel spectrogram (power, `n_mels` bands, `n_fft`/`hop_length`
 samples at `sample_rate`), log-compressed. `pooling: none` keeps the frame
 sequence (T, n_mels); `stats` gives one clip-level vector (1, 2 * n_mels) of
 per-band mean and standard deviation over time.
+
+Clips longer than 5 minutes are streamed (`extractors.long`): the STFT frames
+are computed block by block from the samples each needs (the reflect padding
+of a centred STFT only at the clip's two ends, as in one pass), and `stats`
+merges per-block moments in float64, so memory stays flat in the clip's
+length and the features equal one pass's up to float rounding.
 """
 
 from __future__ import annotations
@@ -16,6 +22,12 @@ import torch
 import torchaudio
 
 from amid.extract.extractors.base import EXTRACTORS, Extractor, MediaError, MediaItem
+from amid.extract.extractors.long import (
+    LongAudio,
+    RunningMoments,
+    centred_slices,
+    long_audio,
+)
 from amid.extract.media import load_audio
 
 
@@ -52,6 +64,11 @@ class LogMelExtractor(Extractor):
             f_max=p.f_max,
             power=2.0,
         )
+        # the same transform on explicitly padded slices, for streamed clips
+        self._mel_slice = torchaudio.transforms.MelSpectrogram(
+            sample_rate=p.sample_rate, n_fft=p.n_fft, hop_length=p.hop_length, n_mels=p.n_mels,
+            f_min=p.f_min, f_max=p.f_max, power=2.0, center=False,
+        )
 
     @property
     def feature_dim(self) -> int:
@@ -60,6 +77,9 @@ class LogMelExtractor(Extractor):
     def load(self, item: MediaItem) -> Any:
         if item.path is None:
             raise MediaError("no audio_path (and no video soundtrack)")
+        deferred = long_audio(item, self.params.sample_rate)
+        if deferred is not None:
+            return deferred
         wave = load_audio(item.path, self.params.sample_rate, start=item.start, end=item.end)
         if len(wave) < self.params.n_fft:  # shorter than one window: pad, don't crash
             wave = np.pad(wave, (0, self.params.n_fft - len(wave)))
@@ -69,9 +89,27 @@ class LogMelExtractor(Extractor):
         out = []
         with torch.no_grad():
             for wave in batch:
+                if isinstance(wave, LongAudio):
+                    out.append(self._embed_long(wave))
+                    continue
                 mel = self._mel(torch.from_numpy(np.ascontiguousarray(wave)))  # (n_mels, T)
                 logmel = torch.log(mel + 1e-6).T  # (T, n_mels); 1e-6 floors silence
                 if self.params.pooling == "stats":
                     logmel = torch.cat([logmel.mean(0), logmel.std(0, unbiased=False)])[None]
                 out.append(logmel.numpy().astype(np.float32))
         return out
+
+    def _embed_long(self, clip: LongAudio) -> np.ndarray:
+        """Log-mel frames of a streamed clip, block by block; `stats` merges moments."""
+        moments, frames = RunningMoments(), []
+        for piece in centred_slices(clip.blocks(), self.params.n_fft, self.params.hop_length):
+            with torch.no_grad():
+                mel = self._mel_slice(torch.from_numpy(np.ascontiguousarray(piece)))
+            logmel = torch.log(mel + 1e-6).T.numpy()
+            if self.params.pooling == "stats":
+                moments.add(logmel)
+            else:
+                frames.append(logmel.astype(np.float32))
+        if self.params.pooling == "stats":
+            return np.concatenate([moments.mean, moments.std])[None].astype(np.float32)
+        return np.concatenate(frames)

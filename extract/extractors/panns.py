@@ -19,6 +19,16 @@ dropped. Any other extra or missing key is a `CheckpointError`.
 A clip shorter than the network's pooling depth (32 STFT frames) is
 zero-padded at the end rather than crashing. `window_seconds` gives a
 sequence: one embedding per window of that length every `hop_seconds`.
+
+Clips longer than 5 minutes are streamed, so memory does not grow with their
+length: windows are cut from the stream as it is decoded; a clip-level
+embedding runs the convolutional trunk on 32 s pieces of the log-mel frames
+with 2.9 s of context on each side (more than the trunk's receptive field,
+aligned to its 32-frame pooling grid), keeps each piece's inner time steps,
+which are the steps one pass computes, and takes max + mean over all of them.
+
+`random_init: true` draws the weights from `seed` instead of loading
+`checkpoint` (pipeline tests only); the cache records `random-init(seed=N)`.
 """
 
 from __future__ import annotations
@@ -35,7 +45,13 @@ from torch import nn
 
 from amid.errors import CheckpointError, ConfigError
 from amid.extract.extractors.base import EXTRACTORS, MediaError, MediaItem
-from amid.extract.extractors.weights import TorchExtractor, load_state_dict
+from amid.extract.extractors.long import LongAudio, centred_slices, long_audio
+from amid.extract.extractors.weights import (
+    TorchExtractor,
+    check_random_init,
+    load_state_dict,
+    random_init_name,
+)
 from amid.extract.media import load_audio
 
 FRONT_END_KEYS = (
@@ -44,6 +60,9 @@ FRONT_END_KEYS = (
     "logmel_extractor.melW",
 )
 MIN_FRAMES = 32  # five 2x2 average pools in time: fewer frames cannot pass conv_block5
+# Streamed clip-level embeddings: log-mel frames per piece and context on each side, both
+# multiples of the 32-frame pooling grid; the trunk's receptive field is 284 frames.
+CORE_FRAMES, CONTEXT_FRAMES = 3200, 288
 AMIN = 1e-10
 
 
@@ -76,12 +95,13 @@ class LogMel(nn.Module):
                                 norm="slaney", mel_scale="slaney")
         self.register_buffer("melW", fb, False)  # (freq_bins, mel_bins), as the checkpoints
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+    def forward(self, wave: torch.Tensor, center: bool = True) -> torch.Tensor:
+        """`center=False`: a slice already padded by `long.centred_slices`."""
         with torch.autocast(wave.device.type, enabled=False):  # dB of bf16 powers is noise
             power = AF.spectrogram(
                 wave.float(), pad=0, window=self.window, n_fft=self.window_size,
                 hop_length=self.hop_size, win_length=self.window_size, power=2.0,
-                normalized=False, center=True, pad_mode="reflect",
+                normalized=False, center=center, pad_mode="reflect",
             )  # (B, freq, frames)
             mel = torch.matmul(power.transpose(1, 2), self.melW)
             return (10.0 * torch.log10(torch.clamp(mel, min=AMIN)))[:, None]
@@ -102,15 +122,20 @@ class Cnn14(nn.Module):
         self.fc1 = nn.Linear(2048, embed_dim)
         self.fc_audioset = nn.Linear(embed_dim, classes)
 
-    def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.front_end(wave)  # (B, 1, T, mel)
-        x = self.bn0(x.transpose(1, 3)).transpose(1, 3)  # normalise per mel band
+    def trunk(self, logmel: torch.Tensor) -> torch.Tensor:
+        """(B, 1, T, mel) log-mel -> (B, 2048, T // 32) time steps, averaged over mel."""
+        x = self.bn0(logmel.transpose(1, 3)).transpose(1, 3)  # normalise per mel band
         for i in range(1, 7):
             x = getattr(self, f"conv_block{i}")(x, pool=2 if i < 6 else 1)
-        x = x.mean(dim=3)  # over mel
-        x = x.max(dim=2).values + x.mean(dim=2)  # over time
-        embedding = F.relu(self.fc1(x))
+        return x.mean(dim=3)  # over mel
+
+    def head(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = F.relu(self.fc1(pooled))
         return embedding, torch.sigmoid(self.fc_audioset(embedding))
+
+    def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.trunk(self.front_end(wave))
+        return self.head(x.max(dim=2).values + x.mean(dim=2))  # over time
 
 
 def dft_kernels(window_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -166,6 +191,8 @@ class PannsCnn14(TorchExtractor):
     embed_dim: ClassVar[int] = 2048
     window_batch: ClassVar[int] = 64  # windows per forward pass: bounds activation memory
 
+    LATE_DEFAULTS = {"seed": 0}  # added later; caches made before it stay valid
+
     @dataclass(frozen=True)
     class Params:
         checkpoint: str = ""  # a local .pth (PANNs release) or .safetensors file
@@ -179,27 +206,37 @@ class PannsCnn14(TorchExtractor):
         classes: int = 527
         window_seconds: float | None = None  # None: one clip-level embedding (T = 1)
         hop_seconds: float | None = None  # None: = window_seconds
+        seed: int = 0  # the seed of random_init
+
+    @classmethod
+    def check(cls, params: Any, where: str) -> None:
+        p = params
+        if not p.checkpoint and not p.random_init:
+            raise ConfigError(
+                f"{where}.checkpoint: extractor {cls.name!r} needs the path of a PANNs CNN14 "
+                "checkpoint (e.g. Cnn14_mAP=0.431.pth from zenodo.org/record/3987831); "
+                "random_init: true is for pipeline tests only; see the README section "
+                "\"Working offline\""
+            )
+        check_random_init(cls.name, p, where, "checkpoint")
+        if p.window_seconds is not None and p.window_seconds <= 0:
+            raise ConfigError(f"{where}.window_seconds must be > 0 (extractor {cls.name!r})")
+        if p.hop_seconds is not None and (p.window_seconds is None or p.hop_seconds <= 0):
+            raise ConfigError(f"{where}.hop_seconds needs window_seconds, > 0 "
+                              f"(extractor {cls.name!r})")
+
+    @classmethod
+    def model_name(cls, params: Any) -> str:
+        return params.checkpoint or random_init_name(params.seed)
 
     def __init__(self, params: Any) -> None:
         super().__init__(params)
         p = params
-        if not p.checkpoint and not p.random_init:
-            raise ConfigError(
-                f"extractor {self.name!r} needs params.checkpoint: the path of a PANNs CNN14 "
-                "checkpoint (e.g. Cnn14_mAP=0.431.pth from zenodo.org/record/3987831); "
-                "random_init: true is for tests only"
-            )
-        if p.checkpoint and p.random_init:
-            raise ConfigError(f"extractor {self.name!r}: set checkpoint or random_init, not both")
-        if p.window_seconds is not None and p.window_seconds <= 0:
-            raise ConfigError(f"extractor {self.name!r}: window_seconds must be > 0")
-        if p.hop_seconds is not None and (p.window_seconds is None or p.hop_seconds <= 0):
-            raise ConfigError(f"extractor {self.name!r}: hop_seconds needs window_seconds, > 0")
         kwargs = dict(sample_rate=p.sample_rate, window_size=p.window_size, hop_size=p.hop_size,
                       mel_bins=p.mel_bins, fmin=p.fmin, fmax=p.fmax, embed_dim=self.embed_dim,
                       classes=p.classes)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
+            torch.manual_seed(p.seed)
             model = Cnn14(**kwargs)
         if p.checkpoint:
             load_cnn14_state(model, load_state_dict(p.checkpoint, "CNN14 checkpoint"), p.checkpoint)
@@ -210,17 +247,16 @@ class PannsCnn14(TorchExtractor):
     def feature_dim(self) -> int:
         return self.embed_dim
 
-    @property
-    def model(self) -> str:
-        return self.params.checkpoint or "random-init(seed=0)"
+    def _window_shape(self) -> tuple[int, int]:
+        p = self.params
+        size = max(int(round(p.window_seconds * p.sample_rate)), self.min_samples)
+        return size, int(round((p.hop_seconds or p.window_seconds) * p.sample_rate))
 
     def windows(self, wave: np.ndarray) -> np.ndarray:
         """(n_windows, samples): the whole padded clip, or fixed windows every hop."""
-        p = self.params
-        if p.window_seconds is None:
+        if self.params.window_seconds is None:
             return self._pad(wave, self.min_samples)[None]
-        size = max(int(round(p.window_seconds * p.sample_rate)), self.min_samples)
-        hop = int(round((p.hop_seconds or p.window_seconds) * p.sample_rate))
+        size, hop = self._window_shape()
         count = 1 + math.ceil(max(0, len(wave) - size) / hop)
         wave = self._pad(wave, (count - 1) * hop + size)
         return np.lib.stride_tricks.sliding_window_view(wave, size)[::hop][:count].copy()
@@ -229,9 +265,12 @@ class PannsCnn14(TorchExtractor):
     def _pad(wave: np.ndarray, length: int) -> np.ndarray:
         return np.pad(wave, (0, length - len(wave))) if len(wave) < length else wave
 
-    def load(self, item: MediaItem) -> np.ndarray:
+    def load(self, item: MediaItem) -> np.ndarray | LongAudio:
         if item.path is None:
             raise MediaError("no audio_path (and no video soundtrack)")
+        deferred = long_audio(item, self.params.sample_rate)
+        if deferred is not None:
+            return deferred
         wave = load_audio(item.path, self.params.sample_rate, start=item.start, end=item.end)
         return self.windows(wave)
 
@@ -240,6 +279,9 @@ class PannsCnn14(TorchExtractor):
         # Clips of equal length share a forward pass; padding others would change them.
         groups: dict[int, list[int]] = {}
         for i, windows in enumerate(batch):
+            if isinstance(windows, LongAudio):
+                out[i] = self._embed_long(windows)
+                continue
             groups.setdefault(windows.shape[1], []).append(i)
         with self.running():
             for indices in groups.values():
@@ -254,6 +296,88 @@ class PannsCnn14(TorchExtractor):
                     out[i] = feats[start : start + len(batch[i])]
                     start += len(batch[i])
         return out  # type: ignore[return-value]
+
+    def _embed_long(self, clip: LongAudio) -> np.ndarray:
+        return (self._windows_long(clip) if self.params.window_seconds is not None
+                else self._clip_long(clip))
+
+    def _forward_windows(self, windows: list[np.ndarray]) -> np.ndarray:
+        with self.running():
+            x = torch.from_numpy(np.stack(windows)).to(self.device)
+            return self.module(x)[0].float().cpu().numpy()
+
+    def _windows_long(self, clip: LongAudio) -> np.ndarray:
+        """The windows of `windows`, cut from the stream as it comes (the end zero-padded)."""
+        size, hop = self._window_shape()
+        buf, start, k, pending, out = np.zeros(0, np.float32), 0, 0, [], []
+        for block in clip.blocks():
+            buf = np.concatenate([buf, block])
+            while k * hop + size <= start + len(buf):
+                pending.append(buf[k * hop - start : k * hop - start + size])
+                k += 1
+                if len(pending) == self.window_batch:
+                    out.append(self._forward_windows(pending))
+                    pending = []
+            keep = k * hop
+            if keep > start:
+                buf, start = buf[keep - start :], keep
+        total = start + len(buf)
+        count = 1 + math.ceil(max(0, total - size) / hop)
+        buf = self._pad(buf, (count - 1) * hop + size - start)
+        pending += [buf[j * hop - start : j * hop - start + size] for j in range(k, count)]
+        for lo in range(0, len(pending), self.window_batch):
+            out.append(self._forward_windows(pending[lo : lo + self.window_batch]))
+        return np.concatenate(out)
+
+    def _clip_long(self, clip: LongAudio) -> np.ndarray:
+        """One clip-level embedding, the trunk run on pieces of the log-mel frames.
+
+        Piece j's inner frames [j*CORE, (j+1)*CORE) are computed with CONTEXT
+        frames on each side; the trunk's time steps of those inner frames are
+        the ones a single pass computes, so max + mean over all of them is its
+        clip embedding.
+        """
+        front = self.module.front_end
+        frames = np.zeros((0, self.params.mel_bins), np.float32)
+        first = 0  # global index of frames[0]
+        core = 0  # first frame of the next piece
+        state = {"max": None, "sum": None, "steps": 0}
+
+        def piece(stop: int) -> None:
+            lo = max(0, core - CONTEXT_FRAMES)
+            window = frames[lo - first : stop + CONTEXT_FRAMES - first]
+            with self.running():
+                x = torch.from_numpy(np.ascontiguousarray(window))[None, None].to(self.device)
+                steps = self.module.trunk(x)[0].float().cpu().numpy()  # (2048, len // 32)
+            keep = steps[:, (core - lo) // 32 : (stop - lo) // 32]
+            if keep.shape[1]:
+                top = keep.max(axis=1)
+                state["max"] = top if state["max"] is None else np.maximum(state["max"], top)
+                total = keep.sum(axis=1, dtype=np.float64)
+                state["sum"] = total if state["sum"] is None else state["sum"] + total
+                state["steps"] += keep.shape[1]
+
+        for samples in centred_slices(clip.blocks(), self.params.window_size,
+                                      self.params.hop_size):
+            with torch.no_grad():
+                mel = front(torch.from_numpy(np.ascontiguousarray(samples))[None], center=False)
+            frames = np.concatenate([frames, mel[0, 0].numpy()])
+            while first + len(frames) >= core + CORE_FRAMES + CONTEXT_FRAMES:
+                piece(core + CORE_FRAMES)
+                core += CORE_FRAMES
+                drop = max(first, core - CONTEXT_FRAMES)
+                frames, first = frames[drop - first :], drop
+        total = first + len(frames)
+        if total < MIN_FRAMES:  # as the whole-clip path pads (a long clip never is this short)
+            frames = np.pad(frames, ((0, MIN_FRAMES - total), (0, 0)))
+            total = MIN_FRAMES
+        while core < total:
+            piece(min(core + CORE_FRAMES, total))
+            core += CORE_FRAMES
+        pooled = state["max"] + (state["sum"] / state["steps"]).astype(np.float32)
+        with self.running():
+            embedding = self.module.head(torch.from_numpy(pooled)[None].to(self.device))[0]
+        return embedding.float().cpu().numpy()
 
 
 @EXTRACTORS.register("panns-cnn14")

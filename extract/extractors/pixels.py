@@ -3,7 +3,8 @@
 Each decoded frame (sampled at `fps`, or every frame when `fps` is 0) becomes
 its grey-level image average-pooled to `grid x grid` cells, scaled to [0, 1]:
 a sequence of shape (T, grid * grid). Enough for the demo's digits, and a
-fixed, reproducible baseline for any video.
+fixed, reproducible baseline for any video. Videos from which more than 512
+frames would be sampled are decoded and pooled as a stream (`extractors.long`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from amid.extract.extractors.base import EXTRACTORS, Extractor, MediaError, MediaItem
+from amid.extract.extractors.long import LongVideo, batches, long_video
 from amid.extract.media import load_video
 
 
@@ -41,6 +43,9 @@ class PixelsExtractor(Extractor):
     def load(self, item: MediaItem) -> Any:
         if item.path is None:
             raise MediaError("no video_path")
+        deferred = long_video(item, self.params.fps or None, self.params.max_frames)
+        if deferred is not None:
+            return deferred
         frames = load_video(
             item.path,
             fps=self.params.fps or None,
@@ -53,7 +58,13 @@ class PixelsExtractor(Extractor):
     def embed(self, batch: list[Any]) -> list[np.ndarray]:
         out = []
         for frames in batch:
-            gray = torch.from_numpy(frames).float().mean(dim=-1) / 255.0  # (T, H, W)
-            pooled = F.adaptive_avg_pool2d(gray[:, None], self.params.grid)  # (T, 1, g, g)
-            out.append(pooled.flatten(1).numpy().astype(np.float32))  # (T, g*g)
+            if isinstance(frames, LongVideo):
+                out.append(np.concatenate([self._pool(b) for b in batches(frames.stream(), 256)]))
+            else:
+                out.append(self._pool(frames))
         return out
+
+    def _pool(self, frames: np.ndarray) -> np.ndarray:
+        gray = torch.from_numpy(frames).float().mean(dim=-1) / 255.0  # (T, H, W)
+        pooled = F.adaptive_avg_pool2d(gray[:, None], self.params.grid)  # (T, 1, g, g)
+        return pooled.flatten(1).numpy().astype(np.float32)  # (T, g*g)

@@ -13,9 +13,14 @@ Weights: `checkpoint` (a local .safetensors/.pth/.bin of the timm model), or,
 when empty, the model's timm weights on the Hugging Face hub (its
 `pretrained_cfg.hf_hub_id`), taken from the HF cache, or downloaded when
 online. Both are loaded strictly here (timm's own loader only logs missing
-keys once the classifier is dropped); `random_init: true` is for tests/CI.
+keys once the classifier is dropped); `random_init: true` draws the weights
+from `seed` instead (pipeline tests only; recorded as `random-init(seed=N)`).
 For timm DenseNets, `checkpoint` may also be a torchvision DenseNet state dict
 (`densenet121-a639ec97.pth` and the like): see `from_torchvision_densenet`.
+
+Videos from which more than 512 frames would be sampled are streamed
+(`extractors.long`): frames are decoded, preprocessed and embedded
+`frame_batch` at a time, so memory does not grow with the video's length.
 """
 
 from __future__ import annotations
@@ -29,11 +34,16 @@ import torch
 
 from amid.errors import CheckpointError, ConfigError
 from amid.extract.extractors.base import EXTRACTORS, MediaError, MediaItem
+from amid.extract.extractors.long import LongVideo, batches, long_video
 from amid.extract.extractors.weights import (
+    OFFLINE_HELP,
     TorchExtractor,
+    check_random_init,
     hf_cache_dir,
+    hub_unreachable,
     load_state_dict,
     offline,
+    random_init_name,
 )
 from amid.extract.media import load_video
 
@@ -50,16 +60,36 @@ def hub_weights(repo_id: str) -> str:
     from huggingface_hub import hf_hub_download
 
     errors = []
-    for filename in HUB_FILES:
+    for filename in HUB_FILES:  # the cache first: no network at all when it has them
         try:
-            return hf_hub_download(repo_id, filename, local_files_only=offline())
-        except Exception as exc:  # not cached, offline, no such file: try the next
+            return hf_hub_download(repo_id, filename, local_files_only=True)
+        except Exception as exc:  # not cached: try the next, then the hub
             errors.append(f"{filename}: {type(exc).__name__}")
-    how = "not tried (offline)" if offline() else "download failed"
+    unreachable = None if offline() else hub_unreachable()
+    if not offline() and not unreachable:
+        for filename in HUB_FILES:
+            try:
+                return hf_hub_download(repo_id, filename)
+            except Exception as exc:  # no such file, download failed: try the next
+                errors.append(f"{filename}: {type(exc).__name__}")
+    how = ("not tried (offline)" if offline() else f"cannot be reached ({unreachable})"
+           if unreachable else "download failed")
     raise CheckpointError(
         f"no weights for timm model {repo_id!r}; looked at: Hugging Face cache {hf_cache_dir()} "
-        f"({', '.join(errors)}); the hub: {how}. Set params.checkpoint to a local weight file"
+        f"({', '.join(errors)}); the hub: {how}. Set params.checkpoint to a local weight file\n"
+        f"  {OFFLINE_HELP}"
     )
+
+
+def hub_repo(model: str) -> str | None:
+    """The hub repository of a timm model name's pretrained weights, without building it."""
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    if not timm.is_model(model.split(".")[0]):
+        return None
+    cfg = get_pretrained_cfg(model)
+    return getattr(cfg, "hf_hub_id", None) or None
 
 
 def strip_classifier(state: dict[str, torch.Tensor], model: torch.nn.Module
@@ -97,6 +127,12 @@ def fill_batch_counters(state: dict[str, torch.Tensor], model: torch.nn.Module
 class TimmImageExtractor(TorchExtractor):
     modality = "visual"
     frame_batch = 64  # frames per forward pass: bounds activation memory
+    LATE_DEFAULTS = {"seed": 0}  # added later; caches made before it stay valid
+    CHECKS = {
+        "fps": (lambda v: v > 0, "> 0"),
+        "folder_fps": (lambda v: v > 0, "> 0"),
+        "max_frames": (lambda v: v is None or v >= 1, ">= 1 (or null: no limit)"),
+    }
 
     @dataclass(frozen=True)
     class Params:
@@ -107,6 +143,27 @@ class TimmImageExtractor(TorchExtractor):
         max_frames: int | None = None
         folder_fps: float = 25.0  # frame folders: the rate their frames were taken at
         pooling: Literal["none", "mean"] = "none"
+        seed: int = 0  # the seed of random_init
+
+    @classmethod
+    def check(cls, params: Any, where: str) -> None:
+        import timm
+
+        check_random_init(cls.name, params, where, "checkpoint")
+        if not timm.is_model(params.model.split(".")[0]):
+            raise ConfigError(f"{where}.model: unknown timm model {params.model!r} "
+                              f"(extractor {cls.name!r})")
+
+    @classmethod
+    def model_name(cls, params: Any) -> str:
+        if params.random_init:
+            source = random_init_name(params.seed)
+        elif params.checkpoint:
+            source = params.checkpoint
+        else:
+            repo = hub_repo(params.model)
+            source = f"hf://{repo}" if repo else "no hub weights"
+        return f"{params.model} ({source})"
 
     def __init__(self, params: Any) -> None:
         super().__init__(params)
@@ -114,27 +171,21 @@ class TimmImageExtractor(TorchExtractor):
         from timm.data import create_transform, resolve_data_config
 
         p = params
-        if p.fps <= 0 or p.folder_fps <= 0 or (p.max_frames is not None and p.max_frames < 1):
-            raise ConfigError(f"extractor {self.name!r}: fps and folder_fps must be > 0 and "
-                              "max_frames >= 1")
-        if p.checkpoint and p.random_init:
-            raise ConfigError(f"extractor {self.name!r}: set checkpoint or random_init, not both")
         try:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
+                torch.manual_seed(p.seed)
                 model = timm.create_model(p.model, pretrained=False, num_classes=0)
         except RuntimeError as exc:  # unknown model name
             raise ConfigError(f"extractor {self.name!r}: {exc}") from None
-        self._source = "random-init(seed=0)"
         if not p.random_init:
             if p.checkpoint:
-                path = self._source = p.checkpoint
+                path = p.checkpoint
             else:
                 repo = model.pretrained_cfg.get("hf_hub_id")
                 if not repo:
                     raise CheckpointError(f"timm model {p.model!r} has no hub weights; set "
-                                          "params.checkpoint to a local weight file")
-                self._source = f"hf://{repo}"
+                                          f"params.checkpoint to a local weight file\n"
+                                          f"  {OFFLINE_HELP}")
                 path = hub_weights(repo)
             self._load(model, path)
         self.module = self._frozen(model)
@@ -165,34 +216,40 @@ class TimmImageExtractor(TorchExtractor):
     def feature_dim(self) -> int:
         return int(self.module.num_features)
 
-    @property
-    def model(self) -> str:
-        return f"{self.params.model} ({self._source})"
-
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
         """(T, H, W, 3) uint8 -> (T, 3, h, w) float32, timm's eval transform on tensors."""
         x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)
         return self.transform(x).contiguous()
 
-    def load(self, item: MediaItem) -> torch.Tensor:
+    def load(self, item: MediaItem) -> torch.Tensor | LongVideo:
         if item.path is None:
             raise MediaError("no video_path")
         p = self.params
+        deferred = long_video(item, p.fps, p.max_frames, p.folder_fps)
+        if deferred is not None:
+            return deferred
         frames = load_video(item.path, p.fps, start=item.start, end=item.end,
                             max_frames=p.max_frames, folder_fps=p.folder_fps)
         return self.preprocess(frames)
 
-    def embed(self, batch: list[Any]) -> list[np.ndarray]:
-        frames = torch.cat(batch)
+    def _forward(self, frames: torch.Tensor) -> np.ndarray:
         parts = []
         with self.running():
             for lo in range(0, len(frames), self.frame_batch):
                 chunk = frames[lo : lo + self.frame_batch].to(self.device, non_blocking=True)
                 parts.append(self.module(chunk).float().cpu())
-        feats = torch.cat(parts).numpy()
+        return torch.cat(parts).numpy()
+
+    def embed(self, batch: list[Any]) -> list[np.ndarray]:
+        short = [x for x in batch if not isinstance(x, LongVideo)]
+        feats = self._forward(torch.cat(short)) if short else None
         out, start = [], 0
         for x in batch:
-            seq = feats[start : start + len(x)]
-            start += len(x)
+            if isinstance(x, LongVideo):
+                seq = np.concatenate([self._forward(self.preprocess(block))
+                                      for block in batches(x.stream(), self.frame_batch)])
+            else:
+                seq = feats[start : start + len(x)]
+                start += len(x)
             out.append(seq.mean(axis=0, keepdims=True) if self.params.pooling == "mean" else seq)
         return out

@@ -2,10 +2,18 @@
 
 Weights are a local folder or file, or a Hugging Face hub id found in the HF
 cache (downloaded into it when the machine is online and offline mode is off).
-A missing weight file is a `CheckpointError` that lists where it looked;
-nothing here ever falls back to random weights, lets a model load with weights
-missing, or enables `trust_remote_code` (a hub repository's Python code would
-run on the user's machine).
+A missing weight file is a `CheckpointError` that lists where it looked and
+what to do (`OFFLINE_HELP`); nothing here ever falls back to random weights,
+lets a model load with weights missing, or enables `trust_remote_code` (a hub
+repository's Python code would run on the user's machine). `random_init:
+true` (`random_hf_model`) is the explicit way to run on seeded random
+weights, recorded in the cache as `random-init(seed=N)`.
+
+Before anything would be downloaded, one TCP connection to the hub (or the
+proxy) is tried with a short timeout (`hub_unreachable`): without it,
+huggingface_hub retries a dead connection with back-off for about 50 s and
+ten warnings before failing. When the hub cannot be reached, a cached copy
+is used as it is, and a model that is not cached fails at once.
 
 `TorchExtractor` gives the torch-backed extractors one way to move to a device
 and to run under inference mode with optional bf16/fp16 autocast on GPUs.
@@ -14,18 +22,45 @@ and to run under inference mode with optional bf16/fp16 autocast on GPUs.
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 
 from amid.devices import amp_allowed
-from amid.errors import CheckpointError
+from amid.errors import CheckpointError, ConfigError
 from amid.extract.extractors.base import Extractor
 
+log = logging.getLogger(__name__)
 _TRUE = {"1", "true", "yes", "on"}
+PROBE_SECONDS = 3.0  # how long the hub may take to accept a connection
+# What a user without weights can do; the README section carries the details.
+OFFLINE_HELP = (
+    "to fix: point the model/checkpoint parameter at a local folder or file, or fill the "
+    "Hugging Face cache on a machine with access (`hf download <id>`, then copy "
+    "~/.cache/huggingface) and set HF_HUB_OFFLINE=1; `random_init: true` runs on seeded "
+    "random weights (pipeline tests only). See the README section \"Working offline\""
+)
+
+
+def random_init_name(seed: int) -> str:
+    """The `model` a cache of random weights records."""
+    return f"random-init(seed={seed})"
+
+
+def check_random_init(name: str, params: Any, where: str, source: str) -> None:
+    """`seed` only with `random_init`; `source` (a weight file parameter) not with it."""
+    if params.seed != 0 and not params.random_init:
+        raise ConfigError(f"{where}.seed applies only with random_init: true (extractor {name!r})")
+    if source and params.random_init and getattr(params, source):
+        raise ConfigError(f"{where}: set {source} or random_init, not both (extractor {name!r})")
 # Parameters an encoder checkpoint may lack without changing the features we read
 # (BERT's pooler is not used: pooling is done here; wav2vec2's mask embedding is
 # only used in pre-training).
@@ -55,16 +90,71 @@ def is_local(name: str) -> bool:
     return Path(name).expanduser().exists() or name.startswith((".", "/", "~"))
 
 
-def where_looked(name: str, local_files_only: bool = False) -> str:
+def _proxy_or_hub() -> tuple[str, int]:
+    """Host and port the first connection to the hub goes to (a proxy when one is set)."""
+    for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        if os.environ.get(key):
+            proxy = urlparse(os.environ[key] if "://" in os.environ[key]
+                             else f"http://{os.environ[key]}")
+            return proxy.hostname or "", proxy.port or 8080
+    try:
+        from huggingface_hub import constants
+
+        endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    except ImportError:  # pragma: no cover - transformers always brings huggingface_hub
+        endpoint = "https://huggingface.co"
+    url = urlparse(endpoint)
+    return url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+
+
+@functools.cache
+def _probe(host: str, port: int) -> str | None:
+    result: list[str | None] = [f"no answer within {PROBE_SECONDS:.0f} s"]
+
+    def connect() -> None:
+        try:  # name resolution has no timeout of its own: the thread bounds it
+            socket.create_connection((host, port), timeout=PROBE_SECONDS).close()
+            result[0] = None
+        except OSError as exc:
+            result[0] = exc.strerror or str(exc) or type(exc).__name__
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(PROBE_SECONDS + 0.5)
+    return result[0]
+
+
+def hub_unreachable() -> str | None:
+    """None when the hub (or the proxy) accepts a connection; else `host:port: why`."""
+    host, port = _proxy_or_hub()
+    why = _probe(host, port)
+    return None if why is None else f"{host}:{port}: {why}"
+
+
+def in_hf_cache(name: str) -> bool:
+    """Whether the HF cache holds a snapshot of hub repository `name` (its config.json)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(name, "config.json", cache_dir=hf_cache_dir())
+    except Exception:  # a malformed id: the real load says why
+        return False
+    return isinstance(found, str)
+
+
+def where_looked(name: str, local_files_only: bool = False, unreachable: str | None = None
+                 ) -> str:
     """The places a weight lookup tried, for the error message."""
     path = Path(name).expanduser()
     places = [f"local path {path.resolve()} ({'exists' if path.exists() else 'not found'})"]
     if not name.startswith((".", "/", "~")):
         places.append(f"Hugging Face cache {hf_cache_dir()} (no usable snapshot of {name!r})")
-        places.append(
-            "the hub: not tried (offline: HF_HUB_OFFLINE=1 or local_files_only)"
-            if offline(local_files_only) else "the hub: download failed"
-        )
+        if offline(local_files_only):
+            places.append("the hub: not tried (offline: HF_HUB_OFFLINE=1 or local_files_only)")
+        elif unreachable:
+            places.append(f"the hub: cannot be reached ({unreachable})")
+        else:
+            places.append("the hub: download failed")
     return "; ".join(places)
 
 
@@ -77,20 +167,34 @@ def load_hf(
     With `check_missing`, a model whose checkpoint lacks any weight (which
     transformers would fill with random values and only warn about) is refused.
     """
-    source = str(Path(name).expanduser()) if is_local(name) else name
-    if is_local(name) and not Path(source).exists():
-        raise CheckpointError(f"{what} {name!r} not found; looked at: {where_looked(name)}")
+    local = is_local(name)
+    source = str(Path(name).expanduser()) if local else name
+    if local and not Path(source).exists():
+        raise CheckpointError(f"{what} {name!r} not found; looked at: {where_looked(name)}\n"
+                              f"  {OFFLINE_HELP}")
+    only_local = offline(local_files_only) or local
+    unreachable = None if only_local else hub_unreachable()
+    if unreachable:
+        if not in_hf_cache(name):
+            raise CheckpointError(
+                f"cannot load {what} {name!r}: the Hugging Face hub cannot be reached and the "
+                f"model is not in the cache\n  looked at: "
+                f"{where_looked(name, unreachable=unreachable)}\n  {OFFLINE_HELP}"
+            )
+        log.info("the Hugging Face hub cannot be reached (%s); using the cached %s", unreachable,
+                 name)
+        only_local = True
     try:
         result = loader.from_pretrained(
-            source, local_files_only=offline(local_files_only) or is_local(name),
+            source, local_files_only=only_local,
             trust_remote_code=False, **({"output_loading_info": True} if check_missing else {}),
             **kwargs,
         )
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        looked = where_looked(name, local_files_only)
+        looked = where_looked(name, local_files_only, unreachable)
         raise CheckpointError(
-            f"cannot load {what} {name!r}: {first}\n  looked at: {looked}"
+            f"cannot load {what} {name!r}: {first}\n  looked at: {looked}\n  {OFFLINE_HELP}"
         ) from None
     if not check_missing:
         return result
@@ -107,6 +211,21 @@ def load_hf(
     return model
 
 
+def random_hf_model(auto_model: Any, name: str, what: str, seed: int) -> Any:
+    """A model of `name`'s architecture (its config.json) with seeded random weights.
+
+    The configuration (and the caller's preprocessor) still come from `name`,
+    a local folder or the HF cache, exactly as for real weights; only the
+    weights are drawn, from `seed`, so the same seed gives the same model.
+    """
+    from transformers import AutoConfig
+
+    config = load_hf(AutoConfig, name, f"{what} configuration", check_missing=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return auto_model.from_config(config)
+
+
 def load_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, torch.Tensor]:
     """Tensors of a local `.pth`/`.pt`/`.ckpt` (torch.load weights_only) or `.safetensors` file.
 
@@ -114,7 +233,8 @@ def load_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, tor
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise CheckpointError(f"{what} file {path} not found; looked at: {path.resolve()}")
+        raise CheckpointError(f"{what} file {path} not found; looked at: {path.resolve()}\n"
+                              f"  {OFFLINE_HELP}")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

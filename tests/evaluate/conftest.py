@@ -107,10 +107,53 @@ def assert_tree_close(got: object, expected: object, path: str = "") -> None:
         assert got == expected, f"{path}: {got!r} != {expected!r}"
 
 
+PIXELS = {"grid": 2, "fps": 2.0}  # the training caches' extractor settings: 4-d features
+
+
+def pixels_identity(**params) -> dict:
+    """The identity amid-train records for a `pixels` cache made with these params."""
+    from amid.extract.extractors import build_extractor
+
+    return build_extractor("pixels", {**PIXELS, **params}).identity()
+
+
+def make_pixels_run(run: Path, classes: list[str] | None = None, *, inputs: bool = True):
+    """A run folder whose GRU student reads `pixels` features (grid 2, fps 2), as amid-train
+    writes it: student.safetensors/json with the `inputs` record, config.json."""
+    import torch
+    from torch import nn
+
+    from amid.distill.inference import save_module
+    from amid.distill.models import MultiModalEncoder, Student
+
+    classes = classes or ["cat", "dog", "eel"]
+    torch.manual_seed(0)
+    spec = {"visual": dict(in_dim=4, out_dim=8, kind="gru", hidden=6, layers=1,
+                           bidirectional=False, dropout=0.0)}
+    encoder = MultiModalEncoder(spec, dim=8)
+    model = Student(encoder, nn.Linear(8, len(classes))).eval()
+    record = {"visual": {"cache": "cache/toy/visual__pixels.h5", "identity": pixels_identity(),
+                         "fingerprint": "0" * 64}}
+    meta = {"method": "amid", "classes": classes, "target": ["visual"], "auxiliary": ["audio"],
+            "feature_dims": {"visual": 4}, "max_steps": None, "dataset": "toy", "fold": None,
+            "seed": 0, "module": "student",
+            "arch": {"encoder": encoder.config(), "num_classes": len(classes)},
+            **({"inputs": record} if inputs else {})}
+    run.mkdir(parents=True)
+    save_module(model, meta, run, "student")
+    config = {"method": "amid", "config": {
+        "dataset": {"name": "toy", "cache_dir": "cache", "target": ["visual"]},
+        "extract": {"visual": {"extractor": "pixels", "params": PIXELS}}},
+        **({"inputs": record} if inputs else {})}
+    (run / "config.json").write_text(json.dumps(config))
+    return model
+
+
 @pytest.fixture
 def fake() -> SimpleNamespace:
     """The builders and constants above (test modules cannot import conftest by name)."""
     return SimpleNamespace(
         CLASSES=CLASSES, QUERIES=QUERIES, write_outputs=write_outputs,
         write_history=write_history, assert_tree_close=assert_tree_close,
+        make_pixels_run=make_pixels_run, pixels_identity=pixels_identity, PIXELS=PIXELS,
     )

@@ -28,7 +28,9 @@ def test_run_summarize_report(tmp_path: Path, fake, monkeypatch) -> None:
         assert result.exit_code == 0, result.output
     first = json.loads(Path("metrics/amid_fold1.json").read_text())
     assert first["fold"] == 1 and first["student"]["top1"] == 0.75
-    assert set(first["student"]["retrieval"]) == {"R@1", "R@5", "R@10", "R@20", "R@50"}
+    # a gallery of 4: R@5 .. R@50 rank the whole gallery, trivially 100 %, so left out
+    assert set(first["student"]["retrieval"]) == {"R@1"}
+    assert set(first["omitted"]) == {f"student.retrieval.R@{k}" for k in (5, 10, 20, 50)}
     assert Path("metrics/amid_fold1/confusion.csv").is_file()
 
     result = runner.invoke(app, ["summarize", "metrics/amid_fold1.json",
@@ -65,7 +67,8 @@ def test_params_file_sets_ks_and_split(tmp_path: Path, fake) -> None:
 
 
 def test_user_errors_exit_2_with_one_line(tmp_path: Path, fake) -> None:
-    result = runner.invoke(app, ["run", str(tmp_path / "nothing"), "--out", str(tmp_path / "m")])
+    result = runner.invoke(app, ["run", str(tmp_path / "nothing"), "--out",
+                                 str(tmp_path / "m.json")])
     assert result.exit_code == 2
     assert "error:" in result.output and "outputs.h5 do not exist" in result.output
     assert "Traceback" not in result.output

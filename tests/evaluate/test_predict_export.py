@@ -86,11 +86,12 @@ def test_predict_cli_writes_csv_and_h5_matching_the_eager_model(trained, tmp_pat
     ])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out)
-    assert list(table.columns) == ["sample_id", "label", "prob_cat", "prob_dog", "prob_eel"]
+    # no true labels with caches alone: the predicted class, no `label` column
+    assert list(table.columns) == ["sample_id", "predicted", "prob_cat", "prob_dog", "prob_eel"]
     assert table["sample_id"].tolist() == ids
     expected = torch.cat([_one_by_one(model, seqs, k) for k in range(len(ids))]).softmax(1)
     np.testing.assert_allclose(table.iloc[:, 2:].to_numpy(), expected.numpy(), atol=1e-5)
-    assert table["label"].tolist() == [CLASSES[i] for i in expected.argmax(1).tolist()]
+    assert table["predicted"].tolist() == [CLASSES[i] for i in expected.argmax(1).tolist()]
     with h5py.File(out.with_suffix(".h5"), "r") as f:
         assert list(f["ids"].asstr()[...]) == ids
         assert f["embeddings"].shape == (7, 8)
@@ -129,11 +130,14 @@ def test_predict_user_errors_exit_2_without_traceback(trained, args, message) ->
 def test_predict_wrong_feature_dim(trained, tmp_path: Path) -> None:
     run, *_ = trained
     cache_dir = tmp_path / "cache" / "toy"
+    # a visual cache of the right extractor but 3-d features (the student takes 4)
+    narrow = write_cache(tmp_path / "narrow.h5", ["s0"], [np.zeros((2, 3), np.float32)],
+                         {"modality": "visual", "extractor": "fx", "model": "none",
+                          "params": {}})
     result = CliRunner().invoke(predict_app, [
-        str(run), "--cache", f"visual={cache_dir / 'audio__fx.h5'}",
-        "--cache", f"audio={cache_dir / 'audio__fx.h5'}",
+        str(run), "--cache", f"visual={narrow}", "--cache", f"audio={cache_dir / 'audio__fx.h5'}",
     ])
-    assert result.exit_code == 2 and "dim 3" in result.output
+    assert result.exit_code == 2 and "dim 3" in result.output, result.output
 
 
 def test_torchscript_export_matches_eager_on_new_shapes(trained, tmp_path: Path) -> None:

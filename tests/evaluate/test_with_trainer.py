@@ -85,7 +85,7 @@ def test_trained_run_scores_and_predicts_consistently(tmp_path: Path) -> None:
 
     result = runner.invoke(app, ["report", "--metrics", str(tmp_path / "metrics" / "*.json"),
                                  "--runs", str(tmp_path / "runs"), "--out",
-                                 str(tmp_path / "reports")])
+                                 str(tmp_path / "reports"), "--dataset", "tiny"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "reports" / "gap_over_epochs.png").stat().st_size > 1000
     assert (tmp_path / "reports" / "cos_same_class.png").stat().st_size > 1000

@@ -118,7 +118,7 @@ def test_bad_checkpoints_are_refused(state_512) -> None:
 
 
 def test_checkpoint_files_and_settings(tmp_path, checkpoint_2048) -> None:
-    with pytest.raises(ConfigError, match="needs params.checkpoint"):
+    with pytest.raises(ConfigError, match="params.checkpoint: .*needs the path of a PANNs CNN14"):
         build_extractor("panns-cnn14", {})
     with pytest.raises(CheckpointError, match="not found"):
         build_extractor("panns-cnn14", {"checkpoint": str(tmp_path / "absent.pth")})

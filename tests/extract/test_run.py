@@ -93,7 +93,7 @@ def test_sigkill_mid_extraction_then_resume_equals_uninterrupted(tmp_path, small
     assert not cache.exists(), "the run finished before it could be killed"
     committed = len(list(parts.glob("shard-*.h5")))
     assert 4 <= committed < 25
-    out = _cli("run", "-m", "visual", "--params", str(params), "--quiet", cwd=tmp_path)
+    out = _cli("run", "-m", "visual", "--params", str(params), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     resumed = read_cache(cache)
 
@@ -205,7 +205,6 @@ def test_torchrun_two_ranks_split_and_merge_into_the_single_process_cache(tmp_pa
             "visual",
             "--params",
             str(params),
-            "--quiet",
         ],
         cwd=tmp_path,
         capture_output=True,
@@ -223,9 +222,8 @@ def test_torchrun_two_ranks_split_and_merge_into_the_single_process_cache(tmp_pa
 
 def test_bucketing_sorts_by_samples_summed_over_chunks() -> None:
     """wav2vec2 loads a list of chunks: its length is the audio's, not the chunk count."""
-    from amid.extract.run import _size
-
-    assert _size([np.zeros(480_000), np.zeros(16_000)]) == 496_000
-    assert _size([np.zeros(1000)]) < _size([np.zeros(2000)])
-    assert _size(torch.zeros(7, 3, 8, 8)) == 7  # frames of a video
-    assert _size(object()) == 0
+    size = build_extractor("pixels", {}).size  # the default Extractor.size
+    assert size([np.zeros(480_000), np.zeros(16_000)]) == 496_000
+    assert size([np.zeros(1000)]) < size([np.zeros(2000)])
+    assert size(torch.zeros(7, 3, 8, 8)) == 7  # frames of a video
+    assert size(object()) == 0

@@ -16,12 +16,17 @@ from amid.extract.extractors import wav2vec2  # noqa: F401  (registration)
 from amid.extract.extractors.base import MediaItem, build_extractor
 
 
-def _save_tiny(path: Path, masked: bool = False, seed: int = 0) -> Path:
+def _save_tiny(path: Path, masked: bool = False, seed: int = 0,
+               base_strides: bool = False) -> Path:
     """A tiny random wav2vec2 saved like a real one; `masked`: a layer-norm encoder whose
-    feature extractor asks for attention masks (as wav2vec2-large-lv60's does)."""
+    feature extractor asks for attention masks (as wav2vec2-large-lv60's does);
+    `base_strides`: wav2vec 2.0's own CNN kernels and strides (receptive field 400)."""
+    convs = (dict(conv_dim=(8,) * 7, conv_stride=(5, 2, 2, 2, 2, 2, 2),
+                  conv_kernel=(10, 3, 3, 3, 3, 2, 2)) if base_strides else
+             dict(conv_dim=(16, 16, 16, 16), conv_stride=(5, 4, 4, 4), conv_kernel=(10, 4, 4, 4)))
     config = Wav2Vec2Config(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-        conv_dim=(16, 16, 16, 16), conv_stride=(5, 4, 4, 4), conv_kernel=(10, 4, 4, 4),
+        **convs,
         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
         feat_extract_norm="layer" if masked else "group", do_stable_layer_norm=masked,
     )
@@ -75,25 +80,45 @@ def test_layers_match_transformers(tmp_path, model_dir, reference) -> None:
     np.testing.assert_allclose(ex.embed([ex.load(MediaItem("a", path))])[0], last, atol=1e-5)
 
 
-def test_long_audio_in_chunks_and_resampling(tmp_path, model_dir, reference) -> None:
+def test_chunks_keep_every_frame_and_resampling(tmp_path, model_dir, reference) -> None:
     path, wave = _wav(tmp_path, 1.7)
     ex = build_extractor("wav2vec2", {"model": str(model_dir), "chunk_seconds": 0.5})
     chunks = ex.load(MediaItem("a", path))
-    assert [len(c) for c in chunks] == [8000, 8000, 8000, 3200]  # never more than a chunk
+    # chunks start every 8000 samples (25 frames) and overlap by the receptive field minus
+    # the stride (325 - 320 = 5 samples); the 3200-sample tail makes 9 frames of its own
+    assert [len(c) for c in chunks] == [8005, 8005, 8005, 3200]
     feats = ex.embed([chunks, ex.load(MediaItem("b", _wav(tmp_path, 0.5, 1)[0]))])
-    # the whole clip normalised once, then each 0.5 s piece through the model on its own
-    x = (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
+    # as many frames as one pass over the whole clip: (27200 - 325) // 320 + 1 = 84
+    with torch.no_grad():
+        x = (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
+        one_pass = reference(torch.tensor(x)[None]).last_hidden_state[0].numpy()
+    assert len(feats[0]) == len(one_pass) == 84
+    # each chunk is the whole clip's normalisation, then its samples through the model alone
     expect = []
     for lo in range(0, len(x), 8000):
+        piece = x[lo : lo + 8005]
         with torch.no_grad():
-            piece = torch.tensor(x[lo : lo + 8000])[None]
-            expect.append(reference(piece).last_hidden_state[0].numpy())
+            expect.append(reference(torch.tensor(piece)[None]).last_hidden_state[0].numpy())
     np.testing.assert_allclose(feats[0], np.concatenate(expect), atol=1e-5)
+    # the first chunk's frames equal one pass's except near its border (no attention across)
+    np.testing.assert_allclose(feats[0][:25], expect[0], atol=1e-5)
     assert feats[1].shape == (24, 32)
     # an 8 kHz file is resampled to the model's 16 kHz
     low = tmp_path / "low.wav"
     sf.write(str(low), wave[::2], 8000, subtype="FLOAT")
-    assert sum(len(c) for c in ex.load(MediaItem("c", low))) == len(wave[::2]) * 2
+    loaded = ex.load(MediaItem("c", low))
+    assert sum(len(c) for c in loaded) == len(wave[::2]) * 2 + 3 * 5  # 3 overlaps
+
+
+def test_wav2vec2_base_sized_clip_of_31_s_gives_the_one_pass_frame_count(tmp_path) -> None:
+    """The issue's figure: 31 s at wav2vec 2.0's strides gives 1549 frames, in chunks too."""
+    path = _save_tiny(tmp_path / "base-strides", seed=2, base_strides=True)
+    ex = build_extractor("wav2vec2", {"model": str(path)})  # chunk_seconds 30
+    wav, _ = _wav(tmp_path, 31.0, seed=3)
+    chunks = ex.load(MediaItem("a", wav))
+    assert len(chunks) == 2
+    (feats,) = ex.embed([chunks])
+    assert len(feats) == (31 * 16000 - 400) // 320 + 1 == 1549
 
 
 def test_pooling(tmp_path, model_dir) -> None:
@@ -149,7 +174,9 @@ def test_masked_models_pad_clips_of_any_length_into_one_pass(tmp_path) -> None:
     feats = ex.embed([ex.load(MediaItem(f"a{i}", p)) for i, (p, _) in enumerate(clips)])
     assert len(calls) == 1  # three lengths, one padded pass
     for got, (_, wave) in zip(feats, clips, strict=True):
-        expected = _hidden(reference, wave, -1)  # the clip alone: no padding, no mask
+        x = (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
+        with torch.no_grad():  # the clip alone: no padding, no mask
+            expected = reference(torch.tensor(x)[None]).last_hidden_state[0].numpy()
         assert got.shape == expected.shape
         np.testing.assert_allclose(got, expected, atol=1e-4)
 
@@ -163,3 +190,65 @@ def test_unmasked_models_never_pad(tmp_path, model_dir) -> None:
     clips = [_wav(tmp_path, s, seed=i)[0] for i, s in enumerate((1.0, 0.5, 1.0))]
     ex.embed([ex.load(MediaItem(f"a{i}", p)) for i, p in enumerate(clips)])
     assert sorted(len(s) for s in shapes) == [1, 1] and len(shapes) == 2  # 2 lengths, 2 passes
+
+
+def test_layer_minus_one_is_the_final_output_on_stable_layer_norm_models(tmp_path) -> None:
+    """-1 is `last_hidden_state` (after the encoder's final LayerNorm), not hidden_states[-1];
+    0 is what enters the first transformer layer."""
+    path = _save_tiny(tmp_path / "stable", masked=True, seed=4)
+    reference = Wav2Vec2Model.from_pretrained(path).eval()
+    wav, wave = _wav(tmp_path, 1.0, seed=5)
+    x = torch.tensor((wave - wave.mean()) / np.sqrt(wave.var() + 1e-7))[None]
+    entering = []
+    hook = reference.encoder.layers[0].register_forward_pre_hook(
+        lambda module, args: entering.append(args[0][0].clone()))
+    with torch.no_grad():
+        out = reference(x, output_hidden_states=True)
+    hook.remove()
+    last, pre_norm = out.last_hidden_state[0].numpy(), out.hidden_states[-1][0].numpy()
+    assert np.abs(last - pre_norm).max() > 0.1  # the two differ on these models
+
+    def features(layer: int) -> np.ndarray:
+        ex = build_extractor("wav2vec2", {"model": str(path), "layer": layer})
+        return ex.embed([ex.load(MediaItem("a", wav))])[0]
+
+    np.testing.assert_allclose(features(-1), last, atol=1e-5)
+    np.testing.assert_allclose(features(2), last, atol=1e-5)  # L: the same final output
+    np.testing.assert_allclose(features(-2), out.hidden_states[-2][0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(features(0), entering[0].numpy(), atol=1e-5)
+
+
+def test_random_init_keeps_the_architecture_and_records_its_seed(tmp_path, model_dir) -> None:
+    from amid.extract.extractors import expected_identity
+
+    params = {"model": str(model_dir), "random_init": True, "seed": 3}
+    a, b = build_extractor("wav2vec2", params), build_extractor("wav2vec2", params)
+    assert a.model == "random-init(seed=3)" and a.identity() == expected_identity(
+        "wav2vec2", params, "extract.audio.params")
+    trained = Wav2Vec2Model.from_pretrained(model_dir).state_dict()
+    other = build_extractor("wav2vec2", {**params, "seed": 4}).module.state_dict()
+    key = "encoder.layers.0.attention.k_proj.weight"
+    assert torch.equal(a.module.state_dict()[key], b.module.state_dict()[key])  # seeded
+    assert not torch.equal(a.module.state_dict()[key], other[key])
+    assert not torch.equal(a.module.state_dict()[key], trained[key])  # not the saved weights
+    assert a.module.state_dict()[key].shape == trained[key].shape  # the saved architecture
+    with pytest.raises(ConfigError, match=r"extract.audio.params.seed applies only with"):
+        expected_identity("wav2vec2", {"model": str(model_dir), "seed": 3}, "extract.audio.params")
+
+
+@pytest.mark.parametrize("params", [{}, {"frame_rate": 10.0}, {"pooling": "mean"}])
+def test_long_recordings_stream_with_the_same_frames(tmp_path, model_dir, monkeypatch,
+                                                     params) -> None:
+    """Above LONG_SECONDS the clip is decoded as a stream; features equal the whole-clip path."""
+    import amid.extract.extractors.long as long
+
+    wav, _ = _wav(tmp_path, 2.3, seed=6)
+    ex = build_extractor("wav2vec2", {"model": str(model_dir), "chunk_seconds": 0.5, **params})
+    whole = ex.embed([ex.load(MediaItem("a", wav))])[0]
+    monkeypatch.setattr(long, "LONG_SECONDS", 1.0)
+    monkeypatch.setattr(long, "BLOCK_SECONDS", 0.3)  # blocks smaller than a chunk
+    loaded = ex.load(MediaItem("a", wav))
+    assert isinstance(loaded, long.LongAudio)
+    streamed = ex.embed([loaded])[0]
+    assert streamed.shape == whole.shape
+    np.testing.assert_allclose(streamed, whole, atol=1e-4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -63,7 +64,8 @@ def assert_user_error(result, *fragments: str) -> None:
         assert isinstance(result.exception, SystemExit | None), repr(result.exception)
     assert code == 2, err
     assert "Traceback" not in err, err
-    assert any(line.lstrip().startswith(("error:", "amid-train: error:"))
+    # `error:` or `<prog>: error:` (amid/cli.py's one style for every command)
+    assert any(re.match(r"(amid-[a-z]+: )?error: ", line.lstrip())
                for line in err.splitlines()), err
     for fragment in fragments:
         assert fragment in err, (fragment, err)

@@ -156,7 +156,7 @@ def test_extractor_parameters_are_checked(tmp_path, tiny_demo):
     assert_user_error(_extract(params, "--set", "extract.text.params={n_feature: 3}"),
                       "unknown parameter(s) n_feature")
     result = runner.invoke(extract_app, ["prepare", "csv", "--root", str(tmp_path), "--out",
-                                         str(tmp_path / "m.csv"), "-o", "path=[x"])
+                                         str(tmp_path / "m.csv"), "--option", "path=[x"])
     assert_user_error(result, "--option 'path=[x': the value is not valid YAML")
 
 
