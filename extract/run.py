@@ -232,9 +232,9 @@ def run_extraction(
         if todo:
             if built is None:
                 built = extractor()  # only now: an up-to-date cache never loads the model
-            if built.identity() != identity:
-                raise CacheError(f"extractor identity {built.identity()} differs from the "
-                                 f"expected {identity}")  # a bug: the two must agree
+            if built.identity() != identity:  # a bug (they must agree): keep the traceback
+                raise RuntimeError(f"extractor identity {built.identity()} differs from the "
+                                   f"expected {identity}")
             mode = progress if isinstance(progress, str) else "auto" if progress else "off"
             bar = Progress(len(todo), f"{modality} ({identity['extractor']})", mode)
             extracted = _extract(built, todo, sources, writer, bar, batch_size, num_workers,

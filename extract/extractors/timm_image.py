@@ -48,6 +48,7 @@ from amid.extract.extractors.weights import (
 from amid.extract.media import load_video
 
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")
+HUB_PREFIXES = ("hf-hub:", "hf_hub:")  # timm model names that are hub repositories
 # torchvision's first DenseNet checkpoints named a dense layer's modules `norm.1`, `conv.2`
 # (module names with dots, which later PyTorch versions refuse); now they are `norm1`, `conv2`.
 _OLD_DENSE_KEY = re.compile(
@@ -86,6 +87,9 @@ def hub_repo(model: str) -> str | None:
     import timm
     from timm.models import get_pretrained_cfg
 
+    for prefix in HUB_PREFIXES:  # `hf-hub:org/name`: the repository is the name
+        if model.startswith(prefix):
+            return model[len(prefix):]
     if not timm.is_model(model.split(".")[0]):
         return None
     cfg = get_pretrained_cfg(model)
@@ -150,7 +154,8 @@ class TimmImageExtractor(TorchExtractor):
         import timm
 
         check_random_init(cls.name, params, where, "checkpoint")
-        if not timm.is_model(params.model.split(".")[0]):
+        if (not params.model.startswith(HUB_PREFIXES)
+                and not timm.is_model(params.model.split(".")[0])):
             raise ConfigError(f"{where}.model: unknown timm model {params.model!r} "
                               f"(extractor {cls.name!r})")
 
