@@ -42,7 +42,8 @@ def test_neural_extractors_through_the_whole_pipeline(tmp_path, small_demo):
         "audio": {"extractor": "panns-cnn14", "params": {"random_init": True}},
         "text": {"extractor": "bert", "params": {"model": minilm, "pooling": "mean"}},
     }
-    params["train"].update(epochs=3, methods=["amid"])
+    params["train"]["epochs"] = 3
+    params["pipeline"]["methods"] = ["amid"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
 
     for modality in ("visual", "audio", "text"):

@@ -22,11 +22,11 @@ def _sweep(tmp_path, fake):
         name = f"seed={seed},alpha={alpha}"
         if not failed:
             fake.write_outputs(folder / name / "outputs.h5", seed=seed, all_right=right)
-        rows.append({"name": name, "overrides": {"train.seed": seed, "train.loss.alpha": alpha},
+        rows.append({"name": name, "overrides": {"train.seed": seed, "methods.amid.alpha": alpha},
                      "run": str(folder / name), "mode": "stacked", "epochs": 3,
                      "error": "loss term 'loss_ts' became NaN" if failed else None})
     (folder / "sweep.json").write_text(json.dumps({
-        "method": "amid", "axes": {"train.seed": [0, 1, 2], "train.loss.alpha": [0.0, 4.0]},
+        "method": "amid", "axes": {"train.seed": [0, 1, 2], "methods.amid.alpha": [0.0, 4.0]},
         "members": rows}))
     return folder
 
@@ -55,7 +55,7 @@ def test_members_are_scored_and_grouped_over_seeds(tmp_path, fake):
 
 
 def test_group_names_leave_the_seed_out():
-    assert group_name({"train.seed": 3, "train.loss.alpha": 1, "train.loss.tau": 0.1}) == \
+    assert group_name({"train.seed": 3, "methods.amid.alpha": 1, "methods.amid.tau": 0.1}) == \
         "alpha=1,tau=0.1"
     assert group_name({"train.seed": 3}) == "all"
 

@@ -52,7 +52,7 @@ def _tiny_dataset(root: Path) -> Config:
     cfg.train.model.dim = 8
     cfg.train.model.hidden = 8
     cfg.train.model.disc_hidden = 8
-    cfg.train.loss.warmup_epochs = 1
+    cfg.methods["amid"] = {"warmup_epochs": 1}
     return cfg
 
 

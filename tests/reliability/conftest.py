@@ -104,6 +104,6 @@ def make_train_project(root: Path, *, per_class: int = 8, epochs: int = 4, seed:
     params["extract"] = {m: {"extractor": "synthetic"} for m in dims}
     params["train"].update(epochs=epochs, batch_size=8, device="cpu", seed=seed)
     params["train"]["model"].update(dim=8, hidden=8, disc_hidden=8)
-    params["train"]["loss"]["warmup_epochs"] = 1
+    params["methods"]["amid"]["warmup_epochs"] = 1
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root / "params.yaml"

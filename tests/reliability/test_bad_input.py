@@ -100,19 +100,20 @@ def test_fold_that_does_not_exist(tmp_path):
 
 # ---------------------------------------------------------------- configuration
 CONFIGS = {
-    "unknown key": ("train.loss.alfa=2", ["unknown configuration key(s) train.loss.alfa"]),
+    "unknown key": ("methods.amid.alfa=2", ["unknown configuration key(s) methods.amid.alfa"]),
+    "moved key": ("train.loss.alpha=2", ["train.loss.alpha is now per method: methods.ts.alpha"]),
     "unknown section": ("trian.epochs=2", ["unknown configuration key(s) trian"]),
     "wrong type": ("train.epochs=ten", ["train.epochs: expected an integer, got 'ten'"]),
     "float for int": ("train.batch_size=8.5", ["train.batch_size: expected an integer"]),
-    "negative weight": ("train.loss.alpha=-1", ["train.loss.alpha must be >= 0, got -1.0"]),
-    "temperature 0": ("train.loss.tau=0", ["train.loss.tau must be > 0, got 0.0"]),
+    "negative weight": ("methods.amid.alpha=-1", ["methods.amid.alpha must be >= 0, got -1.0"]),
+    "temperature 0": ("methods.amid.tau=0", ["methods.amid.tau must be > 0, got 0.0"]),
     "infinite lr": ("train.lr=.inf", ["train.lr: expected a finite number"]),
-    "nan weight": ("train.loss.beta=.nan", ["train.loss.beta: expected a finite number"]),
+    "nan weight": ("methods.amid.beta=.nan", ["methods.amid.beta: expected a finite number"]),
     "batch size 1": ("train.batch_size=1", ["train.batch_size must be >= 2"]),
     "bad literal": ("train.model.student=transformer", ["train.model.student: must be one of"]),
-    "broken yaml": ("train.lr=[1", ["override train.lr: value '[1' is not valid YAML"]),
-    "not a section": ("train.lr.x=1", ["override train.lr.x: 'lr' is not a section"]),
-    "no equals sign": ("train.lr", ["is not of the form key=value"]),
+    "broken yaml": ("train.lr=[1", ["--set train.lr: value '[1' is not valid YAML"]),
+    "not a section": ("train.lr.x=1", ["--set train.lr.x: 'lr' is not a section"]),
+    "no equals sign": ("train.lr", ["--set train.lr: not of the form key=value"]),
     "dropout 1": ("train.model.dropout=1", ["train.model.dropout must be in [0, 1)"]),
     "target and aux overlap": ("dataset.auxiliary=[visual]", ["share ['visual']"]),
 }

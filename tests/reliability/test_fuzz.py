@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from amid.config import Config, load_config
+from amid.distill.methods import check_method_options, method_options
 from amid.errors import AmidError
 from amid.extract.extractors import EXTRACTORS, build_extractor
 from amid.extract.run import media_items
@@ -116,7 +117,8 @@ def _dotted_keys(cls: type, prefix: str = "") -> list[str]:
 
 KEYS = _dotted_keys(Config) + [
     "extract.visual.params.grid", "extract.audio.params.n_mels", "extract.text.batch_size",
-    "extract.visual", "train", "train.loss.alfa", "nosuch", "train.lr.x", "",
+    "extract.visual", "train", "train.loss.alfa", "train.loss.alpha", "methods.amid.alfa",
+    "methods.amid.tau", "methods.kd.weight", "methods.nosuch.x", "nosuch", "train.lr.x", "",
 ]
 VALUES = st.one_of(
     st.integers(-5, 10**6).map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr),
@@ -142,11 +144,13 @@ def _finite(obj) -> bool:
 def test_fuzzed_configuration_values(overrides):
     assignments = [f"{k}={v}" for k, v in overrides]
     try:
-        cfg = load_config(ROOT / "params.yaml", assignments)
+        cfg = load_config(ROOT / "params.yaml", assignments, check=check_method_options)
     except AmidError as exc:
         assert str(exc).strip()
         return
     assert _finite(dataclasses.asdict(cfg))
+    for name, raw in cfg.methods.items():  # every method section typed and finite
+        assert _finite(dataclasses.asdict(method_options(name, raw)))
     for modality, spec in cfg.extract.items():  # what `amid-extract run` builds next
         with contextlib.suppress(AmidError):
             build_extractor(spec.extractor, spec.params, f"extract.{modality}.params")

@@ -102,8 +102,8 @@ def test_disk_full_while_checkpointing_keeps_the_last_checkpoint(tmp_path, monke
     train("baseline", cfg, tmp_path / "run", live=False)
     before = (tmp_path / "run/checkpoint.pt").read_bytes()
 
-    def full(payload, path):  # what torch.save raises when the disk fills up
-        Path(path).write_bytes(b"PK\x03\x04partial")
+    def full(payload, fh):  # what torch.save raises when the disk fills up
+        fh.write(b"PK\x03\x04partial")
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 640 vs 534")
 
     monkeypatch.setattr(checkpoint_module.torch, "save", full)
