@@ -50,7 +50,6 @@ from amid.cache import cache_path, write_cache
 from amid.config import Config, DatasetConfig, ModalityExtractConfig, TrainConfig
 from amid.distill.data import Batch
 from amid.distill.methods import METHODS, MethodContext
-from amid.distill.stacked import train_stack
 from amid.distill.train import data_from_config, resolve_device, seed_everything, train
 from amid.manifest import write_manifest
 
@@ -87,7 +86,8 @@ def make_cache(root: Path, scale: float, args: argparse.Namespace, seed: int = 0
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=args.device),
     )
     cfg.train.model.dim = cfg.train.model.hidden = cfg.train.model.disc_hidden = args.dim
-    cfg.train.loss.warmup_epochs = 0
+    if hasattr(cfg, "methods"):  # (bench/sweep_vs_previous.py also runs this with older code)
+        cfg.methods["amid"] = {"warmup_epochs": 0}  # every epoch runs the full AMID step
     return cfg
 
 
@@ -162,11 +162,14 @@ def collate(items):
 
 def reference_loop(cfg: Config, epochs: int, workers: int) -> list[float]:
     """The usual research loop, same Method (model sizes, losses) as the trainer."""
+    from amid.distill.methods import method_options, weighted_total
+
     tc = cfg.train
     device = resolve_device(tc.device)
     data = data_from_config(cfg, torch.device("cpu"))  # only for the model's shapes and stats
     seed_everything(tc.seed)
-    method = METHODS.get("amid")(MethodContext(data, tc.model, tc.loss, tc.epochs)).to(device)
+    opts = method_options("amid", cfg.methods.get("amid"))
+    method = METHODS.get("amid")(MethodContext(data, tc.model, opts, tc.epochs, "amid")).to(device)
     opt = torch.optim.AdamW(method.network_parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     disc_opt = torch.optim.Adam(method.discriminators.parameters(), lr=tc.disc_lr,
                                 betas=(0.5, 0.999))
@@ -200,10 +203,11 @@ def reference_loop(cfg: Config, epochs: int, workers: int) -> list[float]:
                 for k, v in d.items():
                     log.setdefault(f"disc_{k}", []).append(v.item())
             terms = method.losses(batch, out, epoch)
+            total = weighted_total(terms, method.weights(epoch))
             opt.zero_grad()
-            terms["total"].backward()
+            total.backward()
             opt.step()
-            for k, v in terms.items():
+            for k, v in {**terms, "total": total}.items():
                 log.setdefault(k, []).append(v.item())
         method.end_epoch(epoch)
         method.eval()
@@ -242,14 +246,17 @@ def part_grid(args, tmp: Path) -> None:
     device = resolve_device(cfg.train.device)
     data = data_from_config(cfg, device)
     one = timed_epochs(train, "amid", cfg, tmp / "b" / "one", data=data, live=False)
+    from amid.distill.train import train_members
+
     cfgs = []
     alphas = [1.0, 2.0, 4.0, 8.0]
     for k in range(args.grid):
         c = copy.deepcopy(cfg)
-        c.train.seed, c.train.loss.alpha = k // len(alphas), alphas[k % len(alphas)]
+        c.train.seed = k // len(alphas)
+        c.methods["amid"]["alpha"] = alphas[k % len(alphas)]
         cfgs.append(c)
     runs = [tmp / "b" / f"m{k}" for k in range(args.grid)]
-    many = timed_epochs(train_stack, "amid", cfgs, runs, data, live=False)
+    many = timed_epochs(train_members, "amid", cfgs, runs, data=data, live=False)
     o, m = steady(one), steady(many)
     print(f"(b) grid, scale {args.grid_scale}, {args.epochs} epochs: one configuration "
           f"{o:.3f} s/epoch; {args.grid} stacked {m:.3f} s/epoch; ratio {m / o:.2f} "

@@ -1,0 +1,166 @@
+#!/usr/bin/env python
+"""Stacked sweeps, this code against an earlier revision, side by side in one run (issue 15).
+
+    python bench/sweep_vs_previous.py                 # against 6bdb0c7, the last hand-written stack
+    python bench/sweep_vs_previous.py --rev HEAD~3 --repeats 3
+
+The earlier revision is unpacked from git into a temporary folder and imported
+from there (PYTHONPATH), so both run on this machine, at this moment, from the
+same caches; the runs alternate (old, new, old, new, ...) and each figure is
+the median over the repeats, so a busy machine slows both alike. Printed:
+
+(a) demo scale: whole `amid-train` processes, one AMID run and the six-member
+    `sweeps.alpha` grid (alpha 0 / 4 x seeds 0-2) on the demo's caches; the
+    grid's time as a multiple of one run's (issue 15's bound: 2.1).
+(b) 0.1 x UCF51 (synthetic caches of UCF51's shapes): seconds per epoch of one
+    AMID configuration and of 16 stacked (alpha x seed), in-process, 3 epochs;
+    the ratio (issue 15's bound: 13).
+
+Timings are wall-clock on whatever this machine is; only the ratios measured
+here, side by side, are meant to be compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+CHILD = r'''
+import copy, json, sys, time, logging
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from train import make_cache, steady, timed_epochs
+import argparse
+args = argparse.Namespace(epochs=3, batch_size=64, device="cpu", dim=128)
+tmp = Path(sys.argv[1])
+import amid.distill.train as T
+cfg = make_cache(tmp, 0.1, args)
+data = T.data_from_config(cfg, T.resolve_device("cpu"))
+try:
+    from amid.distill.stacked import train_stack          # the earlier, hand-written stack
+    cfg.train.loss.warmup_epochs = 0
+    def stack(cfgs, runs):
+        return train_stack("amid", cfgs, runs, data, live=False)
+    def set_alpha(c, a):
+        c.train.loss.alpha = a
+except ImportError:                                       # this code: the methods under vmap
+    cfg.methods["amid"] = {"warmup_epochs": 0}
+    def stack(cfgs, runs):
+        return T.train_members("amid", cfgs, runs, data=data, live=False)
+    def set_alpha(c, a):
+        c.methods["amid"]["alpha"] = a
+one = steady(timed_epochs(T.train, "amid", cfg, tmp / "one", data=data, live=False))
+cfgs = []
+for k in range(16):
+    c = copy.deepcopy(cfg)
+    c.train.seed = k // 4
+    set_alpha(c, [1.0, 2.0, 4.0, 8.0][k % 4])
+    cfgs.append(c)
+many = steady(timed_epochs(stack, cfgs, [tmp / f"m{k}" for k in range(16)]))
+print(json.dumps({"one": one, "stack16": many}))
+'''
+
+
+def unpack(rev: str, into: Path) -> Path:
+    """The revision's code as an importable `amid` package tree (the package-dir mapping)."""
+    archive = into / "src.tar"
+    with open(archive, "wb") as fh:
+        subprocess.run(["git", "archive", rev], cwd=REPO, stdout=fh, check=True)
+    src = into / "src"
+    with tarfile.open(archive) as tar:
+        tar.extractall(src, filter="data")
+    pkg = into / "pkg"
+    shutil.copytree(src / "amid", pkg / "amid")
+    for part in ("extract", "distill", "evaluate"):
+        shutil.copytree(src / part, pkg / "amid" / part)
+    return src
+
+
+def old_params(new: dict) -> dict:
+    """params.yaml of this code in the earlier revision's layout (train.loss, train.methods)."""
+    old = copy.deepcopy(new)
+    amid = old.pop("methods")["amid"]
+    old["train"]["loss"] = {k: v for k, v in amid.items()
+                            if k not in ("teacher_run",)} | {"teacher_run": ""}
+    old["train"]["methods"] = old.pop("pipeline")["methods"]
+    old["sweeps"] = {"alpha": {"method": "amid", "grid": {"train": {
+        "seed": [0, 1, 2], "loss": {"alpha": [0.0, 4.0]}}}}}
+    for key in ("train_per_class", "train_fraction"):
+        old["dataset"].pop(key, None)
+    return old
+
+
+def timed(cmd: list[str], cwd: Path, env: dict) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rev", default="6bdb0c7", help="the earlier revision (default: 6bdb0c7)")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--parts", default="ab")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="amid-vs-") as tmp:
+        tmp = Path(tmp)
+        unpack(args.rev, tmp / "old")
+        envs = {"old": {**os.environ, "PYTHONPATH": str(tmp / "old" / "pkg")},
+                "new": dict(os.environ)}
+        print(f"earlier revision {args.rev} against the working tree; {args.repeats} repeats, "
+              "alternating; medians")
+        if "a" in args.parts:
+            demo = tmp / "demo"
+            demo.mkdir()
+            new = yaml.safe_load((REPO / "params.yaml").read_text())
+            (demo / "params.yaml").write_text(yaml.safe_dump(new, sort_keys=False))
+            (demo / "params_old.yaml").write_text(yaml.safe_dump(old_params(new), sort_keys=False))
+            for cmd in (["demo", "-q"], ["prepare", "-q"],
+                        *(["run", "-m", m, "-q"] for m in ("visual", "audio", "text"))):
+                subprocess.run(["amid-extract", *cmd], cwd=demo, check=True)
+            times: dict[str, list[float]] = {}
+            for r in range(args.repeats):
+                for who in ("old", "new"):
+                    par = "params_old.yaml" if who == "old" else "params.yaml"
+                    base = [sys.executable, "-m", "amid.distill.cli", "-p", par, "-q"]
+                    times.setdefault(f"{who} one", []).append(timed(
+                        [*base, "-m", "amid", "-o", f"runs/{who}{r}"], demo, envs[who]))
+                    times.setdefault(f"{who} grid", []).append(timed(
+                        [*base, "--grid", "alpha", "-o", f"runs/{who}g{r}"], demo, envs[who]))
+            med = {k: statistics.median(v) for k, v in times.items()}
+            print("(a) demo, whole processes: one amid run, the six-member sweeps.alpha")
+            for who in ("old", "new"):
+                print(f"    {who}: one {med[f'{who} one']:.1f} s, grid {med[f'{who} grid']:.1f} s,"
+                      f" grid / one = {med[f'{who} grid'] / med[f'{who} one']:.2f}")
+        if "b" in args.parts:
+            rows: dict[str, list[dict]] = {"old": [], "new": []}
+            for r in range(args.repeats):
+                for who in ("old", "new"):
+                    out = subprocess.run(
+                        [sys.executable, "-c", CHILD, str(tmp / f"b{who}{r}"),
+                         str(REPO / "bench")], env=envs[who], check=True, capture_output=True,
+                        text=True, cwd=tmp)  # not a folder holding an `amid` package
+                    rows[who].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print("(b) 0.1 x UCF51, amid, 3 epochs: s/epoch of one configuration and of 16 stacked")
+            for who in ("old", "new"):
+                one = statistics.median(x["one"] for x in rows[who])
+                many = statistics.median(x["stack16"] for x in rows[who])
+                print(f"    {who}: one {one:.3f}, 16 stacked {many:.3f}, ratio {many / one:.2f}")
+
+
+if __name__ == "__main__":
+    main()
