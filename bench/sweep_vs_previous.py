@@ -77,6 +77,7 @@ print(json.dumps({"one": one, "stack16": many}))
 
 def unpack(rev: str, into: Path) -> Path:
     """The revision's code as an importable `amid` package tree (the package-dir mapping)."""
+    into.mkdir(parents=True, exist_ok=True)
     archive = into / "src.tar"
     with open(archive, "wb") as fh:
         subprocess.run(["git", "archive", rev], cwd=REPO, stdout=fh, check=True)
@@ -119,10 +120,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="amid-vs-") as tmp:
         tmp = Path(tmp)
         unpack(args.rev, tmp / "old")
-        envs = {"old": {**os.environ, "PYTHONPATH": str(tmp / "old" / "pkg")},
-                "new": dict(os.environ)}
+        # the same CPU numerics for both (this code pins them when imported, the earlier
+        # revision did not): otherwise the comparison measures MKL's kernels, not the stacks
+        import amid
+
+        pins = {k: os.environ.get(k, v) for k, v in amid.CPU_NUMERICS.items()}
+        envs = {"old": {**os.environ, **pins, "PYTHONPATH": str(tmp / "old" / "pkg")},
+                "new": {**os.environ, **pins}}
         print(f"earlier revision {args.rev} against the working tree; {args.repeats} repeats, "
-              "alternating; medians")
+              f"alternating; medians; both with {' '.join(f'{k}={v}' for k, v in pins.items())}")
         if "a" in args.parts:
             demo = tmp / "demo"
             demo.mkdir()

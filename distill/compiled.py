@@ -89,6 +89,7 @@ def compile_stack(stack: Any, device: torch.device) -> dict[str, Guarded]:
     # layers (the forward falls back), while the terms are where the small kernels are
     guards = {"losses": _guard("Stack.losses", stack.losses)}
     stack.losses = guards["losses"]
+    stack.fuse = False  # the losses must be the compiled call, not part of the forward's
     return guards
 
 

@@ -54,23 +54,26 @@ def rnn_cells(rnn: nn.GRU | nn.LSTM, x: torch.Tensor) -> torch.Tensor:
     """
     w_ih, w_hh = rnn.weight_ih_l0, rnn.weight_hh_l0  # (G*H, In), (G*H, H)
     b_ih, b_hh = rnn.bias_ih_l0, rnn.bias_hh_l0  # (G*H,)
+    hidden = w_hh.shape[1]
     gi = torch.nn.functional.linear(x, w_ih, b_ih)  # (B, T, G*H)
-    h = x.new_zeros(x.shape[0], w_hh.shape[1])  # (B, H)
+    h = x.new_zeros(x.shape[0], hidden)  # (B, H)
     c = h
     outs = []
+    # as few ops per step as the equations allow: under vmap every op costs the same
+    # whatever its size, and the step loop is the stack's hot path
     for t in range(x.shape[1]):
         gh = torch.nn.functional.linear(h, w_hh, b_hh)  # (B, G*H)
         if isinstance(rnn, nn.LSTM):
-            i, f, g, o = (gi[:, t] + gh).chunk(4, dim=1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
+            gates = gi[:, t] + gh
+            ifo = torch.sigmoid(torch.cat([gates[:, :2 * hidden], gates[:, 3 * hidden:]], 1))
+            i, f, o = ifo.chunk(3, dim=1)
+            c = f * c + i * torch.tanh(gates[:, 2 * hidden:3 * hidden])
+            h = o * torch.tanh(c)
         else:
-            i_r, i_z, i_n = gi[:, t].chunk(3, dim=1)
-            h_r, h_z, h_n = gh.chunk(3, dim=1)
-            r = torch.sigmoid(i_r + h_r)
-            z = torch.sigmoid(i_z + h_z)
-            n = torch.tanh(i_n + r * h_n)
-            h = (1 - z) * n + z * h
+            rz = torch.sigmoid(gi[:, t, :2 * hidden] + gh[:, :2 * hidden])  # r, z: (B, 2H)
+            r, z = rz.chunk(2, dim=1)
+            n = torch.tanh(gi[:, t, 2 * hidden:] + r * gh[:, 2 * hidden:])
+            h = n + z * (h - n)  # (1 - z) n + z h
         outs.append(h)
     return torch.stack(outs, dim=1)  # (B, T, H)
 

@@ -77,7 +77,14 @@ class Lone:
     def batch(self, idx: Tensor) -> Batch:
         return self.data.batch(idx[0])
 
-    def forward(self, batch: Batch, tap: Tensor | None = None) -> Outputs:
+    def labels(self, batch: Batch) -> Tensor:
+        return batch.labels[None]  # (1, B)
+
+    def aux_present(self, batch: Batch) -> Tensor:
+        return batch.aux_present[None]  # (1, B)
+
+    def forward(self, batch: Batch, tap: Tensor | None = None,
+                epoch: int | None = None) -> Outputs:
         self.method.student.tap = None if tap is None else tap[0]
         try:
             return {k: v[None] for k, v in self.method(batch).items()}
@@ -120,6 +127,15 @@ class _Call(nn.Module):
     def forward(self, what: str, *args: Any) -> Any:
         if what == "losses":
             return losses_and_weights(self.method, *args)
+        if what in ("forward+discriminators", "forward+losses"):
+            # one vmapped call for two of the step's calls; what follows the forward
+            # runs as the trainer runs it: on float32 outputs, outside autocast
+            batch, epoch = args
+            out = {k: v.float() for k, v in self.method(batch).items()}
+            with torch.autocast(out["s"].device.type, enabled=False):
+                if what == "forward+losses":
+                    return out, losses_and_weights(self.method, batch, out, epoch)
+                return out, self.method.discriminator_losses(batch, out, epoch)
         return getattr(self.method, what)(*args)
 
 
@@ -134,6 +150,15 @@ class Stack:
         self.template = members[0]
         self.call = _Call(self.template)
         self.names = [n for n, _ in self.template.named_parameters()]
+        # the members' own Parameter objects, looked up once (resume copies into them)
+        self._params = [[m.get_parameter(n) for n in self.names] for m in members]
+        self._index = {n: k for k, n in enumerate(self.names)}
+        disc = self.template.discriminators
+        disc_ids = {id(p) for p in disc.parameters()} if disc is not None else set()
+        self.disc_names = [n for n, p in self.template.named_parameters() if id(p) in disc_ids]
+        self._state: dict[str, Tensor] = {}  # this step's stacked parameters and buffers
+        self._ahead: tuple[str, Any] | None = None  # a result computed with the forward
+        self.fuse = True  # False: every call on its own (a compiled `losses` must run)
         self.buffer_names = [n for n, _ in self.template.named_buffers()]
         # Shared modules (a teacher holding the student's encoder) are one object
         # reachable by two names: the state below names each tensor ONCE and
@@ -144,11 +169,12 @@ class Stack:
         self.per_member = self._per_member_options()
 
     # ------------------------------------------------------------ state
-    def params(self) -> dict[str, Tensor]:
+    def params(self, names: list[str] | None = None) -> dict[str, Tensor]:
         """Each parameter stacked over the members, (M, *shape): gradients reach each
         member's own leaf, so its optimiser steps exactly as in a lone run."""
-        return {f"method.{n}": torch.stack([m.get_parameter(n) for m in self.members])
-                for n in self.names}
+        wanted = self.names if names is None else names
+        return {f"method.{n}": torch.stack([ps[self._index[n]] for ps in self._params])
+                for n in wanted}
 
     def state(self) -> dict[str, Tensor]:
         return {**self.params(), **{f"method.{n}": b for n, b in self.buffers.items()}}
@@ -204,7 +230,7 @@ class Stack:
         dims = (0, 0, 0, None if tap is None else 0, *[0] * len(args))
         with unrolled_rnns():
             return vmap(one, in_dims=dims, randomness="different")(
-                self.state(), self.per_member, batch, tap, *args)
+                self._state, self.per_member, batch, tap, *args)
 
     # ------------------------------------------------------------ calls
     def batch(self, idx: Tensor) -> dict[str, Any]:
@@ -217,17 +243,42 @@ class Stack:
         return {"index": idx, "labels": d.labels[idx], "target": take(d.target),
                 "auxiliary": take(d.auxiliary), "aux_present": d.aux_present[idx]}
 
-    def forward(self, batch: dict[str, Any], tap: Tensor | None = None) -> Outputs:
-        return self._vmap("forward", batch, tap=tap)
+    def labels(self, batch: dict[str, Any]) -> Tensor:
+        return batch["labels"]  # (M, B)
+
+    def aux_present(self, batch: dict[str, Any]) -> Tensor:
+        return batch["aux_present"]  # (M, B)
+
+    def forward(self, batch: dict[str, Any], tap: Tensor | None = None,
+                epoch: int | None = None) -> Outputs:
+        """The members' outputs; with the epoch, the call that follows in the step
+        (the discriminators' terms, or else the losses) is computed in the same vmapped
+        call and kept for the trainer's next request (fewer calls: each costs a
+        parameter swap and a batching set-up whatever the model's size)."""
+        self._state = self.state()  # stacked once per step, shared by the step's calls
+        self._ahead = None
+        if epoch is None or not self.fuse:
+            return self._vmap("forward", batch, tap=tap)
+        what = ("forward+discriminators" if self.template.discriminator_step(epoch)
+                else "forward+losses")
+        out, ahead = self._vmap(what, batch, tap=tap, epoch=epoch)
+        self._ahead = (what, ahead)
+        return out
 
     def discriminator_losses(self, batch: dict[str, Any], out: Outputs,
                              epoch: int) -> dict[str, Tensor] | None:
         if not self.template.discriminator_step(epoch):  # the epoch decides, for every member
             return None
+        if self._ahead is not None and self._ahead[0] == "forward+discriminators":
+            return self._ahead[1]
         return self._vmap("discriminator_losses", batch, out, epoch=epoch)
 
     def losses(self, batch: dict[str, Any], out: Outputs,
                epoch: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        if self._ahead is not None and self._ahead[0] == "forward+losses":
+            return self._ahead[1]
+        # the discriminators may have stepped since the forward: their new weights
+        self._state |= self.params(self.disc_names)
         return self._vmap("losses", batch, out, epoch=epoch)
 
     def end_epoch(self, epoch: int) -> list[dict[str, Tensor]]:

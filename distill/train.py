@@ -175,11 +175,14 @@ def _train(name: str, members: list[Member], data: TrainData | None, live: bool,
         opts = method_options(name, mb.cfg.methods.get(name))
         ctx = MethodContext(mb.data, mb.cfg.train.model, opts, mb.cfg.train.epochs, name)
         mb.method = METHODS.get(name)(ctx).to(device)
+        # fused: one kernel per parameter for the whole update (CPU and GPU), where
+        # PyTorch's default on the CPU loops in Python; several times faster, same rule
         mb.opt = torch.optim.AdamW(mb.method.network_parameters(), lr=mb.cfg.train.lr,
-                                   weight_decay=mb.cfg.train.weight_decay)
+                                   weight_decay=mb.cfg.train.weight_decay, fused=True)
         if mb.method.discriminators is not None:
             mb.disc_opt = torch.optim.Adam(mb.method.discriminators.parameters(),
-                                           lr=mb.cfg.train.disc_lr, betas=(0.5, 0.999))
+                                           lr=mb.cfg.train.disc_lr, betas=(0.5, 0.999),
+                                           fused=True)
         mb.config = run_config(mb.cfg, name)
     if tc.compile and not stacked:  # forward + losses compiled, eager fallback
         from amid.distill.compiled import compile_method
@@ -190,7 +193,9 @@ def _train(name: str, members: list[Member], data: TrainData | None, live: bool,
     for mb in members:  # written only now: a refused resume must not overwrite it
         write_json(mb.run / "config.json",
                    {"method": name, "config": mb.config, "inputs": mb.data.inputs})
-        mb.live = open_live(mb.run, mb.history) if live else None
+        # a lone run logs each epoch as it ends; a stack's members write their whole
+        # history at the end (dvclive's files per epoch and member cost more than the step)
+        mb.live = open_live(mb.run, mb.history) if live and not stacked else None
     engine = Stack([m.method for m in members], [m.data for m in members]) if stacked \
         else Lone(members[0].method, members[0].data)
     if tc.compile and stacked:  # the stack's vmapped forward + losses, eager fallback
@@ -213,8 +218,8 @@ def _train(name: str, members: list[Member], data: TrainData | None, live: bool,
         engine.restack()
         perm = torch.stack([torch.randperm(n, generator=mb.generator)
                             for mb in members]).to(device)  # (M, n)
-        sums: dict[str, torch.Tensor] = {}  # name -> (M,) sums over batches
-        first_bad: dict[str, torch.Tensor] = {}  # name -> (M,) first non-finite batch, or -1
+        sums = EpochSums()  # per-term sums (M, K) and first non-finite batches, on the device
+        hits = TrainingHits()  # right answers on the training batches, as they trained
         for b, lo in enumerate(range(0, n_used, bs)):
             idx = torch.gather(rows, 1, perm[:, lo:lo + bs])  # (M, B)
             batch = engine.batch(idx)
@@ -222,7 +227,7 @@ def _train(name: str, members: list[Member], data: TrainData | None, live: bool,
             tap = torch.zeros(*idx.shape, tc.model.dim, device=device, requires_grad=True) \
                 if b == 0 else None
             with autocast:
-                out = engine.forward(batch, tap)  # s, t, a: (M, B, d); logits_*: (M, B, C)
+                out = engine.forward(batch, tap, epoch)  # s, t, a: (M, B, d); logits_*: (M, B, C)
             out = {k: v.float() for k, v in out.items()}
             terms: dict[str, torch.Tensor] = {}  # name -> (M,)
             d = engine.discriminator_losses(batch, out, epoch)  # t, s detached inside
@@ -235,32 +240,27 @@ def _train(name: str, members: list[Member], data: TrainData | None, live: bool,
             if b == 0:  # on the epoch's first batch: one extra backward per term
                 grads = diagnostics.term_gradients(parts, weights, tap)  # grad_<term>: (M,)
             _step([mb.opt for mb in members], total.sum())
-            for k, v in terms.items():
-                v = v.detach().float()
-                if k not in sums:  # first batch, or the discriminator switched on
-                    sums[k], first_bad[k] = torch.zeros_like(v), torch.full_like(v, -1)
-                sums[k] += v
-                first_bad[k] = torch.where(~torch.isfinite(v) & (first_bad[k] < 0),
-                                           torch.full_like(v, b), first_bad[k])
+            sums.add(terms, b)
+            hits.add(engine.labels(batch), engine.aux_present(batch), out)
         n_batches = b + 1
-        sums |= grads  # measured once per epoch, not summed over its batches
-        first_bad |= {k: torch.full_like(v, -1) for k, v in grads.items()}
         # ------------------------------------------------ end of epoch: the one sync
         extras = engine.end_epoch(epoch)  # e.g. w_f, w_e, per member
+        # eval mode on validation (the training split only when there is no validation
+        # split: gap and cosine need one); training accuracy came from its batches
+        scored = ("val",) if "val" in data.splits else ("train",)
         preds = {s: engine.predict([mb.data.splits[s] for mb in members], tc.eval_batch_size,
-                                   autocast if use_amp else None)
-                 for s in ("train", "val") if s in data.splits}
-        names = list(sums)
-        scalars = [{**{k: sums[k][m] / (1 if k in grads else n_batches) for k in names},
+                                   autocast if use_amp else None) for s in scored}
+        means = sums.means(n_batches) | grads | hits.accuracies()  # name -> (M,)
+        scalars = [{**{k: v[m] for k, v in means.items()},
                     **split_metrics({s: p[m] for s, p in preds.items()}), **extras[m]}
                    for m in range(len(members))]
         values = torch.stack([torch.stack([v.float().reshape(()) for v in s.values()])
                               for s in scalars]).tolist()
-        bad = {k: v.tolist() for k, v in first_bad.items()}
+        bad = sums.first_bad()  # name -> [first non-finite batch per member, or -1]
         for m, mb in enumerate(members):
             if mb.error is not None:
                 continue
-            _check_finite(mb, {k: int(bad[k][m]) for k in names}, epoch, stacked)
+            _check_finite(mb, {k: v[m] for k, v in bad.items()}, epoch, stacked)
             if mb.error is not None:
                 continue
             row = {"epoch": epoch, **dict(zip(scalars[m], values[m], strict=True))}
@@ -283,11 +283,71 @@ def _train(name: str, members: list[Member], data: TrainData | None, live: bool,
     # ---------------------------------------------------------------- finish
     engine.sync()
     for mb in members:
+        if live and stacked:
+            mb.live = open_live(mb.run, mb.history)
         if mb.live is not None:
             mb.live.end()
         if mb.error is None:
             finish_run(mb.method, name, mb.data, mb.cfg, mb.run)
     return members
+
+
+class EpochSums:
+    """Each term's sum over an epoch's batches and its first non-finite batch, per member.
+
+    One (M, K) tensor on the device, grown when terms appear mid-epoch (the
+    discriminators switching on): no host sync until the epoch ends.
+    """
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.sums: torch.Tensor | None = None  # (M, K)
+        self.bad: torch.Tensor | None = None  # (M, K) first bad batch, -1: none
+
+    def add(self, terms: dict[str, torch.Tensor], batch: int) -> None:
+        if list(terms) != self.keys:
+            keys = self.keys + [k for k in terms if k not in self.keys]
+            like = next(iter(terms.values()))
+            grown = like.new_zeros(like.shape[0], len(keys), dtype=torch.float32)
+            bad = torch.full_like(grown, -1, dtype=torch.long)
+            if self.sums is not None:
+                grown[:, :len(self.keys)], bad[:, :len(self.keys)] = self.sums, self.bad
+            self.keys, self.sums, self.bad = keys, grown, bad
+        vec = torch.stack([terms[k].detach().float() for k in self.keys], dim=1)  # (M, K)
+        self.sums += vec
+        self.bad = torch.where(~torch.isfinite(vec) & (self.bad < 0), batch, self.bad)
+
+    def means(self, n_batches: int) -> dict[str, torch.Tensor]:
+        return {k: self.sums[:, i] / n_batches for i, k in enumerate(self.keys)}
+
+    def first_bad(self) -> dict[str, list[int]]:
+        return dict(zip(self.keys, self.bad.T.tolist(), strict=True))
+
+
+class TrainingHits:
+    """Training accuracy of student and teacher, counted on the batches as they trained
+    (train mode, weights moving through the epoch): an overfitting signal at no cost,
+    where scoring the whole training split again each epoch would cost a forward pass."""
+
+    def __init__(self) -> None:
+        self.right: dict[str, torch.Tensor] = {}
+        self.seen: dict[str, torch.Tensor] = {}
+
+    def add(self, labels: torch.Tensor, present: torch.Tensor,
+            out: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for role, key, keep in (("student", "logits_s", None),
+                                    ("teacher", "logits_t", present)):
+                if key not in out:
+                    continue
+                hit = (out[key].argmax(dim=-1) == labels).float()  # (M, B)
+                weight = torch.ones_like(hit) if keep is None else keep.float()
+                self.right[role] = self.right.get(role, 0) + (hit * weight).sum(dim=1)
+                self.seen[role] = self.seen.get(role, 0) + weight.sum(dim=1)
+
+    def accuracies(self) -> dict[str, torch.Tensor]:
+        return {f"train_acc_{role}": self.right[role] / self.seen[role].clamp(min=1)
+                for role in self.right}
 
 
 def _step(optimisers: list[torch.optim.Optimizer | None], loss: torch.Tensor) -> None:

@@ -111,6 +111,8 @@ def metrics_from_outputs(
     result: dict[str, Any] = {
         "method": run.method, "dataset": run.dataset, "fold": run.fold, "seed": run.seed,
     }
+    if run.training_set:  # a subsampled training split says so (dataset.train_per_class)
+        result["training_set"] = run.training_set
     omitted: dict[str, str] = {}
     if _scores_student(run) and _nonempty(scored.student):
         assert scored.student is not None

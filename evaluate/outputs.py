@@ -53,6 +53,9 @@ class RunOutputs:
     fold: int | None
     seed: int | None
     splits: dict[str, SplitOutputs] = field(default_factory=dict)
+    # what the run trained on: samples, per_class, fraction (dataset.train_per_class /
+    # train_fraction); empty for outputs written before the trainer recorded it
+    training_set: dict[str, Any] = field(default_factory=dict)
 
     @property
     def has_teacher(self) -> bool:
@@ -145,6 +148,9 @@ def read_outputs(path: str | Path) -> RunOutputs:
         run = RunOutputs(
             path=path, classes=[str(c) for c in classes], method=str(attrs["method"]),
             dataset=str(attrs["dataset"]), fold=fold, seed=seed,
+            training_set={key: _json_attr(path, attrs, f"train_{key}")
+                          for key in ("samples", "per_class", "fraction")
+                          if f"train_{key}" in attrs},
         )
         for split in SPLITS:
             if split not in f:

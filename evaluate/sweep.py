@@ -3,8 +3,9 @@
 Reads `<sweep>/sweep.json`, scores each member's `outputs.h5` like
 `amid-evaluate run` (no plot data: a grid of dozens of runs is read as a
 table), writes each member's metrics to `<out stem>/<member>.json`, and
-groups the members by every axis but `train.seed`: a group's figures are
-`summary.summarize` over its seeds. `<out>` (JSON, for `dvc metrics show`
+groups the members by every axis but the repetition axes (`train.seed`,
+`dataset.fold`): a group's figures are `summary.summarize` over its seeds and
+folds, so `--sweep 'dataset.fold=[1,2,3,4,5]'` gives IEMOCAP's five-fold mean. `<out>` (JSON, for `dvc metrics show`
 and `dvc metrics diff`) and `<out stem>.md` (the ablation table) hold the groups.
 
 A member whose training failed (its `error` in sweep.json) is listed as
@@ -24,7 +25,7 @@ from amid.evaluate.evaluate import check_metrics_path, evaluate_outputs, write_m
 from amid.evaluate.summary import summarize
 from amid.storage import write_text
 
-SEED_AXIS = "train.seed"
+REPEATS = ("train.seed", "dataset.fold")  # averaged over, never a group of their own
 
 
 def read_sweep(folder: Path) -> dict[str, Any]:
@@ -42,9 +43,9 @@ def read_sweep(folder: Path) -> dict[str, Any]:
 
 
 def group_name(overrides: dict[str, Any]) -> str:
-    """`alpha=4.0,tau=0.1` from the non-seed overrides (last key part), `all` when none."""
+    """`alpha=4.0,tau=0.1` from the other overrides (last key part), `all` when none."""
     parts = [f"{k.rsplit('.', 1)[-1]}={json.dumps(v)}" for k, v in overrides.items()
-             if k != SEED_AXIS]
+             if k not in REPEATS]
     return ",".join(parts) or "all"
 
 

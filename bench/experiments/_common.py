@@ -1,11 +1,12 @@
-"""Shared plumbing of the experiment scripts: one thread, fresh runs, results as JSONL, tables.
+"""Shared plumbing of the experiment scripts: projects, stacked runs, results as JSONL, tables.
 
 Every run goes through the library exactly as `amid-train` + `amid-evaluate run` do
-(`amid.distill.train.train`, then `evaluate_outputs` on the run's `outputs.h5`), with
-the caches loaded once per dataset and handed to `train(data=...)`. Each finished run
-appends one JSON line to a results file; rerunning a script skips what is already
-there, so an interrupted sweep resumes. Test numbers come from the LAST epoch (the
-trainer never looks at test); validation accuracies are the last epoch's as well.
+(`amid.distill.train.train_members`, then `evaluate_outputs` on each run's
+`outputs.h5`), with the caches loaded once per dataset. The seeds of one setting
+train together as one stack (the same code as `amid-train --sweep`). Each finished
+member appends one JSON line to a results file; rerunning a script skips what is
+already there, so an interrupted study resumes. Test numbers come from the LAST
+epoch (the trainer never looks at test); validation numbers too.
 """
 
 from __future__ import annotations
@@ -28,28 +29,27 @@ torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = Path(__file__).resolve().parent / "results"
-MAIN_METHODS = ("baseline", "teacher", "ts", "ts_ta", "amid")
-SEEDS = (0, 1, 2)
-ABLATIONS = {  # variant name -> overrides on top of method `amid` (DESIGN 4.5)
-    "amid, mi_variant=ccl": ["train.loss.mi_variant=ccl"],
-    "amid, fixed_teacher": ["train.loss.fixed_teacher=true"],
-    "amid, warmup_epochs=0": ["train.loss.warmup_epochs=0"],
-    "amid, enhanced_disc=false": ["train.loss.enhanced_disc=false"],
-    "amid, dynamic_weights=false": ["train.loss.dynamic_weights=false"],
-}
-COMPETITORS = ("crd", "gmc", "ccl", "crcd")
+SEEDS = (0, 1, 2, 3, 4)
 
 
-def build_demo(work: Path, params: Path = REPO / "params.yaml") -> Path:
-    """The demo project in `work` (params.yaml copied from the repo), caches built once."""
+def build_demo(work: Path, overrides: Sequence[str] = ()) -> Path:
+    """The demo project in `work` (the repo's params.yaml with `overrides`), caches built once."""
+    import yaml
+
+    from amid.config import apply_override
+
     work.mkdir(parents=True, exist_ok=True)
-    shutil.copy(params, work / "params.yaml")
-    if not (work / "cache" / "demo" / "text__hashing.h5").exists():
-        steps = [["amid-extract", "demo"], ["amid-extract", "prepare"]]
-        steps += [["amid-extract", "run", "-m", m, "--quiet"] for m in ("visual", "audio", "text")]
-        for cmd in steps:
-            subprocess.run(cmd, cwd=work, check=True)
-    return work / "params.yaml"
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    for assignment in overrides:
+        apply_override(params, assignment)
+    text = yaml.safe_dump(params, sort_keys=False)
+    path = work / "params.yaml"
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+    steps = [["demo"], ["prepare"], *(["run", "-m", m] for m in ("visual", "audio", "text"))]
+    for cmd in steps:  # up to date in a second when nothing changed
+        subprocess.run(["amid-extract", *cmd, "-q"], cwd=work, check=True)
+    return path
 
 
 def load_results(path: Path) -> list[dict[str, Any]]:
@@ -58,65 +58,109 @@ def load_results(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
+def _accuracy(outputs: Path, split: str, role: str) -> float | None:
+    import h5py
+
+    with h5py.File(outputs) as f:
+        if f"{split}/{role}/logits" not in f:
+            return None
+        logits = f[f"{split}/{role}/logits"][...]
+        labels = f[f"{split}/labels"][...]
+        if f"{split}/{role}/ids" in f:  # a teacher scored on the rows it has
+            keep = set(f[f"{split}/{role}/ids"].asstr())
+            labels = labels[[i in keep for i in f[f"{split}/ids"].asstr()]]
+    return float((logits.argmax(axis=1) == labels).mean())
+
+
 class Runner:
-    """Trains and scores (variant, method, seed) triples of one project folder."""
+    """Trains and scores settings of one project folder, the seeds of each as one stack."""
 
     def __init__(self, work: Path, results: Path, base_overrides: Sequence[str] = ()) -> None:
         from amid.config import load_config
+        from amid.distill.methods import check_method_options
         from amid.distill.train import data_from_config
 
         self.work = work.resolve()
         self.results = results
         self.base = list(base_overrides)
         os.chdir(self.work)  # the configuration's paths are relative to the project
-        cfg = load_config(self.work / "params.yaml", self.base)
+        cfg = load_config(self.work / "params.yaml", [*self.base, "train.device=cpu"],
+                          check=check_method_options)
         self.data = data_from_config(cfg, torch.device("cpu"))
-        self.done = {(r["variant"], r["method"], r["seed"]) for r in load_results(results)}
+        self.done = {(r["variant"], r["seed"]) for r in load_results(results)}
 
-    def run(self, method: str, seed: int, overrides: Sequence[str] = (),
-            variant: str | None = None) -> dict[str, Any] | None:
-        """Train one run into a fresh folder, score it, append its record; None if done."""
+    def run(self, variant: str, method: str, overrides: Sequence[str] = (),
+            seeds: Sequence[int] = SEEDS, extra: dict[str, Any] | None = None) -> None:
+        """Train the seeds of one setting (those not recorded yet) as one stack, record each."""
+        self.run_many(method, [(variant, list(overrides), extra or {})], seeds)
+
+    def run_many(self, method: str, settings: Sequence[tuple[str, list[str], dict[str, Any]]],
+                 seeds: Sequence[int] = SEEDS) -> None:
+        """(variant, overrides, extra fields) x seeds of one method as ONE stack: the
+        settings must differ only in per-member values (seeds, weights, temperatures)."""
         from amid.config import load_config
-        from amid.distill.train import train
+        from amid.distill.methods import check_method_options
+        from amid.distill.train import train_members
+
+        todo = [(v, o, e, s) for v, o, e in settings for s in seeds if (v, s) not in self.done]
+        if not todo:
+            return
+        cfgs = [load_config(self.work / "params.yaml",
+                            [*self.base, *o, f"train.seed={s}", "train.device=cpu"],
+                            check=check_method_options) for _, o, _, s in todo]
+        runs = [self.work / "runs" / f"{_slug(v)}__s{s}" for v, _, _, s in todo]
+        for run in runs:  # a leftover checkpoint would be resumed
+            shutil.rmtree(run, ignore_errors=True)
+        start = time.perf_counter()
+        members = train_members(method, cfgs, runs, data=self.data, live=False,
+                                stacked=len(todo) > 1)
+        wall = (time.perf_counter() - start) / len(todo)
+        self.results.parent.mkdir(parents=True, exist_ok=True)
+        records = []
+        with self.results.open("a", encoding="utf-8") as fh:
+            for (variant, overrides, extra, seed), run, member in zip(todo, runs, members,
+                                                                     strict=True):
+                record = self._record(variant, method, seed, overrides, run, member, wall)
+                records.append(record | extra)
+                fh.write(json.dumps(records[-1]) + "\n")
+                self.done.add((variant, seed))
+                shutil.rmtree(run, ignore_errors=True)  # recorded; the folders add up
+        for variant in dict.fromkeys(r["variant"] for r in records):
+            top = [r["test_student_top1"] for r in records
+                   if r["variant"] == variant and r["test_student_top1"] is not None]
+            print(f"{variant:56s} {len(top)} seeds: student test "
+                  f"{100 * np.mean(top) if top else float('nan'):5.1f} ({wall:.1f} s/run)",
+                  flush=True)
+
+    def _record(self, variant: str, method: str, seed: int, overrides: Sequence[str],
+                run: Path, member: Any, wall: float) -> dict[str, Any]:
         from amid.evaluate.evaluate import evaluate_outputs
 
-        variant = variant or method
-        if (variant, method, seed) in self.done:
-            return None
-        cfg = load_config(self.work / "params.yaml",
-                          [*self.base, *overrides, f"train.seed={seed}", "train.device=cpu"])
-        run_dir = self.work / "runs" / f"{_slug(variant)}__s{seed}"
-        shutil.rmtree(run_dir, ignore_errors=True)  # a leftover checkpoint would be resumed
-        start = time.perf_counter()
-        history = train(method, cfg, run_dir, data=self.data, live=False)
-        wall = time.perf_counter() - start
-        metrics = evaluate_outputs(run_dir / "outputs.h5")
-        last = history[-1]
-        record = {
+        history = member.history
+        last = history[-1] if history else {}
+        metrics = evaluate_outputs(run / "outputs.h5") if member.error is None else {}
+        grads = {k: [row[k] for row in history] for k in last if k.startswith("grad_")}
+        return {
             "variant": variant, "method": method, "seed": seed,
             "overrides": [*self.base, *overrides], "epochs": len(history),
-            "wall_s": round(wall, 2),
+            "wall_s": round(wall, 2), "error": member.error,
+            "train_samples": metrics.get("training_set", {}).get("samples"),
             "test_student_top1": metrics.get("student", {}).get("top1"),
             "test_teacher_top1": metrics.get("teacher", {}).get("top1"),
             "test_student_r1": metrics.get("student", {}).get("retrieval", {}).get("R@1"),
-            "val_student_top1": last.get("val_acc_student"),
-            "val_teacher_top1": last.get("val_acc_teacher"),
+            "val_student_top1": _accuracy(run / "outputs.h5", "val", "student")
+            if member.error is None else None,
+            "val_teacher_top1": _accuracy(run / "outputs.h5", "val", "teacher")
+            if member.error is None else None,
+            "train_student_top1": last.get("train_acc_student"),
+            "train_teacher_top1": last.get("train_acc_teacher"),
+            # per-epoch gradient norms each term sent into the student encoder
+            "grads": grads,
         }
-        self.results.parent.mkdir(parents=True, exist_ok=True)
-        with self.results.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-        self.done.add((variant, method, seed))
-        print(f"{variant:32s} seed {seed}: student {_pct(record['test_student_top1'])} "
-              f"teacher {_pct(record['test_teacher_top1'])} ({wall:.1f} s)", flush=True)
-        return record
 
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text).strip("_")
-
-
-def _pct(value: float | None) -> str:
-    return "  -  " if value is None else f"{100 * value:5.1f}"
 
 
 def mean_std(values: Iterable[float | None]) -> tuple[float, float, int] | None:
@@ -136,11 +180,7 @@ COLUMNS = ("test_student_top1", "test_teacher_top1", "val_student_top1", "val_te
 
 
 def table(records: list[dict[str, Any]], variants: Sequence[str] | None = None) -> str:
-    """Markdown: one row per variant, mean ± std over seeds of each accuracy, the gap.
-
-    The gap is teacher minus student test Top-1 of the same run (methods with both;
-    not for `teacher`, whose "student" is E_S + g never trained on its own).
-    """
+    """Markdown: one row per variant, mean ± std over seeds of each accuracy, the gap."""
     order = list(variants) if variants else list(dict.fromkeys(r["variant"] for r in records))
     lines = ["| method | seeds | student test | teacher test | gap (T-S) test | "
              "student val | teacher val | wall s/run |",
@@ -159,20 +199,4 @@ def table(records: list[dict[str, Any]], variants: Sequence[str] | None = None) 
             f"{fmt(stats['test_teacher_top1'])} | {fmt(gaps)} | "
             f"{fmt(stats['val_student_top1'])} | {fmt(stats['val_teacher_top1'])} | {wall:.1f} |"
         )
-    return "\n".join(lines)
-
-
-def per_seed(records: list[dict[str, Any]], variants: Sequence[str]) -> str:
-    """Markdown: student/teacher test Top-1 of every seed, for checking the spread by eye."""
-    seeds = sorted({r["seed"] for r in records})
-    head = "| method | " + " | ".join(f"seed {s} S / T" for s in seeds) + " |"
-    lines = [head, "|---|" + "---|" * len(seeds)]
-    for variant in variants:
-        cells = []
-        for s in seeds:
-            hit = [r for r in records if r["variant"] == variant and r["seed"] == s]
-            cells.append("-" if not hit else
-                         f"{_pct(hit[0]['test_student_top1']).strip()} / "
-                         f"{_pct(hit[0]['test_teacher_top1']).strip()}")
-        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.feature_extraction.text import HashingVectorizer
 
 from amid.extract.extractors.base import EXTRACTORS, Extractor, MediaError, MediaItem
 
@@ -32,6 +31,10 @@ class HashingExtractor(Extractor):
 
     def __init__(self, params: Any) -> None:
         super().__init__(params)
+        # imported here: scikit-learn costs a second to import, and the extractor
+        # registry (loaded by every command that checks a cache's identity) needs none of it
+        from sklearn.feature_extraction.text import HashingVectorizer
+
         self._vectorizer = HashingVectorizer(
             n_features=params.n_features,
             ngram_range=(1, params.ngram_max),

@@ -54,10 +54,11 @@ def test_members_are_scored_and_grouped_over_seeds(tmp_path, fake):
     assert "Failed members (not averaged): seed=2,alpha=4.0." in table
 
 
-def test_group_names_leave_the_seed_out():
+def test_group_names_leave_the_seed_and_the_fold_out():
     assert group_name({"train.seed": 3, "methods.amid.alpha": 1, "methods.amid.tau": 0.1}) == \
         "alpha=1,tau=0.1"
     assert group_name({"train.seed": 3}) == "all"
+    assert group_name({"dataset.fold": 2, "methods.amid.alpha": 1}) == "alpha=1"  # averaged
 
 
 def test_not_a_sweep_folder_or_all_failed_is_a_clear_error(tmp_path, fake):
