@@ -5,8 +5,9 @@ Reads `<sweep>/sweep.json`, scores each member's `outputs.h5` like
 table), writes each member's metrics to `<out stem>/<member>.json`, and
 groups the members by every axis but the repetition axes (`train.seed`,
 `dataset.fold`): a group's figures are `summary.summarize` over its seeds and
-folds, so `--sweep 'dataset.fold=[1,2,3,4,5]'` gives IEMOCAP's five-fold mean. `<out>` (JSON, for `dvc metrics show`
-and `dvc metrics diff`) and `<out stem>.md` (the ablation table) hold the groups.
+folds, so `--sweep 'dataset.fold=[1,2,3,4,5]'` gives IEMOCAP's five-fold mean.
+`<out>` (JSON, for `dvc metrics show` and `dvc metrics diff`) and `<out stem>.md`
+(the ablation table) hold the groups.
 
 A member whose training failed (its `error` in sweep.json) is listed as
 failed and left out of its group's mean; a sweep where every member failed
