@@ -1,4 +1,4 @@
-"""The HDF5 feature cache, format version 1 (DESIGN 3.2).
+"""The HDF5 feature cache, format version 1 (docs/data.md).
 
 One file per (dataset, modality, extractor): `/ids` (n,) UTF-8 strings,
 `/offsets` (n+1,) int64 with offsets[0] = 0, `/features` (total_steps, dim)
@@ -196,7 +196,7 @@ def _check_layout(path: Path, f: h5py.File, require_complete: bool) -> dict[str,
 
 
 def read_cache(path: str | Path, *, require_complete: bool = True) -> FeatureCache:
-    """Load a whole cache into memory, checking every DESIGN 3.2 invariant."""
+    """Load a whole cache into memory, checking every invariant of the format (docs/data.md)."""
     path = Path(path)
     with _open(path) as f:
         attrs = _check_layout(path, f, require_complete)

@@ -1,4 +1,4 @@
-"""The dataset manifest (DESIGN 3.1): one row per sample, validated on load.
+"""The dataset manifest (docs/data.md): one row per sample, validated on load.
 
 Columns: `sample_id`, `label`, `split` (train/val/test, or empty when `fold`
 is used), `fold`, `audio_path`, `video_path` (relative to the dataset root),
@@ -153,7 +153,7 @@ def validate(
     df: pd.DataFrame, source: str, root: Path, *, check_media: bool = True,
     require_labels: bool = True,
 ) -> pd.DataFrame:
-    """Normalise the columns and check every DESIGN 3.1 rule; returns a clean copy.
+    """Normalise the columns and check every manifest rule (docs/data.md); returns a clean copy.
 
     `require_labels=False`: `label`, `split` and `fold` may be absent or empty.
     """

@@ -1,10 +1,10 @@
-"""Cached features as dense device tensors, aligned by sample id (DESIGN 3.1-3.2).
+"""Cached features as dense device tensors, aligned by sample id (docs/data.md).
 
 Every modality is padded ONCE to a tensor (N, T_max, D) plus lengths and kept
 on the training device for the whole run; a batch is an index slice of those
 tensors. The paper-scale caches are tens to hundreds of MB, so this costs
 little memory and removes the per-sample DataLoader (and its worker and HDF5
-pitfalls, DESIGN 8) from the hot loop entirely.
+pitfalls) from the hot loop entirely.
 
 Rows follow manifest order. A sample missing from a target cache is dropped
 (the student cannot see it); a sample missing an auxiliary modality is kept

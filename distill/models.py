@@ -1,4 +1,4 @@
-"""Networks on cached features (DESIGN 4): encoders, teacher head, classifier, discriminators.
+"""Networks on cached features (docs/method.md): encoders, teacher head, classifier, discriminators.
 
 Variable lengths are handled by masking, not packing: a forward RNN's output
 at step L-1 never sees the padding after it, and the backward direction runs

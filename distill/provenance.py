@@ -1,7 +1,7 @@
 """Training reads the caches its configuration describes, or refuses.
 
 A cache's file name names only the extractor; its attributes record every
-setting that made the features (DESIGN 3.2). Before anything trains, each
+setting that made the features (docs/data.md). Before anything trains, each
 cache's identity is compared with what `extract.<modality>` says now, so a
 changed setting (`extract.visual.params.grid=4` against a grid-8 cache) is
 an error naming the differing keys instead of a run that records grid 4 and

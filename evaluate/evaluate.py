@@ -1,4 +1,4 @@
-"""One run's metrics (DESIGN 3.3) and the DVC plot data next to them.
+"""One run's metrics (docs/outputs.md) and the DVC plot data next to them.
 
 `evaluate_outputs` turns `outputs.h5` into the metrics JSON; `write_plot_data`
 writes the per-sample and per-class tables that `dvc plots` and the report
@@ -158,7 +158,7 @@ def evaluate_outputs(
     *,
     gallery_chunk_size: int = 8192,
 ) -> dict[str, Any]:
-    """Score `outputs.h5`: the DESIGN 3.3 metrics dict, fractions in [0, 1].
+    """Score `outputs.h5`: the metrics dict of docs/outputs.md, fractions in [0, 1].
 
     `student` holds top1/top5/wa/ua and `retrieval` (R@K: `split` embeddings
     query the `gallery_split` embeddings by cosine similarity, a query never

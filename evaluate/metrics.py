@@ -1,4 +1,4 @@
-"""Metrics of stage three (DESIGN 3.3): accuracy, WA / UA, top-k, confusion, retrieval R@K.
+"""Metrics of stage three (docs/outputs.md): accuracy, WA / UA, top-k, confusion, retrieval R@K.
 
 Inputs are NumPy arrays, torch tensors or lists; labels may be integers or
 strings. Every function returns plain Python floats (or NumPy arrays / dicts of
@@ -227,7 +227,7 @@ def recall_at_k(
     *,
     exclude: Any = None,
 ) -> dict[str, float]:
-    """kNN retrieval R@K by cosine similarity (DESIGN 3.3): {"R@1": float, ...}.
+    """kNN retrieval R@K by cosine similarity (docs/outputs.md): {"R@1": float, ...}.
 
     R@K is the fraction of queries with at least one gallery item of the same
     class among their K most similar gallery items. Exact and memory-bounded:

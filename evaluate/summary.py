@@ -1,6 +1,6 @@
 """Mean and standard deviation of metrics over folds or seeds.
 
-A summary keeps the layout of a metrics file (DESIGN 3.3), with every numeric
+A summary keeps the layout of a metrics file (docs/outputs.md), with every numeric
 leaf replaced by its mean, so whatever reads metrics files (the report, `dvc
 metrics show`) reads summaries too; the spread sits alongside in `std`, with
 `n`, `folds` and `seeds` saying what was averaged. The standard deviation is

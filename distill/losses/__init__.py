@@ -1,4 +1,4 @@
-"""Pure loss functions of stage two (DESIGN 3.4, 4.2-4.5).
+"""Pure loss functions of stage two (docs/method.md).
 
 One small module per loss, each with its paper, equation and tensor shapes:
 ``mi`` (class-aware MI bound, AMID and CCL forms), ``jsd`` (prediction

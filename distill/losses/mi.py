@@ -1,4 +1,4 @@
-"""Class-aware mutual-information lower bound (AMID paper, Eq. 2-9; DESIGN 4.2).
+"""Class-aware mutual-information lower bound (AMID paper, Eq. 2-9; docs/method.md section 3).
 
 For anchors ``u`` and candidates ``v`` of the same batch (row i of both is
 sample i), both L2-normalised here::
@@ -124,7 +124,7 @@ def symmetric_mi_loss(
     temperature: float | torch.Tensor,
     variant: str = "amid",
 ) -> torch.Tensor:
-    """``(mi(x, y) + mi(y, x)) / 2``: L_TS with (t, s) and L_TA with (t, a) (DESIGN 4.2)."""
+    """``(mi(x, y) + mi(y, x)) / 2``: L_TS with (t, s) and L_TA with (t, a) (docs/method.md section 3)."""
     return 0.5 * (
         class_aware_mi_loss(x, y, labels, temperature, variant)
         + class_aware_mi_loss(y, x, labels, temperature, variant)

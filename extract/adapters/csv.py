@@ -1,4 +1,4 @@
-"""`csv`: a researcher's own table of samples, validated (DESIGN 3.1).
+"""`csv`: a researcher's own table of samples, validated (docs/data.md).
 
 The option `table` names the input table, resolved against the dataset root
 (`dataset.root` / `--root`) unless absolute; its media paths are relative to

@@ -1,4 +1,4 @@
-"""`iemocap`: IEMOCAP utterances, 4 emotions, fold = session (DESIGN 3.1).
+"""`iemocap`: IEMOCAP utterances, 4 emotions, fold = session (docs/data.md).
 
 Layout (the release, `IEMOCAP_full_release/`):
 `Session{1..5}/dialog/EmoEvaluation/<dialog>.txt` (one line per utterance:

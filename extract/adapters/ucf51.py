@@ -1,4 +1,4 @@
-"""`ucf51`: UCF-101 restricted to the 51 classes whose videos have sound (DESIGN 3.1).
+"""`ucf51`: UCF-101 restricted to the 51 classes whose videos have sound (docs/data.md).
 
 Layout (as released): `<root>/UCF-101/<Class>/v_<Class>_gXX_cYY.avi` and
 `<root>/ucfTrainTestlist/{classInd,trainlist0K,testlist0K}.txt`. The 51

@@ -12,7 +12,7 @@ is T = 1. Extraction is split in two so the runner can overlap them:
 
 Every parameter that changes the features is a field of the extractor's
 `Params` dataclass, so it ends up in the cache's `params` attribute and its
-identity (DESIGN 3.2, 8). The identity is computed from the parameters alone
+identity (docs/data.md). The identity is computed from the parameters alone
 (`expected_identity`, `model_name`), never from loaded weights: checking
 that a cache is up to date, or that training reads the right cache, loads
 no model. Register a new extractor with `@EXTRACTORS.register("name")` in its

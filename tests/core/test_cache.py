@@ -39,7 +39,7 @@ def test_round_trip_keeps_order_offsets_and_values(tmp_path):
 
 
 def _foreign(path, *, version=1, complete=True, drop=None, features=None):
-    """A cache written with plain h5py, following DESIGN 3.2 to the letter."""
+    """A cache written with plain h5py, following docs/data.md's format to the letter."""
     feats = features if features is not None else np.arange(12, dtype=np.float16).reshape(6, 2)
     with h5py.File(path, "w") as f:
         if drop != "ids":

@@ -1,4 +1,4 @@
-"""Manifest validation: every rule of DESIGN 3.1 fails with the file and line named."""
+"""Manifest validation: every manifest rule of docs/data.md fails with the file and line named."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from amid.distill.losses.mi import log1m_softmax
 
 
 def naive_mi(u: np.ndarray, v: np.ndarray, y: list[int], tau: float, variant: str) -> float:
-    """DESIGN 4.2 written out pair by pair in float64 (fine for moderate tau)."""
+    """docs/method.md section 3 written out pair by pair in float64 (fine for moderate tau)."""
     n = len(y)
     u = u / np.linalg.norm(u, axis=1, keepdims=True)
     v = v / np.linalg.norm(v, axis=1, keepdims=True)

@@ -251,7 +251,7 @@ def test_gmc_gradient_routing(syn, data):
 
 
 def naive_ccl_nce(u: np.ndarray, v: np.ndarray, y: np.ndarray, tau: float) -> float:
-    """One direction of CCL's class-aware NCE, a loop over anchors (DESIGN 4.2)."""
+    """One direction of CCL's class-aware NCE, a loop over anchors (docs/method.md section 3)."""
     u = u / np.linalg.norm(u, axis=1, keepdims=True)
     v = v / np.linalg.norm(v, axis=1, keepdims=True)
     total = 0.0

@@ -1,4 +1,4 @@
-"""import_ucf51_cnn14: the real UCF51 CNN14 archive as a DESIGN 3.2 cache."""
+"""import_ucf51_cnn14: the real UCF51 CNN14 archive as a feature cache."""
 
 from __future__ import annotations
 
