@@ -1,4 +1,4 @@
-"""The embedded demo dataset (README, "The demo"): real raw media, made offline and deterministically.
+"""The embedded demo dataset (README: The demo): real raw media, made offline and deterministically.
 
 Built on scikit-learn's handwritten digits (real 8x8 images, 10 classes). Each
 sample is a short video, an audio clip and a transcript, laid out as

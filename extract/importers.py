@@ -1,4 +1,4 @@
-"""Published feature sets turned into feature caches (docs/data.md), usable by stage two as they are.
+"""Published feature sets turned into feature caches (docs/data.md), usable as they are.
 
 `import_ucf51_cnn14`: the 512-d PANNs CNN14 audio embeddings of UCF51
 released with the CCL code (`ucf51_cnn14_emb512.tar.gz`: one float32 `.npy`

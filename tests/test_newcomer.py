@@ -104,8 +104,9 @@ def test_a_dataset_of_ones_own_from_csv_to_predictions_on_new_clips(tmp_path):
     _make_dataset(data, tmp_path / "new_clips")
     # README step 2: start from a shipped configuration, point it at one's own table
     params = yaml.safe_load((ROOT / "configs" / "iemocap.yaml").read_text())
-    params["dataset"].update(name="mydata", adapter="csv", adapter_options={"table": "my_clips.csv"},
-                             root="mydata", manifest="manifests/mydata.csv", fold=None)
+    params["dataset"].update(name="mydata", adapter="csv",
+                             adapter_options={"table": "my_clips.csv"}, root="mydata",
+                             manifest="manifests/mydata.csv", fold=None)
     params["extract"] = {
         "visual": {"extractor": "densenet", "params": {"model": "test_resnet",
                                                         "random_init": True, "fps": 4.0}},

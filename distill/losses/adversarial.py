@@ -1,4 +1,4 @@
-"""Conditional-entropy term with two discriminators (AMID paper, Eq. 10-14; docs/method.md section 4).
+"""Conditional-entropy term with two discriminators (paper Eq. 10-14; docs/method.md, 4).
 
 Convention: a discriminator maps representations (N, d) to LOGITS of shape
 (N,) or (N, 1); the paper's "probability that a representation comes from the

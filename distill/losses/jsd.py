@@ -1,4 +1,4 @@
-"""Prediction-space alignment: Jensen-Shannon divergence (AMID paper, Eq. 16; docs/method.md section 5).
+"""Prediction-space alignment: Jensen-Shannon divergence (paper Eq. 16; docs/method.md, 5).
 
     p = softmax(logits_p), q = softmax(logits_q), m = (p + q) / 2
     JSD(p, q) = ( KL(p || m) + KL(q || m) ) / 2        (natural log, in [0, ln 2])

@@ -124,7 +124,7 @@ def symmetric_mi_loss(
     temperature: float | torch.Tensor,
     variant: str = "amid",
 ) -> torch.Tensor:
-    """``(mi(x, y) + mi(y, x)) / 2``: L_TS with (t, s) and L_TA with (t, a) (docs/method.md section 3)."""
+    """``(mi(x, y) + mi(y, x)) / 2``: L_TS with (t, s), L_TA with (t, a) (docs/method.md, 3)."""
     return 0.5 * (
         class_aware_mi_loss(x, y, labels, temperature, variant)
         + class_aware_mi_loss(y, x, labels, temperature, variant)

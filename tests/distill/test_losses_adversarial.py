@@ -1,4 +1,4 @@
-"""Discriminator / adversarial losses, alignment stats and dynamic weights (docs/method.md section 4)."""
+"""Discriminator / adversarial losses, alignment stats and dynamic weights (docs/method.md, 4)."""
 
 from __future__ import annotations
 
