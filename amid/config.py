@@ -79,6 +79,9 @@ class DemoConfig:
     duration: float = option(0.5, check=above(0))  # seconds of audio per sample
     audio_noise: float = 0.6  # std of white noise (tone amplitude 1)
     text_noise: float = 0.3  # chance a transcript's cue word is replaced
+    # fraction of training annotations that name a wrong class (the media show the true
+    # one; validation and test stay correct): noisy labels a teacher can see through
+    label_noise: float = option(0.0, check=in_unit())
     seed: int = 0
 
 

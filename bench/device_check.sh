@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# The GPU checks issues 3 and 6 still need, as one script for a lent device
-# (about 10 minutes on an H100/H200; run it from the repository root):
+# Every GPU figure the project still needs (issues 3, 6 and 15), as one script for a
+# lent device (about 12 minutes on an H100/H200; run it from the repository root):
 #   bash bench/device_check.sh 2>&1 | tee device_check.log
 # Prints: the device; a bf16 AMID smoke run on the demo (the CUDA + autocast
 # path of the trainer, RNNs included) and a bf16 stacked sweep, eager and
 # compiled; extraction throughput (CNN14 and DenseNet-121 with bf16, model-only
 # vs pipeline from video files and from frame folders, decode scaling, wav2vec2
 # length bucketing); training throughput (trainer vs reference loop, 16-member
-# stack, size scaling, compile).
+# stack, size scaling, compile); the vmapped stack against the earlier hand-written one.
 set -euo pipefail
 python -c "import torch; print('device:', torch.cuda.get_device_name(0), '| torch', torch.__version__)"
 work=$(mktemp -d)
@@ -33,3 +33,4 @@ cp params.yaml "$work/params.yaml"
 timeout 300 python bench/extract.py --device cuda --amp bf16 --clips 512 --videos 64 \
   --frames 16 --batch 64 --workers 8
 timeout 420 python bench/train.py --device cuda --epochs 20
+timeout 240 python bench/sweep_vs_previous.py --repeats 1 --parts b

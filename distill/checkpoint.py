@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from amid.errors import CheckpointError
+from amid.faults import fault_point
 from amid.storage import replace_atomically
 
 # Keys that may change between a run and its resumption without changing the result.
@@ -110,6 +111,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
                              errors=(OSError, RuntimeError)) as tmp,
           open(tmp, "wb") as fh):
         torch.save(payload, fh)
+        fault_point("checkpoint-written")  # crash tests: the bytes written, not yet renamed
 
 
 def remove_strays(run: Path) -> None:

@@ -52,6 +52,7 @@ from amid.distill.runlog import log_epoch, open_live, run_header
 from amid.distill.stack import Lone, Stack
 from amid.distill.subsample import train_rows_for
 from amid.errors import AmidError
+from amid.faults import fault_point
 from amid.locking import ExclusiveLock
 from amid.storage import write_json
 
@@ -280,6 +281,7 @@ def _train(name: str, members: list[Member], data: TrainData | None, live: bool,
                 if mb.error is None:
                     save_checkpoint(mb.ckpt, checkpoint_state(mb, name, epoch + 1))
             last_save = clock()
+            fault_point("epoch-saved")  # crash tests: between two epochs
     # ---------------------------------------------------------------- finish
     engine.sync()
     for mb in members:

@@ -58,6 +58,10 @@ class DemoSpec:
     duration: float = 0.5
     audio_noise: float = 0.6
     text_noise: float = 0.3
+    # fraction of TRAINING annotations that name a wrong class (filed under another
+    # class's folder), as web or crowd labels do; the media still show the true class,
+    # validation and test stay correct
+    label_noise: float = 0.0
     seed: int = 0
 
 
@@ -130,6 +134,8 @@ def make_demo(out: str | Path, spec: DemoSpec) -> pd.DataFrame:
     out = Path(out)
     digits = load_digits()
     rng = np.random.default_rng(spec.seed)
+    # its own stream: with label_noise 0 every byte of the demo is as before
+    annotator = np.random.default_rng([spec.seed, 0xA770])
     for label in range(10):
         pool = np.flatnonzero(digits.target == label)
         if spec.n_per_class > len(pool):
@@ -143,7 +149,10 @@ def make_demo(out: str | Path, spec: DemoSpec) -> pd.DataFrame:
         for k, index in enumerate(chosen):
             split = "train" if k < n_train else "val" if k < n_train + n_val else "test"
             sample_id = f"{WORDS[label]}_{index:04d}"
-            folder = out / split / WORDS[label]
+            annotated = label
+            if split == "train" and annotator.random() < spec.label_noise:
+                annotated = (label + 1 + int(annotator.integers(9))) % 10  # any other class
+            folder = out / split / WORDS[annotated]
             write_video(folder / f"{sample_id}.avi", _video_frames(digits.images[index], spec, rng))
             write_wav(folder / f"{sample_id}.wav", _audio(label, spec, rng), spec.sample_rate)
             write_text(folder / f"{sample_id}.txt", _transcript(label, spec, rng) + "\n")

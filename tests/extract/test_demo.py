@@ -44,3 +44,21 @@ def test_transcripts_name_the_digit_mostly(small_demo):
     agree = (said == m.df["label"]).mean()
     # text_noise = 0.3 replaces the word by a random one (right by chance 1 in 10)
     assert 0.55 < agree < 0.9
+
+
+def test_label_noise_relabels_only_training_annotations(tmp_path, small_demo):
+    """label_noise: a training sample is filed under a wrong class, its media unchanged
+    (the id keeps the true digit's word); validation and test keep their true labels."""
+    noisy = make_demo(tmp_path, DemoSpec(n_per_class=10, label_noise=0.5))
+    clean = read_manifest(small_demo / "manifest.csv", small_demo).df.set_index("sample_id")
+    noisy = noisy.set_index("sample_id")
+    assert list(noisy.index) == list(clean.index)
+    truth = noisy.index.str.split("_").str[0]  # `three_0123`: the digit the media show
+    wrong = noisy["label"] != truth
+    assert not wrong[noisy["split"] != "train"].any()
+    assert 0.3 < wrong[noisy["split"] == "train"].mean() < 0.7  # about half of 60
+    assert (clean["label"] == clean.index.str.split("_").str[0]).all()
+    for sid in noisy.index[wrong][:3]:  # the same media, filed elsewhere
+        a = tmp_path / noisy.at[sid, "video_path"]
+        b = small_demo / clean.at[sid, "video_path"]
+        assert a.parent.name != b.parent.name and a.read_bytes() == b.read_bytes()
