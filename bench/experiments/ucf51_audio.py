@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 import yaml
-from _common import REPO, RESULTS, SEEDS, Runner, load_results, table
+from _common import REPO, RESULTS, Runner, load_results, table
 
 ARCHIVE = Path("/work/shared/data/ucf51/ucf51_cnn14_emb512.tar.gz")
 CACHE = "cache/ucf51/audio__cnn14-emb512.h5"
@@ -63,7 +63,7 @@ def write_params(work: Path, manifest: str, cache_dir: str = "cache") -> None:
                       "manifest": manifest, "cache_dir": cache_dir,
                       "target": ["audio"], "auxiliary": [], "fold": None}
     cfg["extract"] = {"audio": {"extractor": "cnn14-emb512", "params": {}}}
-    cfg["train"]["methods"] = ["baseline"]
+    cfg["pipeline"]["methods"] = ["baseline"]
     cfg["train"]["model"]["student"] = "pool"
     work.mkdir(parents=True, exist_ok=True)
     (work / "params.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
@@ -159,7 +159,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/amid_exp/ucf51"))
     parser.add_argument("--archive", type=Path, default=ARCHIVE)
     parser.add_argument("--results", type=Path, default=RESULTS / "ucf51.jsonl")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
     results = args.results.resolve()
     manifest = setup(args.work, args.archive.resolve())
@@ -170,9 +170,8 @@ def main() -> None:
     print("\n".join(linear(x, y, manifest)), "\n", flush=True)
     # the MLP's settings, compared on the validation carve (trained without groups 08-10)
     carve = Runner(args.work / "valcarve", results.with_name("ucf51_valcarve.jsonl"))
-    for seed in args.seeds:
-        for name, overrides in MLP_SWEEP.items():
-            carve.run("baseline", seed, overrides, variant=f"baseline, {name} (val carve)")
+    for name, overrides in MLP_SWEEP.items():
+        carve.run(f"baseline, {name} (val carve)", "baseline", overrides, seeds=args.seeds)
     carved = load_results(carve.results)
     print(table(carved), "\n")
     best = max(MLP_SWEEP, key=lambda n: np.mean([r["val_student_top1"] for r in carved
@@ -180,10 +179,9 @@ def main() -> None:
     print(f"picked on val: {best}")
     # then on the whole training split, as the linear classifier was
     runner = Runner(args.work, results)
-    for seed in args.seeds:
-        for name in dict.fromkeys(["default", best]):
-            runner.run("baseline", seed, MLP_SWEEP[name],
-                       variant=f"baseline, {name} (pool/MLP student, audio only)")
+    for name in dict.fromkeys(["default", best]):
+        runner.run(f"baseline, {name} (pool/MLP student, audio only)", "baseline",
+                   MLP_SWEEP[name], seeds=args.seeds)
     records = load_results(results)
     print(table(records))
     for variant in dict.fromkeys(r["variant"] for r in records):

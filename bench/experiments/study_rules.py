@@ -1,0 +1,179 @@
+"""The study's settings, its rules for choosing defaults (validation only), tables, figures.
+
+The rules are those written in docs/results.md ("How the defaults are chosen")
+before any choice was made; `choose` applies them to the recorded runs. A
+regime is a dataset of the study at 8 labelled training samples per class or at
+its whole training split. The gain of a setting in a regime is its student's
+validation Top-1 minus the baseline's, paired by seed, averaged over the 5 seeds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _common import RESULTS, mean_std
+
+SIZES = {"demo": (4, 8, 16, None), "demo_noisy": (4, 8, 16, None),
+         "weak": (4, 8, 16, 32, 64, None), "noisy": (4, 8, 16, 32, 64, None)}
+SMALL = 8  # the small end of every sweep; None is the whole training split
+VARIANTS = {  # curves: variant -> (method, overrides); every option else as pinned
+    "baseline": ("baseline", []),
+    "teacher": ("teacher", []),
+    "kd": ("kd", []),
+    "kd, fixed teacher": ("kd", ["methods.kd.fixed_teacher=true",
+                                 "methods.kd.teacher_epochs=5"]),
+    "ts, alpha=0": ("ts", ["methods.ts.alpha=0"]),
+    "ts": ("ts", []),
+    "ts_ta": ("ts_ta", []),
+    "amid": ("amid", []),
+    "amid, fixed teacher": ("amid", ["methods.amid.fixed_teacher=true",
+                                     "methods.amid.teacher_epochs=5"]),
+    "ccl": ("ccl", []),
+}
+TAUS = (0.05, 0.1, 0.2, 0.5, 1.0)
+ALPHAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+PAPER_ALPHA = 4.0
+
+
+def _kd_name(t: float, w: float, epochs: int | None) -> str:
+    mode = "online" if epochs is None else f"fixed after {epochs}"
+    return f"kd, T={t}, weight={w}, {mode}"
+
+
+KD_GRID = {  # the candidates in the rule's order of preference (the old default first)
+    _kd_name(t, w, e): [f"methods.kd.temperature={t}", f"methods.kd.weight={w}",
+                        f"methods.kd.fixed_teacher={e is not None}",
+                        f"methods.kd.teacher_epochs={e or 10}"]
+    for e in (None, 10, 5) for t in (4.0, 2.0) for w in (0.5, 0.9)
+}
+DISTILLERS = ("ts", "ts_ta", "amid")  # the methods that share tau and alpha
+
+
+def label(size: int | None) -> str:
+    return "all" if size is None else f"{size}/class"
+
+
+def select(records: list[dict], setting: str, size: int | None) -> list[dict]:
+    return [r for r in records if r.get("setting") == setting and r.get("size") == size
+            and r["error"] is None]
+
+
+def gain(records: list[dict], setting: str, size: int | None, split: str = "val"
+         ) -> tuple[float, float] | None:
+    """(setting - baseline) student Top-1 on `split` in points, paired by seed: the
+    mean over seeds and the std of the paired difference; None if nothing recorded."""
+    key = f"{split}_student_top1"
+    base = {r["seed"]: r[key] for r in select(records, "baseline", size)}
+    mine = {r["seed"]: r[key] for r in select(records, setting, size)}
+    diffs = [100 * (mine[s] - base[s]) for s in mine if s in base]
+    if not diffs:
+        return None
+    return float(np.mean(diffs)), float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
+
+
+def worst_gains(by_dataset: dict[str, list[dict]], settings: dict[Any, str]
+                ) -> tuple[dict[Any, float], dict[Any, dict[str, float]]]:
+    """For each candidate (key -> setting name): its smallest gain over the regimes, and
+    every regime's gain. A candidate missing in any regime is an error: the rule needs all."""
+    table: dict[Any, dict[str, float]] = {}
+    for key, setting in settings.items():
+        for name, records in by_dataset.items():
+            for size in (SMALL, None):
+                g = gain(records, setting, size)
+                if g is None:
+                    raise LookupError(f"{setting!r} has no runs on {name} @ {label(size)}: "
+                                      "run the study's earlier parts first")
+                table.setdefault(key, {})[f"{name} @ {label(size)}"] = g[0]
+    return {k: min(v.values()) for k, v in table.items()}, table
+
+
+def seed_std(by_dataset: dict[str, list[dict]]) -> float:
+    """One seed standard deviation: the baseline's validation Top-1 std over seeds,
+    averaged over the regimes (points)."""
+    stds = [mean_std(r["val_student_top1"] for r in select(records, "baseline", size))[1]
+            for records in by_dataset.values() for size in (SMALL, None)]
+    return float(np.mean(stds))
+
+
+def choose(by_dataset: dict[str, list[dict]]) -> dict[str, Any]:
+    """The rules of docs/results.md. Returns what is decided so far (tau first, then
+    alpha at that tau, then kd), each with the table it was decided on."""
+    out: dict[str, Any] = {"seed_std": seed_std(by_dataset)}
+    worst, table = worst_gains(by_dataset, {t: f"amid, tau={t}" for t in TAUS})
+    best = max(worst.values())
+    out["tau"] = max(t for t, w in worst.items() if w >= best - 0.5)  # ties: the larger
+    out["tau_table"] = table
+    try:
+        worst, table = worst_gains(by_dataset, {a: f"amid, tau={out['tau']}, alpha={a}"
+                                                for a in ALPHAS})
+    except LookupError:
+        return out
+    challenger = max(worst, key=worst.get)
+    strong = worst[challenger] - worst[PAPER_ALPHA] > out["seed_std"]
+    out["alpha"] = challenger if strong else PAPER_ALPHA
+    out["alpha_table"] = table
+    try:
+        worst, table = worst_gains(by_dataset, dict(zip(KD_GRID, KD_GRID, strict=True)))
+    except LookupError:
+        return out
+    best = max(worst.values())
+    out["kd"] = next(k for k in KD_GRID if worst[k] >= best - 0.5)  # ties: the earlier
+    out["kd_table"] = table
+    out["overrides"] = {
+        **{m: [f"methods.{m}.tau={out['tau']}", f"methods.{m}.alpha={out['alpha']}"]
+           for m in DISTILLERS},
+        "kd": KD_GRID[out["kd"]],
+    }
+    return out
+
+
+# ------------------------------------------------------------------ report
+
+
+def curve_table(records: list[dict], name: str, variants: list[str]) -> str:
+    sizes = SIZES[name]
+    lines = ["| method | " + " | ".join(label(s) for s in sizes) + " |",
+             "|---|" + "---|" * len(sizes)]
+    for variant in variants:
+        key = "test_teacher_top1" if variant == "teacher" else "test_student_top1"
+        cells = []
+        for size in sizes:
+            st = mean_std(r[key] for r in select(records, variant, size))
+            cells.append("-" if st is None else f"{st[0]:.1f} ± {st[1]:.1f}")
+        name_ = "teacher (its own Top-1)" if variant == "teacher" else variant
+        lines.append(f"| {name_} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def gain_table(table: dict[Any, dict[str, float]], what: str) -> str:
+    regimes = list(next(iter(table.values())))
+    lines = [f"| {what} | " + " | ".join(regimes) + " | worst |",
+             "|---|" + "---|" * (len(regimes) + 1)]
+    for key, gains in table.items():
+        lines.append(f"| {key} | " + " | ".join(f"{gains[r]:+.1f}" for r in regimes)
+                     + f" | {min(gains.values()):+.1f} |")
+    return "\n".join(lines)
+
+
+def report(by_dataset: dict[str, list[dict]], out: Path) -> dict[str, Any]:
+    chosen = choose(by_dataset)
+    shown = [*VARIANTS, *(f"{m} (chosen)" for m in ("kd", *DISTILLERS))]
+    for name, records in by_dataset.items():
+        print(f"\n### {name}: student test Top-1 (mean ± std over 5 seeds)\n")
+        print(curve_table(records, name, [v for v in shown
+                                          if any(r.get("setting") == v for r in records)]))
+    for key, what in (("tau_table", "amid, tau (alpha 4)"), ("alpha_table", "amid, alpha"),
+                      ("kd_table", "kd candidate")):
+        if key in chosen:
+            print(f"\nval gain over baseline (points), {what}:\n")
+            print(gain_table(chosen[key], what))
+    summary = {k: v for k, v in chosen.items() if not k.endswith("_table")}
+    print("\nchosen:", json.dumps(summary))
+    (RESULTS / "chosen.json").write_text(json.dumps(chosen, indent=1) + "\n", encoding="utf-8")
+    from study_figures import draw
+
+    print("figures:", ", ".join(map(str, draw(by_dataset, chosen, out))))
+    return chosen
