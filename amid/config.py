@@ -8,20 +8,16 @@ value is a `ConfigError` naming the dotted key, and the `--set` override it
 came from when it did.
 
 Each section is a dataclass whose fields carry their own range checks
-(`option(default, check=...)`). Each training method owns its options: they
-live under `methods.<name>` and are typed by the method's own `Options`
-dataclass (`amid.distill.methods`), which is why this module keeps that
-section as plain data and lets `load_config(..., check=...)` type it.
+(`option(default, check=...)`; the engine is `amid.typed`). Each training
+method owns its options: they live under `methods.<name>` and are typed by
+the method's own `Options` dataclass (`amid.distill.methods`), which is why
+this module keeps that section as plain data and lets
+`load_config(..., check=...)` type it.
 `dvc.yaml` lists, per stage, the sections that stage reads.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import re
-import types
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,37 +26,16 @@ from typing import Any, Literal
 import yaml
 
 from amid.errors import ConfigError
-
-Check = tuple[Callable[[Any], bool], str]
-
-
-def option(default: Any, *, check: Check | None = None, per_member: bool = False) -> Any:
-    """A configuration field with its range check beside it.
-
-    `per_member`: the value may differ between the members of one stacked
-    sweep (a float read at step time; see `amid.distill.stack`).
-    """
-    meta = {"check": check, "per_member": per_member}
-    if isinstance(default, list | dict):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def at_least(x: float) -> Check:
-    return (lambda v: v >= x, f">= {x}")
-
-
-def above(x: float) -> Check:
-    return (lambda v: v > x, f"> {x}")
-
-
-def in_unit(closed_right: bool = False) -> Check:
-    if closed_right:
-        return (lambda v: 0 < v <= 1, "in (0, 1]")
-    return (lambda v: 0 <= v < 1, "in [0, 1)")
-
-
-SPLIT: Check = (lambda v: v in ("train", "val", "test"), "one of train, val, test")
+from amid.typed import (
+    SPLIT,
+    above,
+    apply_override,
+    at_least,
+    from_dict,
+    in_unit,
+    option,
+    parse_yaml,
+)
 
 # ---------------------------------------------------------------- sections
 
@@ -175,6 +150,11 @@ class PipelineConfig:
     # the embedded demo is generated only when listed here ([demo]); [] for data on disk
     generate: list[Literal["demo"]] = option([])
     methods: list[str] = option(["baseline", "teacher", "ts", "ts_ta", "amid"])
+    # each method trained again with these train.seed values (stages train-seed@<m>-<k>,
+    # runs/<m>_seed<k>); the report gives mean ± std over train.seed and these
+    repeat_seeds: list[int] = option(
+        [], check=(lambda v: len(set(v)) == len(v) and min(v, default=0) >= 0,
+                   "distinct seeds >= 0"))
 
 
 @dataclass
@@ -233,165 +213,6 @@ def moved_key(dotted: str) -> str | None:
     return None
 
 
-# ------------------------------------------------------------------ YAML
-
-
-class StrictLoader(yaml.SafeLoader):
-    """YAML as researchers write it: `1e-3` is a number, a key given twice is an error.
-
-    PyYAML follows YAML 1.1, where a float needs a dot (`1e-3` is a string);
-    YAML 1.2 and every other tool (DVC's ruamel included) read it as 0.001.
-    """
-
-
-StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)
-               |[-+]?(?:[0-9][0-9_]*)?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-               |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."),
-)
-
-
-def _mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        line = key_node.start_mark.line + 1
-        if key in seen:
-            raise ConfigError(f"line {line}: key {key!r} is given twice in one mapping "
-                              f"(first on line {seen[key]}); the first would be silently lost")
-        seen[key] = line
-    return loader.construct_mapping(node, deep=deep)
-
-
-StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
-
-
-def parse_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=StrictLoader)  # noqa: S506  (a SafeLoader subclass)
-
-
-# ------------------------------------------------------------------ loading
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _reject_nonfinite(value: Any, where: str) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _reject_nonfinite(v, f"{where}.{k}")
-    elif isinstance(value, list | tuple):
-        for i, v in enumerate(value):
-            _reject_nonfinite(v, f"{where}[{i}]")
-
-
-def coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check `value` against the annotation `tp`, converting where lossless.
-
-    Accepts ints for floats (YAML writes `1` for 1.0) and nothing else loosely:
-    "3" is not an int, 1.5 is not an int, "yes" is not a bool.
-    """
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:  # free-form (extractor params): checked by their owner, but never NaN
-        _reject_nonfinite(value, where)
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return coerce(value, arg, where)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(
-                f"{where}: must be one of {', '.join(map(repr, args))}, got {value!r}"
-            )
-        return value
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return {str(k): coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, where)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if not math.isfinite(value):  # YAML's .nan/.inf pass every range check
-            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"{where}: unsupported annotation {tp!r}")  # a bug, not user input
-
-
-def from_dict(cls: type, data: Any, where: str = "") -> Any:
-    """Build dataclass `cls` from a mapping: unknown keys, types and ranges checked, by key."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    for key in unknown:
-        dotted = f"{where}.{key}" if where else str(key)
-        value = data[key]
-        leaves = [f"{dotted}.{k}" for k in value] if isinstance(value, dict) and value else []
-        moved = [m for m in map(moved_key, leaves or [dotted]) if m]
-        if moved:
-            raise ConfigError("; ".join(moved))
-    if unknown:
-        keys = ", ".join(f"{where}.{k}" if where else str(k) for k in unknown)
-        raise ConfigError(f"unknown configuration key(s) {keys}; known here: "
-                          f"{', '.join(sorted(fields))}")
-    kwargs = {}
-    for key, value in data.items():
-        dotted = f"{where}.{key}" if where else key
-        kwargs[key] = coerce(value, hints[key], dotted)
-        check = fields[key].metadata.get("check")
-        if check is not None and kwargs[key] is not None and not check[0](kwargs[key]):
-            raise ConfigError(f"{dotted} must be {check[1]}, got {kwargs[key]!r}")
-    return cls(**kwargs)
-
-
-def per_member_keys(cls: type, where: str) -> list[str]:
-    """Dotted keys of `cls` (and nested dataclasses) marked `per_member`."""
-    keys = []
-    for f in dataclasses.fields(cls):
-        dotted = f"{where}.{f.name}"
-        if f.metadata.get("per_member"):
-            keys.append(dotted)
-        tp = typing.get_type_hints(cls)[f.name]
-        if dataclasses.is_dataclass(tp):
-            keys += per_member_keys(tp, dotted)
-    return keys
-
-
 def validate(cfg: Config) -> Config:
     """Rules that join several keys."""
     for role in ("target", "auxiliary"):
@@ -413,44 +234,6 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"methods.{name}: expected a mapping of that method's options, "
                               f"got {section!r}")
     return cfg
-
-
-def _merge(node: dict[str, Any], key: str, value: Any) -> None:
-    """Set `key`; a mapping merges into an existing mapping instead of replacing it."""
-    old = node.get(key)
-    if isinstance(value, dict) and isinstance(old, dict):
-        for k, v in value.items():
-            _merge(old, str(k), v)
-    else:
-        node[key] = value
-
-
-def apply_override(data: dict[str, Any], assignment: str) -> None:
-    """Apply one `dotted.key=value` (value parsed as YAML) to a raw mapping.
-
-    A mapping value merges into the section it names (`--set 'train={epochs: 1}'`
-    changes epochs and keeps the file's other train keys).
-    """
-    if "=" not in assignment:
-        raise ConfigError(f"--set {assignment}: not of the form key=value")
-    key, raw = assignment.split("=", 1)
-    parts = key.strip().split(".")
-    if not all(parts):
-        raise ConfigError(f"--set {assignment!r}: {key.strip()!r} is not a dotted key")
-    node = data
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {key}: {part!r} is not a section")
-        node = child
-    try:
-        value = parse_yaml(raw)
-    except yaml.YAMLError as exc:  # e.g. `--set a=[1` or a `!!python/...` tag
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({problem})") from None
-    _merge(node, parts[-1], value)
 
 
 def read_params(path: str | Path) -> dict[str, Any]:
@@ -487,7 +270,7 @@ def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = 
     data = read_params(path)
 
     def build(raw: dict[str, Any]) -> Config:
-        cfg = validate(from_dict(Config, raw))
+        cfg = validate(from_dict(Config, raw, moved=moved_key))
         if check is not None:
             check(cfg)
         return cfg
@@ -503,8 +286,3 @@ def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = 
         except ConfigError as exc:
             raise ConfigError(f"--set {assignment}: {exc}") from None
     return cfg
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """The resolved configuration as plain data (stored with every run)."""
-    return dataclasses.asdict(cfg)

@@ -105,8 +105,9 @@ def method_listing() -> str:
     """Every method with its options, defaults and per-member marks."""
     import dataclasses
 
-    from amid.config import TrainConfig, per_member_keys
+    from amid.config import TrainConfig
     from amid.distill.methods import METHODS
+    from amid.typed import per_member_keys
 
     lines = ["methods (options under methods.<name>; * may differ within one stack):"]
     for name in METHODS:

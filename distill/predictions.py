@@ -1,4 +1,5 @@
-"""Predictions over whole splits, the per-epoch metrics, and `outputs.h5` (contracts).
+"""Predictions over whole splits, the per-epoch metrics, and what a finished run leaves
+(`finish_run`: the modules as safetensors + JSON, `outputs.h5`; contracts).
 
 Everything here runs between epochs (eval mode, no gradients), so the host
 syncs it needs never land inside a training epoch. `outputs.h5` holds no
@@ -18,7 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from amid.config import Config
 from amid.distill.data import TrainData
+from amid.distill.inference import save_module
 from amid.distill.methods.base import Method
 from amid.errors import CacheError
 from amid.storage import hdf5_estimate, replace_atomically
@@ -151,3 +154,31 @@ def untimed_group(parent: h5py.Group, name: str) -> h5py.Group:
     plist.set_obj_track_times(False)
     gid = h5py.h5g.create(parent.id, name.encode(), gcpl=plist)
     return h5py.Group(gid)
+
+
+def finish_run(method: Method, name: str, data: TrainData, cfg: Config, run: Path) -> None:
+    """Safetensors + JSON per module, and the last epoch's predictions as outputs.h5."""
+    tc = cfg.train
+    common = {
+        "method": name,
+        "classes": data.classes,
+        "target": list(data.target),
+        "auxiliary": list(data.auxiliary),
+        "feature_dims": {m: d.dim for m, d in {**data.target, **data.auxiliary}.items()},
+        "max_steps": tc.max_steps,
+        "dataset": data.dataset,
+        "fold": data.fold,
+        "seed": tc.seed,
+        "train_samples": int(data.splits["train"].shape[0]),
+        "train_per_class": cfg.dataset.train_per_class,
+        "train_fraction": cfg.dataset.train_fraction,
+    }
+    for role, (module, arch) in method.exports().items():
+        mods = data.target if role == "student" else {**data.target, **data.auxiliary}
+        inputs = {m: d.record() for m, d in mods.items()}
+        save_module(module, {**common, "module": role, "arch": arch, "inputs": inputs}, run, role)
+    preds = {s: predict_split(method, data, rows, tc.eval_batch_size)
+             for s, rows in data.splits.items()}
+    write_outputs(run / "outputs.h5", data, preds, method=name, seed=tc.seed,
+                  extra={k: common[k] for k in ("train_samples", "train_per_class",
+                                                "train_fraction")})

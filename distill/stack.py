@@ -40,11 +40,11 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from amid.config import per_member_keys
 from amid.distill.data import Batch, TrainData
 from amid.distill.methods.base import Method, Outputs
 from amid.distill.models import unrolled_rnns
 from amid.distill.predictions import predict_split
+from amid.typed import per_member_keys
 
 Tensor = torch.Tensor
 

@@ -33,11 +33,12 @@ from typing import Any
 
 import yaml
 
-from amid.config import Config, TrainConfig, load_config, parse_yaml, per_member_keys
+from amid.config import Config, TrainConfig, load_config
 from amid.distill.checkpoint import flatten_config, read_torch_file
 from amid.distill.methods import METHODS, check_method_options
 from amid.errors import AmidError, ConfigError
 from amid.storage import write_json
+from amid.typed import parse_yaml, per_member_keys
 
 log = logging.getLogger("amid.distill")
 

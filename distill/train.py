@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from amid.config import Config, to_dict
+from amid.config import Config
 from amid.devices import amp_allowed
 from amid.devices import resolve_device as _resolve
 from amid.distill import diagnostics
@@ -39,7 +39,7 @@ from amid.distill.checkpoint import (
     set_rng_state,
 )
 from amid.distill.data import TrainData, load_data
-from amid.distill.inference import save_module
+from amid.distill.epoch_stats import EpochSums, TrainingHits
 from amid.distill.methods import (
     METHODS,
     Method,
@@ -47,7 +47,7 @@ from amid.distill.methods import (
     method_options,
     weighted_total,
 )
-from amid.distill.predictions import predict_split, split_metrics, write_outputs
+from amid.distill.predictions import finish_run, split_metrics
 from amid.distill.runlog import log_epoch, open_live, run_header
 from amid.distill.stack import Lone, Stack
 from amid.distill.subsample import train_rows_for
@@ -55,6 +55,7 @@ from amid.errors import AmidError
 from amid.faults import fault_point
 from amid.locking import ExclusiveLock
 from amid.storage import write_json
+from amid.typed import to_dict
 
 log = logging.getLogger("amid.distill")
 
@@ -294,64 +295,6 @@ def _train(name: str, members: list[Member], data: TrainData | None, live: bool,
     return members
 
 
-class EpochSums:
-    """Each term's sum over an epoch's batches and its first non-finite batch, per member.
-
-    One (M, K) tensor on the device, grown when terms appear mid-epoch (the
-    discriminators switching on): no host sync until the epoch ends.
-    """
-
-    def __init__(self) -> None:
-        self.keys: list[str] = []
-        self.sums: torch.Tensor | None = None  # (M, K)
-        self.bad: torch.Tensor | None = None  # (M, K) first bad batch, -1: none
-
-    def add(self, terms: dict[str, torch.Tensor], batch: int) -> None:
-        if list(terms) != self.keys:
-            keys = self.keys + [k for k in terms if k not in self.keys]
-            like = next(iter(terms.values()))
-            grown = like.new_zeros(like.shape[0], len(keys), dtype=torch.float32)
-            bad = torch.full_like(grown, -1, dtype=torch.long)
-            if self.sums is not None:
-                grown[:, :len(self.keys)], bad[:, :len(self.keys)] = self.sums, self.bad
-            self.keys, self.sums, self.bad = keys, grown, bad
-        vec = torch.stack([terms[k].detach().float() for k in self.keys], dim=1)  # (M, K)
-        self.sums += vec
-        self.bad = torch.where(~torch.isfinite(vec) & (self.bad < 0), batch, self.bad)
-
-    def means(self, n_batches: int) -> dict[str, torch.Tensor]:
-        return {k: self.sums[:, i] / n_batches for i, k in enumerate(self.keys)}
-
-    def first_bad(self) -> dict[str, list[int]]:
-        return dict(zip(self.keys, self.bad.T.tolist(), strict=True))
-
-
-class TrainingHits:
-    """Training accuracy of student and teacher, counted on the batches as they trained
-    (train mode, weights moving through the epoch): an overfitting signal at no cost,
-    where scoring the whole training split again each epoch would cost a forward pass."""
-
-    def __init__(self) -> None:
-        self.right: dict[str, torch.Tensor] = {}
-        self.seen: dict[str, torch.Tensor] = {}
-
-    def add(self, labels: torch.Tensor, present: torch.Tensor,
-            out: dict[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            for role, key, keep in (("student", "logits_s", None),
-                                    ("teacher", "logits_t", present)):
-                if key not in out:
-                    continue
-                hit = (out[key].argmax(dim=-1) == labels).float()  # (M, B)
-                weight = torch.ones_like(hit) if keep is None else keep.float()
-                self.right[role] = self.right.get(role, 0) + (hit * weight).sum(dim=1)
-                self.seen[role] = self.seen.get(role, 0) + weight.sum(dim=1)
-
-    def accuracies(self) -> dict[str, torch.Tensor]:
-        return {f"train_acc_{role}": self.right[role] / self.seen[role].clamp(min=1)
-                for role in self.right}
-
-
 def _step(optimisers: list[torch.optim.Optimizer | None], loss: torch.Tensor) -> None:
     """One optimiser step per member on the sum of the members' (independent) losses."""
     for o in optimisers:
@@ -428,31 +371,3 @@ def _eta(seconds: float) -> str:
         return "?"
     minutes, sec = divmod(int(round(seconds)), 60)
     return f"{minutes} min {sec:02d} s" if minutes else f"{sec} s"
-
-
-def finish_run(method: Method, name: str, data: TrainData, cfg: Config, run: Path) -> None:
-    """Safetensors + JSON per module, and the last epoch's predictions as outputs.h5."""
-    tc = cfg.train
-    common = {
-        "method": name,
-        "classes": data.classes,
-        "target": list(data.target),
-        "auxiliary": list(data.auxiliary),
-        "feature_dims": {m: d.dim for m, d in {**data.target, **data.auxiliary}.items()},
-        "max_steps": tc.max_steps,
-        "dataset": data.dataset,
-        "fold": data.fold,
-        "seed": tc.seed,
-        "train_samples": int(data.splits["train"].shape[0]),
-        "train_per_class": cfg.dataset.train_per_class,
-        "train_fraction": cfg.dataset.train_fraction,
-    }
-    for role, (module, arch) in method.exports().items():
-        mods = data.target if role == "student" else {**data.target, **data.auxiliary}
-        inputs = {m: d.record() for m, d in mods.items()}
-        save_module(module, {**common, "module": role, "arch": arch, "inputs": inputs}, run, role)
-    preds = {s: predict_split(method, data, rows, tc.eval_batch_size)
-             for s, rows in data.splits.items()}
-    write_outputs(run / "outputs.h5", data, preds, method=name, seed=tc.seed,
-                  extra={k: common[k] for k in ("train_samples", "train_per_class",
-                                                "train_fraction")})

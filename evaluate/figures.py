@@ -68,19 +68,78 @@ def find_history(run_dir: Path, pattern: re.Pattern[str]) -> Path | None:
 
 
 def history_figure(table: pd.DataFrame, column: str, out: Path, ylabel: str) -> list[Path]:
-    """One line per run of `history_table` that logged `column`."""
+    """One line per method of `history_table` that logged `column`: the mean over its
+    seeds' runs (`method` column), with their range shaded when there are several."""
     rows = table.dropna(subset=[column])
     if rows.empty:
         return []
     fig = Figure(figsize=(5, 3.2))
     ax = fig.add_subplot()
-    for run, part in rows.groupby("run", sort=True):
-        ax.plot(part["epoch"], part[column], label=str(run), linewidth=1.5)
+    by = "method" if "method" in rows.columns else "run"
+    for name, part in rows.groupby(by, sort=True):
+        stats = part.groupby("epoch")[column].agg(["mean", "min", "max", "count"])
+        (line,) = ax.plot(stats.index, stats["mean"], linewidth=1.5,
+                          label=f"{name} ({part['run'].nunique()} seeds)"
+                          if part["run"].nunique() > 1 else str(name))
+        if part["run"].nunique() > 1:
+            ax.fill_between(stats.index, stats["min"], stats["max"], alpha=0.15,
+                            color=line.get_color(), linewidth=0)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
+GRAD_METRIC = re.compile(r"^grad_")
+ACCURACY_METRIC = re.compile(r"^(train|val)_acc_(student|teacher)$")
+
+
+def _histories(runs: Sequence[Path], pattern: re.Pattern[str]) -> dict[str, pd.DataFrame]:
+    """metric -> (epoch, value) averaged over `runs`, for every dvclive TSV that matches."""
+    frames: dict[str, list[pd.DataFrame]] = {}
+    for run in runs:
+        root = run / "dvclive" / "plots" / "metrics"
+        for tsv in sorted(root.rglob("*.tsv")) if root.is_dir() else []:
+            hist = read_history(tsv) if pattern.search(tsv.stem) else None
+            if hist is not None and not hist.empty:
+                frames.setdefault(tsv.stem, []).append(hist)
+    return {name: pd.concat(parts).groupby("step", sort=True)["value"].mean()
+            for name, parts in sorted(frames.items())}
+
+
+def diagnostics_figure(runs: Sequence[Path], out: Path, title: str) -> list[Path]:
+    """What a run's diagnostics say (mean over the seeds' runs given): left, the gradient
+    norm each weighted loss term sends into the student encoder per epoch (which term
+    drives the student); right, train and validation accuracy of student and teacher
+    (memorising, or learning). Nothing is drawn when the runs logged neither."""
+    grads = _histories(runs, GRAD_METRIC)
+    accuracy = _histories(runs, ACCURACY_METRIC)
+    if not grads and not accuracy:
+        return []
+    fig = Figure(figsize=(9, 3.3))
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for name, series in grads.items():
+        positive = series[series > 0]  # a term that does not reach the student logs 0
+        if not positive.empty:
+            left.plot(positive.index + 1, positive.to_numpy(), label=name.removeprefix("grad_"),
+                      linewidth=1.4)
+    left.set_yscale("log")
+    left.set_ylabel("grad norm into the student encoder")
+    for name, series in accuracy.items():
+        right.plot(series.index + 1, 100 * series.to_numpy(), label=name.replace("_acc_", " "),
+                   color="C0" if name.endswith("student") else "C1",
+                   linestyle="--" if name.startswith("train") else "-", linewidth=1.4)
+    right.set_ylabel("accuracy (%)")
+    for ax in (left, right):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if ax.get_lines():
+            ax.legend(fontsize=7)
+    seeds = f", mean of {len(runs)} seeds" if len(runs) > 1 else ""
+    fig.suptitle(f"{title}{seeds}", fontsize=9)
     return _save(fig, out)
 
 

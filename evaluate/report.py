@@ -28,7 +28,7 @@ from amid.storage import write_text
 
 log = logging.getLogger(__name__)
 
-METHOD_ORDER = ("baseline", "teacher", "ts", "ts_ta", "amid")
+METHOD_ORDER = ("baseline", "teacher", "kd", "ts", "ts_ta", "amid")
 _SUFFIX = re.compile(r"(?:(?:^|[_.-])(?:fold|seed)[_-]?\d+|[_.-][fs]\d+)+$", re.IGNORECASE)
 
 
@@ -57,8 +57,14 @@ def find_metrics(patterns: Sequence[str]) -> tuple[list[Path], list[Path]]:
 
 
 def variant_name(path: Path) -> str:
-    stem = _SUFFIX.sub("", path.stem)
+    stem = repeat_group(path.stem)
     return stem or path.parent.name
+
+
+def repeat_group(name: str) -> str:
+    """A metrics file's or run folder's name without its fold/seed suffix
+    (`amid_seed1` -> `amid`): the repeats that one row or one line averages."""
+    return _SUFFIX.sub("", name)
 
 
 def _order(row: Row) -> tuple[int, str, str]:
@@ -120,7 +126,7 @@ def _pick_pair(rows: list[Row], compare: Sequence[str]) -> list[Row]:
 # files in the folder are left alone.
 OWNED = re.compile(
     r"^(?:results\.md|curves\.csv|gap_over_epochs\.png|cos_same_class\.png"
-    r"|(?:.+_)?per_class\.png|(?:.+_)?(?:confusion|embedding)_.+\.png)$"
+    r"|(?:.+_)?per_class\.png|(?:.+_)?(?:confusion|embedding|diagnostics)_.+\.png)$"
 )
 
 
@@ -217,10 +223,17 @@ def write_report(
             runs = [r for r in runs if run_dataset(r) in (dataset, None)]
         curves = figures.history_table(runs, {"acc_gap": figures.GAP_METRIC,
                                               "cos_same_class": figures.COS_METRIC})
+        curves.insert(2, "method", curves["run"].map(lambda r: repeat_group(r) or r))
         written += figures.history_figure(curves, "acc_gap", out / "gap_over_epochs.png",
                                           "teacher − student accuracy")
         written += figures.history_figure(curves, "cos_same_class", out / "cos_same_class.png",
                                           "same-class teacher-student cosine")
+        groups: dict[str, list[Path]] = {}
+        for run in runs:
+            groups.setdefault(repeat_group(run.name) or run.name, []).append(run)
+        for name, members in groups.items():  # the run folders' diagnostics, explained
+            written += figures.diagnostics_figure(members, out / f"diagnostics_{name}.png",
+                                                  f"{name}: diagnostics")
         if not curves.empty:  # the data of dvc.yaml's top-level plots
             written.append(write_text(out / "curves.csv", curves.to_csv(index=False),
                                       OutputError))

@@ -19,8 +19,9 @@ import yaml
 
 from amid.cache import cache_path, read_info
 from amid.cli import errors, params_option, quiet_option, set_option, setup_logging
-from amid.config import DemoConfig, load_config, to_dict
+from amid.config import DemoConfig, load_config
 from amid.errors import ConfigError
+from amid.typed import to_dict
 
 PROG = "amid-extract"
 app = typer.Typer(

@@ -50,6 +50,14 @@ def test_each_configuration_is_a_complete_drop_in(tmp_path, config):
     stages = Repo(str(proj)).index.stages  # DVC's own resolution of dvc.yaml
     names = {s.name.split("@")[0] for s in stages}
     assert {"manifest", "extract", "train", "evaluate", "report"} <= names
+    pipeline = params["pipeline"]
+    repeats = {s.name: s.cmd for s in stages if s.name.startswith("train-seed@")}
+    assert sorted(repeats) == sorted(f"train-seed@{m}-{k}" for m in pipeline["methods"]
+                                     for k in pipeline["repeat_seeds"])
+    for name, cmd in repeats.items():  # each trains its method with its seed, its own folder
+        method, seed = name.removeprefix("train-seed@").rsplit("-", 1)
+        assert f"--method {method} --set train.seed={seed}" in cmd
+        assert f"-o runs/{method}_seed{seed}" in cmd
     for stage in stages:
         for dep in stage.deps:
             for key in getattr(dep, "params", None) or []:

@@ -57,6 +57,7 @@ def test_dvc_repro_runs_the_demo_and_reruns_only_what_changed(tmp_path):
     params["demo"]["n_per_class"] = 12
     params["train"]["epochs"] = 4
     params["pipeline"]["methods"] = METHODS
+    params["pipeline"]["repeat_seeds"] = [1]
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _dvc("init", "--no-scm", "-q", cwd=proj)
 
@@ -70,6 +71,10 @@ def test_dvc_repro_runs_the_demo_and_reruns_only_what_changed(tmp_path):
         if method != "teacher":  # the teacher run's student was never trained alone
             student = metrics["student"]
             assert 0.0 <= student["top1"] <= 1.0 and "R@1" in student["retrieval"]
+        again = json.loads((proj / f"metrics/{method}_seed1.json").read_text())
+        assert (again["method"], again["seed"], metrics["seed"]) == (method, 1, 0)
+    report = (proj / "reports/results.md").read_text()  # each method's two seeds: one row
+    assert all(f"| {m} (n=2) |" in report for m in METHODS)
     # the ablation grid (params.yaml sweeps.alpha): one stack, grouped over its seeds
     sweep = json.loads((proj / "metrics/sweeps/alpha.json").read_text())
     assert list(sweep["groups"]) == ["alpha=0.0", "alpha=4.0"]
@@ -82,19 +87,22 @@ def test_dvc_repro_runs_the_demo_and_reruns_only_what_changed(tmp_path):
     shown = json.loads(_dvc("plots", "show", "--json", cwd=proj).stdout)["data"]
     gap = next(v for k, v in shown.items() if k.startswith("teacher-student accuracy gap"))
     rows = gap[0]["content"]["data"]["values"]
-    assert {r["run"] for r in rows} == {"teacher", "amid"}  # baseline has no teacher
-    assert len(rows) == 2 * params["train"]["epochs"]
+    assert {r["run"] for r in rows} == {"teacher", "amid", "teacher_seed1", "amid_seed1"}
+    assert len(rows) == 4 * params["train"]["epochs"]  # baseline has no teacher
 
     again = _dvc("repro", cwd=proj)
     assert "Running stage" not in again.stdout  # nothing changed, nothing runs
 
     # each stage depends on exactly the sections it reads
-    trained = {f"train@{m}" for m in METHODS} | {"sweep@alpha"}
-    assert _changed(proj, params, {"methods.amid.alpha": 2.0}) == {"train@amid", "sweep@alpha"}
+    trained = {f"train@{m}" for m in METHODS} | {f"train-seed@{m}-1" for m in METHODS} | {
+        "sweep@alpha"}
+    assert _changed(proj, params, {"methods.amid.alpha": 2.0}) == {
+        "train@amid", "train-seed@amid-1", "sweep@alpha"}
     assert _changed(proj, params, {"methods.kd.weight": 0.9}) == set()  # kd is not trained here
     assert _changed(proj, params, {"train.lr": 0.002}) == trained
     assert _changed(proj, params, {"evaluate.projection": "tsne"}) == {
-        *(f"evaluate@{m}" for m in METHODS), "evaluate-sweep@alpha"}
+        *(f"evaluate@{m}" for m in METHODS), *(f"evaluate-seed@{m}-1" for m in METHODS),
+        "evaluate-sweep@alpha"}
     assert _changed(proj, params, {"extract.visual.batch_size": 4}) == {"extract@visual"}
 
     # a re-extraction that gives the same features leaves the cache's bytes (and every

@@ -27,7 +27,9 @@ Parts, in order (each needs the ones before it for every dataset):
 - `alpha`: ts with alpha in ALPHAS at tau 0.1 and 0.5, and amid with alpha in ALPHAS
   at the tau the rule picked.
 - `kd`: kd's candidates (KD_GRID: temperature, weight, teacher mode).
-- `verify`: the chosen defaults (ts, ts_ta, amid, kd) at every size.
+- `tune`: rule B's candidates of ts, ts_ta and amid on demo_noisy (tau x teacher mode).
+- `verify`: rule A's defaults (ts, ts_ta, amid, kd) at every size; on demo_noisy also
+  rule B's.
 - `report`: the tables and figures of docs/results.md and the chosen defaults.
 
 Every setting is the repository's params.yaml with PINS (the method options as they
@@ -46,6 +48,8 @@ import yaml
 from _common import REPO, RESULTS, Runner, build_demo, load_results
 from study_rules import (
     ALPHAS,
+    DEMO,
+    DISTILLERS,
     KD_GRID,
     SIZES,
     SMALL,
@@ -54,6 +58,7 @@ from study_rules import (
     choose,
     label,
     report,
+    tune_grid,
 )
 
 DATASETS = ("demo", "demo_noisy", "weak", "noisy")
@@ -75,8 +80,8 @@ def make_controlled(work: Path, name: str, n_per_class: int = 300, seed: int = 0
     import pandas as pd
 
     from amid.cache import write_cache
-    from amid.config import apply_override
     from amid.manifest import write_manifest
+    from amid.typed import apply_override
 
     signal, offset, noise = CONTROLLED[name]
     classes, dim, steps = [f"c{k}" for k in range(10)], 32, 8
@@ -171,12 +176,25 @@ def kd(runner: Runner) -> None:
                                   and (online or s.endswith(f"after {epochs}"))}, {})
 
 
+def tune(runner: Runner, alpha_: float) -> None:
+    """Rule B's candidates of ts, ts_ta and amid on the demo, whole training split."""
+    for method in DISTILLERS:
+        for fixed in (False, True):  # a fixed teacher changes the schedule: its own stack
+            grid = {s: o for s, o in tune_grid(method, alpha_).items()
+                    if ("online" in s) != fixed}
+            runner.run_many(method, [(f"{s} @ all", o, {"size": None, "setting": s})
+                                     for s, o in grid.items()])
+
+
 def verify(runner: Runner, name: str, chosen: dict) -> None:
-    """The shipped defaults at every size: each method with the chosen options only."""
-    for method, overrides in chosen["overrides"].items():
+    """The shipped defaults (rule A) at every size, and on the demo rule B's choice."""
+    settings = {f"{m} (chosen)": (m, o) for m, o in chosen["overrides"].items()}
+    if name == DEMO:
+        settings |= {f"{m} (demo)": (m, c["overrides"]) for m, c in chosen["demo"].items()}
+    for setting, (method, overrides) in settings.items():
         for size in SIZES[name]:
-            runner.run(f"{method} (chosen) @ {label(size)}", method, [*overrides, *_size(size)],
-                       extra={"size": size, "setting": f"{method} (chosen)"})
+            runner.run(f"{setting} @ {label(size)}", method, [*overrides, *_size(size)],
+                       extra={"size": size, "setting": setting})
 
 
 def results_of(names: list[str]) -> dict[str, list[dict]]:
@@ -186,7 +204,7 @@ def results_of(names: list[str]) -> dict[str, list[dict]]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, default=Path("/tmp/amid_study"))
-    p.add_argument("--parts", default="curves,tau,alpha,kd,verify,report")
+    p.add_argument("--parts", default="curves,tau,alpha,kd,tune,verify,report")
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--figures", type=Path, default=REPO / "docs" / "figures")
     args = p.parse_args()
@@ -197,7 +215,10 @@ def main() -> None:
             report(results_of(list(DATASETS)), args.figures)
             continue
         # the rules read every dataset of the study, whichever this process runs
-        chosen = choose(results_of(list(DATASETS))) if part in ("alpha", "verify") else None
+        chosen = choose(results_of(list(DATASETS))) if part in ("alpha", "tune", "verify") \
+            else None
+        if part == "tune":
+            names = [DEMO] if DEMO in names else []
         for name in names:
             runner = Runner(project(args.work, name), RESULTS / f"study_{name}.jsonl")
             if part == "curves":
@@ -208,6 +229,8 @@ def main() -> None:
                 alpha(runner, chosen["tau"])
             elif part == "kd":
                 kd(runner)
+            elif part == "tune":
+                tune(runner, chosen["alpha"])
             elif part == "verify":
                 verify(runner, name, chosen)
             else:

@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amid.config import above, at_least, in_unit, option
 from amid.distill.data import Batch
 from amid.distill.losses.adversarial import (
     adversarial_loss,
@@ -51,6 +50,7 @@ from amid.distill.methods.base import (
     teacher_pairs,
 )
 from amid.distill.models import discriminator
+from amid.typed import above, at_least, in_unit, option
 
 
 @dataclass

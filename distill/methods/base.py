@@ -41,11 +41,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amid.config import Config, ModelConfig, at_least, from_dict, option
+from amid.config import Config, ModelConfig
 from amid.distill.data import Batch, TrainData
 from amid.distill.models import Student, Teacher, build_encoder, teacher_head
 from amid.errors import AmidError, ConfigError
 from amid.registry import Registry
+from amid.typed import at_least, from_dict, option
 
 Outputs = dict[str, torch.Tensor]
 Prediction = dict[str, tuple[torch.Tensor, torch.Tensor]]  # role -> (embeddings, logits)

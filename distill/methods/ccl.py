@@ -29,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amid.config import above, at_least, option
 from amid.distill.data import Batch
 from amid.distill.losses.kl import symmetric_kl_loss
 from amid.distill.losses.mi import symmetric_mi_loss
@@ -45,6 +44,7 @@ from amid.distill.methods.base import (
     teacher_pairs,
 )
 from amid.distill.models import Inputs, Teacher, build_encoder, teacher_head
+from amid.typed import above, at_least, option
 
 
 class ComposedTeacher(Teacher):

@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amid.config import above, at_least, option
 from amid.distill.data import Batch
 from amid.distill.losses.crcd import crcd_loss
 from amid.distill.methods.base import (
@@ -42,6 +41,7 @@ from amid.distill.methods.base import (
     masked_ce,
     teacher_pairs,
 )
+from amid.typed import above, at_least, option
 
 
 @dataclass

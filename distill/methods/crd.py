@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from amid.config import above, at_least, in_unit, option
 from amid.distill.data import Batch
 from amid.distill.losses.crd import CRDLoss
 from amid.distill.methods.base import (
@@ -43,6 +42,7 @@ from amid.distill.methods.base import (
     teacher_pairs,
 )
 from amid.errors import ConfigError
+from amid.typed import above, at_least, in_unit, option
 
 
 @dataclass

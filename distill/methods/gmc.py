@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amid.config import ModelConfig, above, at_least, option
+from amid.config import ModelConfig
 from amid.distill.data import Batch, ModalityData
 from amid.distill.losses.ntxent import ntxent_loss
 from amid.distill.methods.base import (
@@ -41,6 +41,7 @@ from amid.distill.methods.base import (
     teacher_pairs,
 )
 from amid.distill.models import Inputs, SequenceEncoder, build_encoder, encoder_spec, mlp
+from amid.typed import above, at_least, option
 
 
 class JointEncoder(nn.Module):

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from amid.config import above, option
 from amid.distill.data import Batch
 from amid.distill.losses.kd import kd_loss
 from amid.distill.methods.base import (
@@ -37,6 +36,7 @@ from amid.distill.methods.base import (
     masked_ce,
     teacher_pairs,
 )
+from amid.typed import above, option
 
 
 @dataclass

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from amid.config import coerce
 from amid.errors import ConfigError, MediaError  # noqa: F401  (MediaError re-exported)
 from amid.registry import Registry
+from amid.typed import coerce
 
 if TYPE_CHECKING:  # weightless extractors never need torch
     import torch

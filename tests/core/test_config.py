@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from amid.config import Config, load_config, to_dict
+from amid.config import Config, load_config
 from amid.distill.methods import check_method_options, method_options
 from amid.errors import ConfigError
+from amid.typed import to_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,7 +16,6 @@ import yaml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from amid.config import at_least, option, to_dict
 from amid.distill import train as train_module
 from amid.distill.cli import app
 from amid.distill.methods import METHODS, Method
@@ -24,6 +23,7 @@ from amid.distill.methods.base import build_student
 from amid.distill.sweep import expand, grid_axes, parse_axes, run_sweep
 from amid.distill.train import data_from_config, train, train_members
 from amid.errors import AmidError, ConfigError
+from amid.typed import at_least, option, to_dict
 
 from .conftest import make_dataset, set_options
 

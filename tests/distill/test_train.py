@@ -14,12 +14,12 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from amid.cache import cache_path, read_cache
-from amid.config import to_dict
 from amid.distill.cli import app
 from amid.distill.inference import load_student, predict_student
 from amid.distill.methods.simple import Baseline
 from amid.distill.train import train
 from amid.errors import AmidError, CheckpointError
+from amid.typed import to_dict
 
 from .conftest import make_dataset, set_options
 

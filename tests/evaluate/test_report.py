@@ -151,7 +151,7 @@ def test_report_end_to_end_writes_tables_and_figures(tmp_path: Path, fake) -> No
         "cos_same_class.png", "curves.csv",
     ])
     curves = pd.read_csv(out / "curves.csv")  # one row per (run, epoch), NaN where not logged
-    assert list(curves.columns) == ["epoch", "run", "acc_gap", "cos_same_class"]
+    assert list(curves.columns) == ["epoch", "run", "method", "acc_gap", "cos_same_class"]
     assert curves["run"].tolist() == ["amid"] * 3 + ["baseline"] * 3
     assert curves["epoch"].tolist() == [1, 2, 3, 1, 2, 3]
     np.testing.assert_allclose(curves["acc_gap"][:3], [0.3, 0.2, 0.1])
@@ -161,6 +161,40 @@ def test_report_end_to_end_writes_tables_and_figures(tmp_path: Path, fake) -> No
     _, cells = _table((out / "results.md").read_text())
     assert cells["amid"]["Top-1"] == "**100.0**" and cells["baseline"]["Top-1"] == "75.0"
     assert cells["amid"]["Gap"] == "**-33.3**"  # teacher 2/3, student 4/4
+
+
+def test_seeds_of_a_method_become_one_row_and_one_line(tmp_path: Path, fake) -> None:
+    """runs/amid + runs/amid_seed1 (dvc.yaml's train-seed stages): one table row with
+    mean ± std, one curve per method (the mean), one diagnostics figure per method."""
+    metrics, runs = tmp_path / "metrics", tmp_path / "runs"
+    for name, right in (("amid", True), ("amid_seed1", False)):
+        outputs = fake.write_outputs(runs / name / "outputs.h5", method="amid", teacher=True,
+                                     all_right=right)
+        evaluate_run(outputs, metrics / f"{name}.json", ks=[1])
+    fake.write_history(runs / "amid", "gap", [0.4, 0.2])
+    fake.write_history(runs / "amid_seed1", "gap", [0.2, 0.0])
+    for run, scale in (("amid", 1.0), ("amid_seed1", 3.0)):
+        fake.write_history(runs / run, "grad_ts", [2.0 * scale, 1.0 * scale])
+        fake.write_history(runs / run, "train_acc_student", [0.5, 1.0])
+    out = tmp_path / "reports"
+    written = {p.name for p in write_report(sorted(metrics.glob("*.json")), out, runs)}
+    assert "diagnostics_amid.png" in written and "diagnostics_amid_seed1.png" not in written
+    _, cells = _table((out / "results.md").read_text())
+    assert list(cells) == ["amid (n=2)"]  # student Top-1 4/4 and 3/4: mean 87.5
+    assert cells["amid (n=2)"]["Top-1"].startswith("**87.5 ±")
+    curves = pd.read_csv(out / "curves.csv")
+    assert curves["method"].tolist() == ["amid"] * 4
+    # the averages the figures draw, against a hand computation
+    grads = figures._histories([runs / "amid", runs / "amid_seed1"], figures.GRAD_METRIC)
+    assert list(grads) == ["grad_ts"]
+    np.testing.assert_allclose(grads["grad_ts"].to_numpy(), [(2 + 6) / 2, (1 + 3) / 2])
+
+
+def test_diagnostics_figure_only_with_diagnostics(tmp_path: Path, fake) -> None:
+    fake.write_history(tmp_path / "run", "gap", [0.1, 0.2])
+    assert figures.diagnostics_figure([tmp_path / "run"], tmp_path / "d.png", "x") == []
+    fake.write_history(tmp_path / "run", "val_acc_teacher", [0.1, 0.2])
+    assert _is_png(figures.diagnostics_figure([tmp_path / "run"], tmp_path / "d.png", "x")[0])
 
 
 def test_report_without_histories_or_plot_data(tmp_path: Path) -> None:

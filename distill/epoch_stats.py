@@ -1,0 +1,63 @@
+"""What the training loop counts over an epoch, on the device (one host sync per epoch)."""
+
+from __future__ import annotations
+
+import torch
+
+
+class EpochSums:
+    """Each term's sum over an epoch's batches and its first non-finite batch, per member.
+
+    One (M, K) tensor on the device, grown when terms appear mid-epoch (the
+    discriminators switching on): no host sync until the epoch ends.
+    """
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.sums: torch.Tensor | None = None  # (M, K)
+        self.bad: torch.Tensor | None = None  # (M, K) first bad batch, -1: none
+
+    def add(self, terms: dict[str, torch.Tensor], batch: int) -> None:
+        if list(terms) != self.keys:
+            keys = self.keys + [k for k in terms if k not in self.keys]
+            like = next(iter(terms.values()))
+            grown = like.new_zeros(like.shape[0], len(keys), dtype=torch.float32)
+            bad = torch.full_like(grown, -1, dtype=torch.long)
+            if self.sums is not None:
+                grown[:, :len(self.keys)], bad[:, :len(self.keys)] = self.sums, self.bad
+            self.keys, self.sums, self.bad = keys, grown, bad
+        vec = torch.stack([terms[k].detach().float() for k in self.keys], dim=1)  # (M, K)
+        self.sums += vec
+        self.bad = torch.where(~torch.isfinite(vec) & (self.bad < 0), batch, self.bad)
+
+    def means(self, n_batches: int) -> dict[str, torch.Tensor]:
+        return {k: self.sums[:, i] / n_batches for i, k in enumerate(self.keys)}
+
+    def first_bad(self) -> dict[str, list[int]]:
+        return dict(zip(self.keys, self.bad.T.tolist(), strict=True))
+
+
+class TrainingHits:
+    """Training accuracy of student and teacher, counted on the batches as they trained
+    (train mode, weights moving through the epoch): an overfitting signal at no cost,
+    where scoring the whole training split again each epoch would cost a forward pass."""
+
+    def __init__(self) -> None:
+        self.right: dict[str, torch.Tensor] = {}
+        self.seen: dict[str, torch.Tensor] = {}
+
+    def add(self, labels: torch.Tensor, present: torch.Tensor,
+            out: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for role, key, keep in (("student", "logits_s", None),
+                                    ("teacher", "logits_t", present)):
+                if key not in out:
+                    continue
+                hit = (out[key].argmax(dim=-1) == labels).float()  # (M, B)
+                weight = torch.ones_like(hit) if keep is None else keep.float()
+                self.right[role] = self.right.get(role, 0) + (hit * weight).sum(dim=1)
+                self.seen[role] = self.seen.get(role, 0) + weight.sum(dim=1)
+
+    def accuracies(self) -> dict[str, torch.Tensor]:
+        return {f"train_acc_{role}": self.right[role] / self.seen[role].clamp(min=1)
+                for role in self.right}
