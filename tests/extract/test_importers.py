@@ -7,6 +7,7 @@ import json
 import tarfile
 from pathlib import Path
 
+import media_gen as gen  # tests/extract/fixtures, on pytest's pythonpath
 import numpy as np
 import pytest
 
@@ -42,36 +43,23 @@ def test_real_archive_becomes_a_cache(tmp_path) -> None:
             np.testing.assert_array_equal(cache.sequence(index[sid])[0], vector)
 
 
-def _tar(path: Path, members: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
 
 
 def test_macos_metadata_skipped_and_bad_members_named(tmp_path) -> None:
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((2, 512)).astype(np.float32)
-    archive = _tar(tmp_path / "f.tar.gz", {
-        "feats/Archery/v_Archery_g01_c01.npy": _npy(a),
+    archive = gen.tar_gz(tmp_path / "f.tar.gz", {
+        "feats/Archery/v_Archery_g01_c01.npy": gen.npy_bytes(a),
         "feats/Archery/._v_Archery_g01_c01.npy": b"\x00\x05\x16\x07 mac resource fork",
         "._feats": b"\x00\x05\x16\x07",
-        "feats/Bowling/v_Bowling_g09_c02.npy": _npy(b[None]),  # (1, 512) is fine too
+        "feats/Bowling/v_Bowling_g09_c02.npy": gen.npy_bytes(b[None]),  # (1, 512) is fine too
     })
     cache = read_cache(import_ucf51_cnn14(archive, tmp_path / "c.h5"))
     assert cache.ids == ["v_Archery_g01_c01", "v_Bowling_g09_c02"]
     np.testing.assert_array_equal(cache.features, np.stack([a, b]))
 
-    small = _npy(np.zeros(128, np.float32))
-    bad = _tar(tmp_path / "bad.tar.gz", {"feats/X/v_X_g01_c01.npy": small})
+    small = gen.npy_bytes(np.zeros(128, np.float32))
+    bad = gen.tar_gz(tmp_path / "bad.tar.gz", {"feats/X/v_X_g01_c01.npy": small})
     with pytest.raises(CacheError, match=r"v_X_g01_c01.npy holds shape \(128,\)"):
         import_ucf51_cnn14(bad, tmp_path / "bad.h5")
     with pytest.raises(CacheError, match="not found"):

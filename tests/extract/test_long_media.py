@@ -113,24 +113,11 @@ def test_implausible_headers_are_refused_before_decoding(tmp_path):
         load_audio(many, 16000)
 
 
-def _tar(path: Path, members: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
 
 
 def test_archive_members_are_checked_before_they_are_read(tmp_path, monkeypatch):
-    good = _npy(np.ones(512, np.float32))
-    bomb = _tar(tmp_path / "bomb.tar.gz", {"A/v_A_g01_c01.npy": good,
+    good = gen.npy_bytes(np.ones(512, np.float32))
+    bomb = gen.tar_gz(tmp_path / "bomb.tar.gz", {"A/v_A_g01_c01.npy": good,
                                            "A/v_A_g01_c02.npy": bytes(200 * 2**20)})
     assert bomb.stat().st_size < 2**20  # 200 MB of zeros compress to a few hundred KB
     read = []
@@ -146,7 +133,7 @@ def test_archive_members_are_checked_before_they_are_read(tmp_path, monkeypatch)
     liar = io.BytesIO()
     np.lib.format.write_array_header_1_0(liar, {"descr": "<f4", "fortran_order": False,
                                                 "shape": (10**10,)})
-    lying = _tar(tmp_path / "liar.tar.gz",
+    lying = gen.tar_gz(tmp_path / "liar.tar.gz",
                  {"A/v_A_g01_c01.npy": liar.getvalue() + bytes(2048)})
     with pytest.raises(CacheError) as err:
         read_npy_archive(lying, 512)
