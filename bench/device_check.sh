@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU figure the project still needs (issues 3, 6 and 15), as one script for a
-# lent device (about 12 minutes on an H100/H200; run it from the repository root):
+# lent device (at most about 11 minutes on an H100/H200, so that it fits one session's
+# 15 minutes of device time with the machine's start; each part prints as it goes and a
+# part cut by its timeout keeps what it printed; run it from the repository root):
 #   bash bench/device_check.sh 2>&1 | tee device_check.log
 # Prints: the device; a bf16 AMID smoke run on the demo (the CUDA + autocast
 # path of the trainer, RNNs included) and a bf16 stacked sweep, eager and
@@ -30,7 +32,8 @@ cp params.yaml "$work/params.yaml"
   echo "the same, train.compile=true (inductor build included): ${SECONDS} s"
   amid-evaluate sweep runs/sweeps/alpha --out metrics/sweeps/alpha.json
 )
-timeout 300 python bench/extract.py --device cuda --amp bf16 --clips 512 --videos 64 \
-  --frames 16 --batch 64 --workers 8
-timeout 420 python bench/train.py --device cuda --epochs 20
-timeout 240 python bench/sweep_vs_previous.py --repeats 1 --parts b
+timeout 200 python bench/extract.py --device cuda --amp bf16 --clips 512 --videos 64 \
+  --frames 16 --batch 64 --workers 8 || echo "(extraction bench stopped: exit $?)"
+timeout 240 python bench/train.py --device cuda --epochs 20 || echo "(training bench stopped: exit $?)"
+timeout 120 python bench/sweep_vs_previous.py --repeats 1 --parts b \
+  || echo "(stack comparison stopped: exit $?)"
