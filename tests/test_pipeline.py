@@ -56,6 +56,9 @@ def test_dvc_repro_runs_the_demo_and_reruns_only_what_changed(tmp_path):
     params = yaml.safe_load((proj / "params.yaml").read_text())
     params["demo"]["n_per_class"] = 12
     params["train"]["epochs"] = 4
+    for options in params["methods"].values():  # a frozen teacher must leave student epochs
+        if options.get("fixed_teacher"):
+            options["teacher_epochs"] = 2
     params["pipeline"]["methods"] = METHODS
     params["pipeline"]["repeat_seeds"] = [1]
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

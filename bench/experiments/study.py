@@ -24,12 +24,15 @@ Parts, in order (each needs the ones before it for every dataset):
 - `curves`: student Top-1 against labelled training samples per class
   (`dataset.train_per_class`) for the variants in VARIANTS, 5 seeds each.
 - `tau`: ts and amid with tau in TAUS (alpha 4), at 8 per class and at all.
-- `alpha`: ts with alpha in ALPHAS at tau 0.1 and 0.5, and amid with alpha in ALPHAS
-  at the tau the rule picked.
+- `alpha`: amid with alpha in ALPHAS at the tau the rule picked (the rule reads amid
+  only; ts's alpha curves were cut to fit the study into one session).
 - `kd`: kd's candidates (KD_GRID: temperature, weight, teacher mode).
 - `tune`: rule B's candidates of ts, ts_ta and amid on demo_noisy (tau x teacher mode).
-- `verify`: rule A's defaults (ts, ts_ta, amid, kd) at every size; on demo_noisy also
-  rule B's.
+- `verify`: rule A's defaults (ts, ts_ta, amid, kd) at 8 per class and at all; on
+  demo_noisy also rule B's.
+- `lead`: amid at rule A's defaults with instance-level positives in L_TS / L_TA
+  (`methods.amid.positives=instance`), online and with a fixed teacher: the lead
+  docs/results.md section 4 follows (not a candidate of the rules).
 - `report`: the tables and figures of docs/results.md and the chosen defaults.
 
 Every setting is the repository's params.yaml with PINS (the method options as they
@@ -51,6 +54,7 @@ from study_rules import (
     DEMO,
     DISTILLERS,
     KD_GRID,
+    LEAD,
     SIZES,
     SMALL,
     TAUS,
@@ -64,7 +68,8 @@ from study_rules import (
 DATASETS = ("demo", "demo_noisy", "weak", "noisy")
 PINS = [  # the method options before the study (the study's reference point)
     *(f"methods.{m}.{k}={v}" for m in ("ts", "ts_ta", "amid")
-      for k, v in (("tau", 0.1), ("alpha", 4.0))),
+      for k, v in (("tau", 0.1), ("alpha", 4.0), ("fixed_teacher", "false"),
+                   ("teacher_epochs", 10))),
     "methods.kd.temperature=4.0", "methods.kd.weight=0.5", "methods.kd.fixed_teacher=false",
     "methods.kd.teacher_epochs=10",
 ]
@@ -159,13 +164,12 @@ def tau(runner: Runner) -> None:
 
 
 def alpha(runner: Runner, chosen_tau: float) -> None:
-    for method, taus in (("ts", (0.1, 0.5)), ("amid", (chosen_tau,))):
-        for t in taus:  # one stack per tau, as the tau part ran them
-            settings = {f"{method}, tau={t}, alpha={a}": [f"methods.{method}.tau={t}",
-                                                          f"methods.{method}.alpha={a}"]
-                        for a in ALPHAS}
-            _sweep(runner, method, settings,
-                   {f"{method}, tau={t}, alpha={a}": {"tau": t, "alpha": a} for a in ALPHAS})
+    """amid with alpha in ALPHAS at the tau rule A picked (the only alpha the rule reads)."""
+    names = {a: f"amid, tau={chosen_tau}, alpha={a}" for a in ALPHAS}
+    _sweep(runner, "amid",
+           {names[a]: [f"methods.amid.tau={chosen_tau}", f"methods.amid.alpha={a}"]
+            for a in ALPHAS},
+           {names[a]: {"tau": chosen_tau, "alpha": a} for a in ALPHAS})
 
 
 def kd(runner: Runner) -> None:
@@ -187,13 +191,23 @@ def tune(runner: Runner, alpha_: float) -> None:
 
 
 def verify(runner: Runner, name: str, chosen: dict) -> None:
-    """The shipped defaults (rule A) at every size, and on the demo rule B's choice."""
+    """The shipped defaults (rule A) where the rules look (8 per class and all), and on
+    the demo rule B's choice."""
     settings = {f"{m} (chosen)": (m, o) for m, o in chosen["overrides"].items()}
     if name == DEMO:
         settings |= {f"{m} (demo)": (m, c["overrides"]) for m, c in chosen["demo"].items()}
     for setting, (method, overrides) in settings.items():
-        for size in SIZES[name]:
+        for size in (SMALL, None):
             runner.run(f"{setting} @ {label(size)}", method, [*overrides, *_size(size)],
+                       extra={"size": size, "setting": setting})
+
+
+def lead(runner: Runner, chosen: dict) -> None:
+    """amid at rule A's defaults with instance-level positives, online and fixed teacher."""
+    for setting, overrides in LEAD.items():
+        for size in (SMALL, None):
+            runner.run(f"{setting} @ {label(size)}", "amid",
+                       [*chosen["overrides"]["amid"], *overrides, *_size(size)],
                        extra={"size": size, "setting": setting})
 
 
@@ -204,7 +218,7 @@ def results_of(names: list[str]) -> dict[str, list[dict]]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, default=Path("/tmp/amid_study"))
-    p.add_argument("--parts", default="curves,tau,alpha,kd,tune,verify,report")
+    p.add_argument("--parts", default="curves,tau,alpha,kd,tune,verify,lead,report")
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--figures", type=Path, default=REPO / "docs" / "figures")
     args = p.parse_args()
@@ -215,7 +229,8 @@ def main() -> None:
             report(results_of(list(DATASETS)), args.figures)
             continue
         # the rules read every dataset of the study, whichever this process runs
-        chosen = choose(results_of(list(DATASETS))) if part in ("alpha", "tune", "verify") \
+        chosen = choose(results_of(list(DATASETS))) if part in ("alpha", "tune", "verify",
+                                                                "lead") \
             else None
         if part == "tune":
             names = [DEMO] if DEMO in names else []
@@ -233,6 +248,8 @@ def main() -> None:
                 tune(runner, chosen["alpha"])
             elif part == "verify":
                 verify(runner, name, chosen)
+            elif part == "lead":
+                lead(runner, chosen)
             else:
                 p.error(f"--parts: unknown part {part!r}")
 

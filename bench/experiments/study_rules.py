@@ -17,7 +17,13 @@ import numpy as np
 from _common import RESULTS, mean_std
 
 SIZES = {"demo": (4, 8, 16, None), "demo_noisy": (4, 8, 16, None),
-         "weak": (4, 8, 16, 32, 64, None), "noisy": (4, 8, 16, 32, 64, None)}
+         "weak": (4, 8, 16, 32, 64, None), "noisy": (4, 8, 16, None)}
+LEAD = {  # the fidelity lead (docs/results.md section 4): L_TS / L_TA with P(i) = {i}
+    "amid, instance positives": ["methods.amid.positives=instance"],
+    "amid, instance positives, fixed teacher": [
+        "methods.amid.positives=instance", "methods.amid.fixed_teacher=true",
+        "methods.amid.teacher_epochs=5"],
+}
 SMALL = 8  # the small end of every sweep; None is the whole training split
 VARIANTS = {  # curves: variant -> (method, overrides); every option else as pinned
     "baseline": ("baseline", []),
@@ -202,7 +208,8 @@ def gain_table(table: dict[Any, dict[str, float]], what: str) -> str:
 
 def report(by_dataset: dict[str, list[dict]], out: Path) -> dict[str, Any]:
     chosen = choose(by_dataset)
-    shown = [*VARIANTS, *(f"{m} ({w})" for w in ("chosen", "demo") for m in ("kd", *DISTILLERS))]
+    shown = [*VARIANTS, *(f"{m} ({w})" for w in ("chosen", "demo") for m in ("kd", *DISTILLERS)),
+             *LEAD]
     for name, records in by_dataset.items():
         print(f"\n### {name}: student test Top-1 (mean ± std over 5 seeds)\n")
         print(curve_table(records, name, [v for v in shown

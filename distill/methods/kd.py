@@ -43,7 +43,8 @@ from amid.typed import above, option
 class KDOptions(TeacherPhaseOptions):
     """`methods.kd`: Hinton et al.'s temperature T and weight lambda."""
 
-    temperature: float = option(4.0, check=above(0), per_member=True)  # T
+    # T, lambda and the online teacher: docs/results.md's rule A, on validation data
+    temperature: float = option(2.0, check=above(0), per_member=True)  # T
     weight: float = option(0.5, check=(lambda v: 0 <= v <= 1, "in [0, 1]"),
                            per_member=True)  # lambda: 0 is the baseline, 1 soft targets only
 

@@ -167,3 +167,28 @@ def test_baseline_and_teacher_objectives(syn):
     assert method.teacher.student_encoder is method.student.encoder  # shared by default
     torch.testing.assert_close(total(method, batch, out, 0)["total"],
                                F.cross_entropy(out["logits_t"], batch.labels))
+
+
+@pytest.mark.parametrize("name", ["ts", "ts_ta", "amid"])
+def test_instance_positives_count_only_the_same_sample(syn, name):
+    """positives=instance: L_TS (and L_TA) against the naive loop with P(i) = {i};
+    positives=class on the same outputs: the naive loop with the batch's labels."""
+    from .test_losses_mi import naive_mi
+
+    for positives in ("class", "instance"):
+        extra = {"warmup_epochs": 0} if name == "amid" else {}
+        method, batch = _method(syn, name, positives=positives, tau=0.5, **extra)
+        method.eval()  # no dropout: the forward below is the one the losses saw
+        with torch.no_grad():
+            out = method(batch)
+            terms = method.losses(batch, out, epoch=0)
+        y = batch.labels.tolist()
+        assert len(set(y)) < len(y)  # repeated labels: the two settings must differ
+        pos = list(range(len(y))) if positives == "instance" else y
+        t, s = out["t"].double().numpy(), out["s"].double().numpy()
+        want = 0.5 * (naive_mi(t, s, pos, 0.5, "amid") + naive_mi(s, t, pos, 0.5, "amid"))
+        assert terms["ts"].item() == pytest.approx(want, rel=1e-4)
+        if name != "ts":
+            a = out["a"].double().numpy()
+            want = 0.5 * (naive_mi(t, a, pos, 0.5, "amid") + naive_mi(a, t, pos, 0.5, "amid"))
+            assert terms["ta"].item() == pytest.approx(want, rel=1e-4)
