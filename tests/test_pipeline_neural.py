@@ -43,6 +43,7 @@ def test_neural_extractors_through_the_whole_pipeline(tmp_path, small_demo):
         "text": {"extractor": "bert", "params": {"model": minilm, "pooling": "mean"}},
     }
     params["train"]["epochs"] = 3
+    params["methods"]["amid"]["teacher_epochs"] = 1  # the demo's frozen teacher, scaled down
     params["pipeline"]["methods"] = ["amid"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
 

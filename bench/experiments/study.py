@@ -1,6 +1,6 @@
 """The distillation study (issue 11): where does the student gain, and why does L_TS hurt.
 
-    python bench/experiments/study.py                      # every part, resumable (~2 h, 2 cores)
+    python bench/experiments/study.py                      # every part, resumable (~4 h, 2 cores)
     python bench/experiments/study.py --parts curves --datasets demo_noisy
     python bench/experiments/study.py --parts report       # tables, figures, chosen defaults
 

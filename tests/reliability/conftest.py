@@ -105,5 +105,8 @@ def make_train_project(root: Path, *, per_class: int = 8, epochs: int = 4, seed:
     params["train"].update(epochs=epochs, batch_size=8, device="cpu", seed=seed)
     params["train"]["model"].update(dim=8, hidden=8, disc_hidden=8)
     params["methods"]["amid"]["warmup_epochs"] = 1
+    for options in params["methods"].values():  # the demo's frozen teachers need more
+        if options.get("fixed_teacher"):          # epochs than these tiny runs have
+            options["fixed_teacher"] = False
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root / "params.yaml"
