@@ -30,7 +30,7 @@ COS_METRIC = re.compile(r"cos")
 _DPI = 110
 
 
-def _save(fig: Figure, path: Path) -> list[Path]:
+def save_png(fig: Figure, path: Path) -> list[Path]:
     """Render to memory, then replace `path` atomically (a failed write keeps the old PNG)."""
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -89,7 +89,7 @@ def history_figure(table: pd.DataFrame, column: str, out: Path, ylabel: str) -> 
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, out)
+    return save_png(fig, out)
 
 
 GRAD_METRIC = re.compile(r"^grad_")
@@ -140,7 +140,7 @@ def diagnostics_figure(runs: Sequence[Path], out: Path, title: str) -> list[Path
             ax.legend(fontsize=7)
     seeds = f", mean of {len(runs)} seeds" if len(runs) > 1 else ""
     fig.suptitle(f"{title}{seeds}", fontsize=9)
-    return _save(fig, out)
+    return save_png(fig, out)
 
 
 def history_table(runs: Path | Sequence[Path], columns: dict[str, re.Pattern[str]]
@@ -202,7 +202,7 @@ def per_class_figure(methods: Sequence[tuple[str, Sequence[Path]]], out: Path) -
     ax.set_ylabel("Top-1 accuracy (%)")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8)
-    return _save(fig, out)
+    return save_png(fig, out)
 
 
 def confusion_figure(dirs: Sequence[Path], out: Path, title: str) -> list[Path]:
@@ -237,7 +237,7 @@ def confusion_figure(dirs: Sequence[Path], out: Path, title: str) -> list[Path]:
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
     ax.set_title(title, fontsize=9)
-    return _save(fig, out)
+    return save_png(fig, out)
 
 
 def _class_colours(n: int) -> Colormap:
@@ -268,4 +268,4 @@ def embedding_figure(folder: Path, out: Path, title: str) -> list[Path]:
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title, fontsize=9)
-    return _save(fig, out)
+    return save_png(fig, out)

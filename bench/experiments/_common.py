@@ -36,6 +36,7 @@ def build_demo(work: Path, overrides: Sequence[str] = ()) -> Path:
     """The demo project in `work` (the repo's params.yaml with `overrides`), caches built once."""
     import yaml
 
+    from amid.storage import write_text
     from amid.typed import apply_override
 
     work.mkdir(parents=True, exist_ok=True)
@@ -45,7 +46,7 @@ def build_demo(work: Path, overrides: Sequence[str] = ()) -> Path:
     text = yaml.safe_dump(params, sort_keys=False)
     path = work / "params.yaml"
     if not path.exists() or path.read_text(encoding="utf-8") != text:
-        path.write_text(text, encoding="utf-8")
+        write_text(path, text)
     steps = [["demo"], ["prepare"], *(["run", "-m", m] for m in ("visual", "audio", "text"))]
     for cmd in steps:  # up to date in a second when nothing changed
         subprocess.run(["amid-extract", *cmd, "-q"], cwd=work, check=True)
@@ -58,18 +59,16 @@ def load_results(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
-def _accuracy(outputs: Path, split: str, role: str) -> float | None:
-    import h5py
+def _val_top1(outputs: Path) -> dict[str, float | None]:
+    """Validation Top-1 of student and teacher (None for a model the run lacks), read
+    through the evaluator's own reader (a teacher is scored on the rows it has)."""
+    from amid.evaluate.metrics import weighted_accuracy
+    from amid.evaluate.outputs import read_outputs
 
-    with h5py.File(outputs) as f:
-        if f"{split}/{role}/logits" not in f:
-            return None
-        logits = f[f"{split}/{role}/logits"][...]
-        labels = f[f"{split}/labels"][...]
-        if f"{split}/{role}/ids" in f:  # a teacher scored on the rows it has
-            keep = set(f[f"{split}/{role}/ids"].asstr())
-            labels = labels[[i in keep for i in f[f"{split}/ids"].asstr()]]
-    return float((logits.argmax(axis=1) == labels).mean())
+    val = read_outputs(outputs).split("val")
+    return {role: None if (m := getattr(val, role)) is None
+            else weighted_accuracy(m.labels, m.logits.argmax(axis=1))
+            for role in ("student", "teacher")}
 
 
 class Runner:
@@ -139,6 +138,7 @@ class Runner:
         history = member.history
         last = history[-1] if history else {}
         metrics = evaluate_outputs(run / "outputs.h5") if member.error is None else {}
+        val = _val_top1(run / "outputs.h5") if member.error is None else {}
         grads = {k: [row[k] for row in history] for k in last if k.startswith("grad_")}
         return {
             "variant": variant, "method": method, "seed": seed,
@@ -148,10 +148,8 @@ class Runner:
             "test_student_top1": metrics.get("student", {}).get("top1"),
             "test_teacher_top1": metrics.get("teacher", {}).get("top1"),
             "test_student_r1": metrics.get("student", {}).get("retrieval", {}).get("R@1"),
-            "val_student_top1": _accuracy(run / "outputs.h5", "val", "student")
-            if member.error is None else None,
-            "val_teacher_top1": _accuracy(run / "outputs.h5", "val", "teacher")
-            if member.error is None else None,
+            "val_student_top1": val.get("student"),
+            "val_teacher_top1": val.get("teacher"),
             "train_student_top1": last.get("train_acc_student"),
             "train_teacher_top1": last.get("train_acc_teacher"),
             # per-epoch gradient norms each term sent into the student encoder

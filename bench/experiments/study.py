@@ -86,6 +86,7 @@ def make_controlled(work: Path, name: str, n_per_class: int = 300, seed: int = 0
 
     from amid.cache import write_cache
     from amid.manifest import write_manifest
+    from amid.storage import write_text
     from amid.typed import apply_override
 
     signal, offset, noise = CONTROLLED[name]
@@ -124,7 +125,7 @@ def make_controlled(work: Path, name: str, n_per_class: int = 300, seed: int = 0
     cfg["pipeline"]["generate"] = []
     for pin in PINS:
         apply_override(cfg, pin)
-    (work / "params.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    write_text(work / "params.yaml", yaml.safe_dump(cfg, sort_keys=False))
     return work / "params.yaml"
 
 

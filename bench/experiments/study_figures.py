@@ -9,6 +9,8 @@ import numpy as np
 from _common import mean_std
 from study_rules import ALPHAS, SIZES, SMALL, TAUS, gain, label, select
 
+from amid.evaluate.figures import save_png
+
 CURVES = ("baseline", "kd", "kd, fixed teacher", "ts, alpha=0", "ts", "ts_ta", "amid",
           "amid, fixed teacher", "ccl", "kd (chosen)", "amid (chosen)")
 
@@ -45,8 +47,7 @@ def learning_curves(by_dataset: dict[str, list[dict]], path: Path) -> Path:
         ax.set_xlabel("labelled training samples")
         ax.set_ylabel("student test Top-1 (%), 5 seeds")
     axes[0][0].legend(fontsize=6.5)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_png(fig, path)  # atomically, as the report's figures
     plt.close(fig)
     return path
 
@@ -75,12 +76,14 @@ def tau_alpha(by_dataset: dict[str, list[dict]], chosen: dict[str, Any], path: P
             ax = axes[row][col]
             ax.axhline(0, color="grey", lw=0.8)
             ax.set_xscale("log")
+            ticks = TAUS if row == 0 else ALPHAS
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.minorticks_off()
             ax.set_xlabel(xlabel)
             ax.set_ylabel("student val Top-1 minus baseline (points)")
             ax.set_title(name)
             ax.legend(fontsize=6.5)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_png(fig, path)  # atomically, as the report's figures
     plt.close(fig)
     return path
 
@@ -102,8 +105,7 @@ def gradients(records: list[dict], name: str, path: Path) -> Path:
         ax.set_xlabel("epoch")
         ax.set_ylabel("grad norm into the student encoder")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_png(fig, path)  # atomically, as the report's figures
     plt.close(fig)
     return path
 

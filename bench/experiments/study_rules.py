@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from _common import RESULTS, mean_std
 
+from amid.storage import write_json
+
 SIZES = {"demo": (4, 8, 16, None), "demo_noisy": (4, 8, 16, None),
          "weak": (4, 8, 16, 32, 64, None), "noisy": (4, 8, 16, None)}
 LEAD = {  # the fidelity lead (docs/results.md section 4): L_TS / L_TA with P(i) = {i}
@@ -206,6 +208,63 @@ def gain_table(table: dict[Any, dict[str, float]], what: str) -> str:
     return "\n".join(lines)
 
 
+def paired_gain_table(by_dataset: dict[str, list[dict]], rows: list[tuple[str, str]]) -> str:
+    """(row label, setting) -> validation gain over the baseline in each regime, mean ± std
+    of the seed-paired difference."""
+    regimes = [(n, s) for n in by_dataset for s in (SMALL, None)]
+    lines = ["| setting | " + " | ".join(f"{n} @ {label(s)}" for n, s in regimes) + " |",
+             "|---|" + "---|" * len(regimes)]
+    for text, setting in rows:
+        cells = [gain(by_dataset[n], setting, s) for n, s in regimes]
+        lines.append(f"| {text} | " + " | ".join(
+            "-" if g is None else f"{g[0]:+.1f} ± {g[1]:.1f}" for g in cells) + " |")
+    return "\n".join(lines)
+
+
+DIAGNOSED = ("baseline", "ts, alpha=0", "ts", "ts, tau=1.0", "amid", "amid, fixed teacher",
+             "kd, fixed teacher", "crd", "gmc")
+
+
+def diagnostics_table(by_dataset: dict[str, list[dict]]) -> str:
+    """Per regime and variant: train / val accuracy of student and teacher (last epoch)
+    and the gradient norm of the student's CE and of L_TS into the student encoder,
+    first epoch -> last (the runs' dvclive `grad_<term>`), means over the seeds."""
+    def pct(rows: list[dict], key: str) -> str:
+        st = mean_std(r[key] for r in rows)
+        return "-" if st is None else f"{st[0]:.1f}"
+
+    def grad(rows: list[dict], term: str) -> str:
+        curves = [r["grads"][term] for r in rows if term in r["grads"]]
+        if not curves:
+            return "-"
+        first, last = np.mean([c[0] for c in curves]), np.mean([c[-1] for c in curves])
+        return f"{first:.2f} → {last:.2f}" if first > 0 else f"- → {last:.2f}"
+
+    lines = ["| regime | variant | student train | student val | teacher train | teacher val "
+             "| grad CE into student, epoch 1 → last | grad L_TS, epoch 1 → last |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, size in (("demo", SMALL), ("demo_noisy", None), ("weak", SMALL),
+                       ("noisy", SMALL)):
+        for variant in DIAGNOSED:
+            rows = select(by_dataset.get(name, []), variant, size)
+            if rows:
+                lines.append(f"| {name} @ {label(size)} | {variant} | "
+                             + " | ".join(pct(rows, f"{k}_top1") for k in (
+                                 "train_student", "val_student", "train_teacher",
+                                 "val_teacher"))
+                             + f" | {grad(rows, 'grad_cls_student')} | {grad(rows, 'grad_ts')} |")
+    return "\n".join(lines)
+
+
+LEAD_ROWS = [("amid at rule A's defaults (class positives, online)", "amid (chosen)"),
+             ("amid, class positives, teacher frozen after 5 (tau 0.1)", "amid, fixed teacher"),
+             ("amid, instance positives, online", "amid, instance positives"),
+             ("amid, instance positives, teacher frozen after 5",
+              "amid, instance positives, fixed teacher"),
+             ("kd, teacher frozen after 5 (T 4, weight 0.5)", "kd, fixed teacher"),
+             ("crd (its frozen teacher)", "crd"), ("gmc", "gmc")]
+
+
 def report(by_dataset: dict[str, list[dict]], out: Path) -> dict[str, Any]:
     chosen = choose(by_dataset)
     shown = [*VARIANTS, *(f"{m} ({w})" for w in ("chosen", "demo") for m in ("kd", *DISTILLERS)),
@@ -219,6 +278,13 @@ def report(by_dataset: dict[str, list[dict]], out: Path) -> dict[str, Any]:
         if key in chosen:
             print(f"\nval gain over baseline (points), {what}:\n")
             print(gain_table(chosen[key], what))
+    print("\ndiagnostics (section 3):\n")
+    print(diagnostics_table(by_dataset))
+    print("\nval gain over baseline (points, mean ± std), the lead (section 4):\n")
+    print(paired_gain_table(by_dataset, LEAD_ROWS))
+    if "overrides" in chosen:
+        print("\nval gain over baseline (points, mean ± std), the shipped defaults:\n")
+        print(paired_gain_table(by_dataset, [(m, f"{m} (chosen)") for m in chosen["overrides"]]))
     if "demo_table" in chosen:
         for method, gains in chosen["demo_table"].items():
             print(f"\nrule B, {method} on {DEMO} @ all, val gain over baseline (points):")
@@ -226,7 +292,7 @@ def report(by_dataset: dict[str, list[dict]], out: Path) -> dict[str, Any]:
                 print(f"  {setting:50s} {g:+6.1f}")
     summary = {k: v for k, v in chosen.items() if not k.endswith("_table")}
     print("\nchosen:", json.dumps(summary))
-    (RESULTS / "chosen.json").write_text(json.dumps(chosen, indent=1) + "\n", encoding="utf-8")
+    write_json(RESULTS / "chosen.json", chosen)
     from study_figures import draw
 
     print("figures:", ", ".join(map(str, draw(by_dataset, chosen, out))))

@@ -58,6 +58,8 @@ def archive_manifest(archive: Path) -> pd.DataFrame:
 
 def write_params(work: Path, manifest: str, cache_dir: str = "cache") -> None:
     """params.yaml of an audio-only project: the repository's, dataset/extract replaced."""
+    from amid.storage import write_text
+
     cfg = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     cfg["dataset"] = {"name": "ucf51", "adapter": "csv", "adapter_options": {}, "root": "data",
                       "manifest": manifest, "cache_dir": cache_dir,
@@ -66,7 +68,7 @@ def write_params(work: Path, manifest: str, cache_dir: str = "cache") -> None:
     cfg["pipeline"]["methods"] = ["baseline"]
     cfg["train"]["model"]["student"] = "pool"
     work.mkdir(parents=True, exist_ok=True)
-    (work / "params.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    write_text(work / "params.yaml", yaml.safe_dump(cfg, sort_keys=False))
 
 
 def setup(work: Path, archive: Path) -> pd.DataFrame:

@@ -35,6 +35,7 @@ CASES = [
     ("ts_ta", {}, {"student": "pool"}),
     ("amid", {}, {}),
     ("amid", {"mi_variant": "ccl"}, {}),
+    ("amid", {"positives": "instance"}, {}),
     ("amid", {"fixed_teacher": True, "teacher_epochs": 1}, {}),
     ("amid", {"warmup_epochs": 0}, {}),
     ("amid", {"warmup_epochs": 0, "enhanced_disc": False}, {}),
