@@ -33,6 +33,8 @@ Parts, in order (each needs the ones before it for every dataset):
 - `lead`: amid at rule A's defaults with instance-level positives in L_TS / L_TA
   (`methods.amid.positives=instance`), online and with a fixed teacher: the lead
   docs/results.md section 4 follows (not a candidate of the rules).
+- `rulec`: rule C's candidates (positives x teacher mode x alpha, amid, at rule A's tau)
+  in every regime; `rulec_demo`: rule C part 2 on demo_noisy (rule B's grid x positives).
 - `report`: the tables and figures of docs/results.md and the chosen defaults.
 
 Every setting is the repository's params.yaml with PINS (the method options as they
@@ -55,6 +57,7 @@ from study_rules import (
     DISTILLERS,
     KD_GRID,
     LEAD,
+    RULE_C_MODES,
     SIZES,
     SMALL,
     TAUS,
@@ -62,6 +65,7 @@ from study_rules import (
     choose,
     label,
     report,
+    rule_c_grid,
     tune_grid,
 )
 
@@ -69,7 +73,7 @@ DATASETS = ("demo", "demo_noisy", "weak", "noisy")
 PINS = [  # the method options before the study (the study's reference point)
     *(f"methods.{m}.{k}={v}" for m in ("ts", "ts_ta", "amid")
       for k, v in (("tau", 0.1), ("alpha", 4.0), ("fixed_teacher", "false"),
-                   ("teacher_epochs", 10))),
+                   ("teacher_epochs", 10), ("positives", "class"))),
     "methods.kd.temperature=4.0", "methods.kd.weight=0.5", "methods.kd.fixed_teacher=false",
     "methods.kd.teacher_epochs=10",
 ]
@@ -212,6 +216,33 @@ def lead(runner: Runner, chosen: dict) -> None:
                        extra={"size": size, "setting": setting})
 
 
+def rule_c(runner: Runner, chosen: dict) -> None:
+    """Rule C, part 1: positives x teacher mode x alpha at rule A's tau, for amid. A
+    teacher mode or positives changes the step, not a per-member value: one stack per
+    (positives, teacher mode, size), its alphas x seeds as members."""
+    grid = rule_c_grid("amid", chosen["tau"])
+    for positives, epochs in RULE_C_MODES:
+        for size in (SMALL, None):
+            runner.run_many("amid", [
+                (f"{name} @ {label(size)}", [*o, *_size(size)],
+                 {"size": size, "setting": name, "alpha": a})
+                for (p, e, a), (name, o) in grid.items() if (p, e) == (positives, epochs)])
+
+
+def rule_c_demo(runner: Runner, chosen: dict) -> None:
+    """Rule C, part 2: rule B's grid with instance positives, at rule C's alpha (the class
+    candidates at alpha 4 are rule B's runs, already recorded)."""
+    alpha_ = chosen["rule_c"]["alpha"]
+    for method in DISTILLERS:
+        grid = {**tune_grid(method, alpha_), **tune_grid(method, alpha_, "instance")}
+        for positives in ("class", "instance"):
+            for fixed in (False, True):  # one stack per step: teacher mode x positives
+                runner.run_many(method, [
+                    (f"{s} @ all", o, {"size": None, "setting": s}) for s, o in grid.items()
+                    if ("online" in s) != fixed
+                    and (positives == "instance") == ("instance" in s)])
+
+
 def results_of(names: list[str]) -> dict[str, list[dict]]:
     return {n: load_results(RESULTS / f"study_{n}.jsonl") for n in names}
 
@@ -219,7 +250,8 @@ def results_of(names: list[str]) -> dict[str, list[dict]]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, default=Path("/tmp/amid_study"))
-    p.add_argument("--parts", default="curves,tau,alpha,kd,tune,verify,lead,report")
+    p.add_argument("--parts", default="curves,tau,alpha,kd,tune,verify,lead,rulec,rulec_demo,"
+                                      "report")
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--figures", type=Path, default=REPO / "docs" / "figures")
     args = p.parse_args()
@@ -231,9 +263,10 @@ def main() -> None:
             continue
         # the rules read every dataset of the study, whichever this process runs
         chosen = choose(results_of(list(DATASETS))) if part in ("alpha", "tune", "verify",
-                                                                "lead") \
+                                                                "lead", "rulec",
+                                                                "rulec_demo") \
             else None
-        if part == "tune":
+        if part in ("tune", "rulec_demo"):
             names = [DEMO] if DEMO in names else []
         for name in names:
             runner = Runner(project(args.work, name), RESULTS / f"study_{name}.jsonl")
@@ -251,6 +284,10 @@ def main() -> None:
                 verify(runner, name, chosen)
             elif part == "lead":
                 lead(runner, chosen)
+            elif part == "rulec":
+                rule_c(runner, chosen)
+            elif part == "rulec_demo":
+                rule_c_demo(runner, chosen)
             else:
                 p.error(f"--parts: unknown part {part!r}")
 

@@ -49,9 +49,12 @@ ALPHAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 PAPER_ALPHA = 4.0
 
 
+def _mode(epochs: int | None) -> str:
+    return "online" if epochs is None else f"fixed after {epochs}"
+
+
 def _kd_name(t: float, w: float, epochs: int | None) -> str:
-    mode = "online" if epochs is None else f"fixed after {epochs}"
-    return f"kd, T={t}, weight={w}, {mode}"
+    return f"kd, T={t}, weight={w}, {_mode(epochs)}"
 
 
 KD_GRID = {  # the candidates in the rule's order of preference (the old default first)
@@ -64,17 +67,33 @@ DISTILLERS = ("ts", "ts_ta", "amid")  # the methods that share tau and alpha
 DEMO = "demo_noisy"  # the regime `dvc repro` runs (rule B)
 
 
-def tune_grid(method: str, alpha: float) -> dict[str, list[str]]:
-    """Rule B's candidates of ts / ts_ta / amid: tau x teacher mode, at rule A's alpha."""
-    out = {}
-    for epochs in (None, 5):
-        for t in TAUS:
-            mode = "online" if epochs is None else f"fixed after {epochs}"
-            out[f"{method}, tau={t}, alpha={alpha}, {mode}"] = [
-                f"methods.{method}.tau={t}", f"methods.{method}.alpha={alpha}",
-                f"methods.{method}.fixed_teacher={epochs is not None}",
-                f"methods.{method}.teacher_epochs={epochs or 10}"]
-    return out
+def _options(method: str, tau: float, alpha: float, epochs: int | None,
+             positives: str) -> list[str]:
+    return [f"methods.{method}.tau={tau}", f"methods.{method}.alpha={alpha}",
+            f"methods.{method}.fixed_teacher={epochs is not None}",
+            f"methods.{method}.teacher_epochs={epochs or 10}",
+            f"methods.{method}.positives={positives}"]
+
+
+def tune_grid(method: str, alpha: float, positives: str = "class") -> dict[str, list[str]]:
+    """Rule B's candidates of ts / ts_ta / amid: tau x teacher mode, at rule A's alpha;
+    rule C adds the same grid with instance positives (class keeps rule B's names)."""
+    tag = "" if positives == "class" else f", {positives} positives"
+    return {f"{method}, tau={t}, alpha={alpha}, {_mode(e)}{tag}":
+            _options(method, t, alpha, e, positives) for e in (None, 5) for t in TAUS}
+
+
+# Rule C, part 1: positives x teacher mode (the rule's order of preference) x alpha
+RULE_C_MODES = (("class", None), ("instance", None), ("class", 5), ("instance", 5))
+RULE_C_ALPHAS = (4.0, 1.0, 0.25)  # the paper's first; the rest must beat it by s
+
+
+def rule_c_grid(method: str, tau: float) -> dict[tuple, tuple[str, list[str]]]:
+    """(positives, teacher epochs or None, alpha) -> (setting name, overrides), in the
+    rule's order: alpha descending, then RULE_C_MODES."""
+    return {(p, e, a): (f"{method} C, {p} positives, {_mode(e)}, alpha={a}",
+                        _options(method, tau, a, e, p))
+            for a in RULE_C_ALPHAS for p, e in RULE_C_MODES}
 
 
 def label(size: int | None) -> str:
@@ -155,17 +174,52 @@ def choose(by_dataset: dict[str, list[dict]]) -> dict[str, Any]:
     demo = choose_demo(by_dataset[DEMO], out)
     if demo is not None:
         out["demo"], out["demo_table"] = demo
+    try:
+        out["rule_c"], out["rule_c_table"] = choose_c(by_dataset, out)
+    except LookupError:
+        return out
+    demo = choose_demo(by_dataset[DEMO], out, rule_c=True)
+    if demo is not None:
+        out["demo_c"], out["demo_c_table"] = demo
     return out
 
 
-def choose_demo(records: list[dict], rule_a: dict[str, Any]
+def choose_c(by_dataset: dict[str, list[dict]], rule_a: dict[str, Any]
+             ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+    """Rule C, part 1: the shipped positives, teacher mode and alpha (read on amid)."""
+    grid = rule_c_grid("amid", rule_a["tau"])
+    worst, table = worst_gains(by_dataset, {grid[k][0]: grid[k][0] for k in grid})
+    score = {k: worst[grid[k][0]] for k in grid}
+    paper = [k for k in grid if k[2] == PAPER_ALPHA]
+    best = max(score[k] for k in paper)
+    pick = next(k for k in paper if score[k] >= best - 0.5)
+    strong = [k for k in grid if k[2] != PAPER_ALPHA
+              and score[k] - score[pick] > rule_a["seed_std"]]
+    if strong:  # the paper's alpha yields only to strong evidence
+        best = max(score[k] for k in strong)
+        pick = next(k for k in strong if score[k] >= best - 0.5)
+    positives, epochs, alpha = pick
+    return ({"setting": grid[pick][0], "positives": positives, "teacher_epochs": epochs,
+             "alpha": alpha, "worst": score[pick],
+             "overrides": {m: rule_c_grid(m, rule_a["tau"])[pick][1] for m in DISTILLERS}},
+            table)
+
+
+def choose_demo(records: list[dict], rule_a: dict[str, Any], rule_c: bool = False
                 ) -> tuple[dict[str, Any], dict[str, dict[str, float]]] | None:
     """Rule B on `records` (demo_noisy) at the whole training split: per method, the
-    candidate with the largest gain; ties go to rule A's choice, else the earlier."""
-    grids = {"kd": (KD_GRID, rule_a["kd"])}
+    candidate with the largest gain; ties go to rule A's choice, else the earlier. With
+    `rule_c`, rule C part 2: positives join the grid, at rule C's alpha, and ties go to
+    rule B's choice."""
+    grids = {} if rule_c else {"kd": (KD_GRID, rule_a["kd"])}
     for m in DISTILLERS:
-        grid = tune_grid(m, rule_a["alpha"])
-        grids[m] = (grid, f"{m}, tau={rule_a['tau']}, alpha={rule_a['alpha']}, online")
+        if rule_c:
+            alpha = rule_a["rule_c"]["alpha"]
+            grid = {**tune_grid(m, alpha), **tune_grid(m, alpha, "instance")}
+            grids[m] = (grid, rule_a["demo"][m]["setting"])
+        else:
+            grid = tune_grid(m, rule_a["alpha"])
+            grids[m] = (grid, f"{m}, tau={rule_a['tau']}, alpha={rule_a['alpha']}, online")
     chosen: dict[str, Any] = {}
     table: dict[str, dict[str, float]] = {}
     for method, (grid, default) in grids.items():
