@@ -2,12 +2,12 @@
 """Stacked sweeps, this code against an earlier revision, side by side in one run (issue 15).
 
     python bench/sweep_vs_previous.py                 # against 6bdb0c7, the last hand-written stack
-    python bench/sweep_vs_previous.py --rev HEAD~3 --repeats 3
+    python bench/sweep_vs_previous.py --rev 6bdb0c7 --rev HEAD --repeats 3
 
-The earlier revision is unpacked from git into a temporary folder and imported
-from there (PYTHONPATH), so both run on this machine, at this moment, from the
+Each earlier revision is unpacked from git into a temporary folder and imported
+from there (PYTHONPATH), so all run on this machine, at this moment, from the
 same caches; the runs alternate (old, new, old, new, ...) and each figure is
-the median over the repeats, so a busy machine slows both alike. Printed:
+the median over the repeats, so a busy machine slows all alike. Printed:
 
 (a) demo scale: whole `amid-train` processes, one AMID run and the six-member
     `sweeps.alpha` grid (alpha 0 / 4 x seeds 0-2) on the demo's caches; the
@@ -58,7 +58,7 @@ try:
     def set_alpha(c, a):
         c.train.loss.alpha = a
 except ImportError:                                       # this code: the methods under vmap
-    cfg.methods["amid"] = {"warmup_epochs": 0}
+    cfg.methods["amid"] = {"warmup_epochs": 0, "fixed_teacher": False}  # the full step
     def stack(cfgs, runs):
         return T.train_members("amid", cfgs, runs, data=data, live=False)
     def set_alpha(c, a):
@@ -113,22 +113,27 @@ def timed(cmd: list[str], cwd: Path, env: dict) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rev", default="6bdb0c7", help="the earlier revision (default: 6bdb0c7)")
+    p.add_argument("--rev", action="append",
+                   help="an earlier revision; repeatable (default: 6bdb0c7)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--parts", default="ab")
     args = p.parse_args()
+    revs = args.rev or ["6bdb0c7"]
     with tempfile.TemporaryDirectory(prefix="amid-vs-") as tmp:
         tmp = Path(tmp)
-        unpack(args.rev, tmp / "old")
-        # the same CPU numerics for both (this code pins them when imported, the earlier
-        # revision did not): otherwise the comparison measures MKL's kernels, not the stacks
+        # the same CPU numerics for all (this code pins them when imported, earlier
+        # revisions did not): otherwise the comparison measures MKL's kernels, not the stacks
         import amid
 
         pins = {k: os.environ.get(k, v) for k, v in amid.CPU_NUMERICS.items()}
-        envs = {"old": {**os.environ, **pins, "PYTHONPATH": str(tmp / "old" / "pkg")},
-                "new": {**os.environ, **pins}}
-        print(f"earlier revision {args.rev} against the working tree; {args.repeats} repeats, "
-              f"alternating; medians; both with {' '.join(f'{k}={v}' for k, v in pins.items())}")
+        envs, hand_written = {}, {}
+        for rev in revs:
+            src = unpack(rev, tmp / f"rev-{rev}")
+            envs[rev] = {**os.environ, **pins, "PYTHONPATH": str(tmp / f"rev-{rev}" / "pkg")}
+            hand_written[rev] = (src / "distill" / "stacked.py").exists()  # old params layout
+        envs["this tree"], hand_written["this tree"] = {**os.environ, **pins}, False
+        print(f"revisions {', '.join(revs)} against the working tree; {args.repeats} repeats, "
+              f"alternating; medians; all with {' '.join(f'{k}={v}' for k, v in pins.items())}")
         if "a" in args.parts:
             demo = tmp / "demo"
             demo.mkdir()
@@ -138,31 +143,32 @@ def main() -> None:
             for cmd in (["demo", "-q"], ["prepare", "-q"],
                         *(["run", "-m", m, "-q"] for m in ("visual", "audio", "text"))):
                 subprocess.run(["amid-extract", *cmd], cwd=demo, check=True)
-            times: dict[str, list[float]] = {}
+            times: dict[tuple[str, str], list[float]] = {}
             for r in range(args.repeats):
-                for who in ("old", "new"):
-                    par = "params_old.yaml" if who == "old" else "params.yaml"
+                for k, who in enumerate(envs):
+                    par = "params_old.yaml" if hand_written[who] else "params.yaml"
                     base = [sys.executable, "-m", "amid.distill.cli", "-p", par, "-q"]
-                    times.setdefault(f"{who} one", []).append(timed(
-                        [*base, "-m", "amid", "-o", f"runs/{who}{r}"], demo, envs[who]))
-                    times.setdefault(f"{who} grid", []).append(timed(
-                        [*base, "--grid", "alpha", "-o", f"runs/{who}g{r}"], demo, envs[who]))
+                    times.setdefault((who, "one"), []).append(timed(
+                        [*base, "-m", "amid", "-o", f"runs/{k}-{r}"], demo, envs[who]))
+                    times.setdefault((who, "grid"), []).append(timed(
+                        [*base, "--grid", "alpha", "-o", f"runs/{k}g{r}"], demo, envs[who]))
             med = {k: statistics.median(v) for k, v in times.items()}
             print("(a) demo, whole processes: one amid run, the six-member sweeps.alpha")
-            for who in ("old", "new"):
-                print(f"    {who}: one {med[f'{who} one']:.1f} s, grid {med[f'{who} grid']:.1f} s,"
-                      f" grid / one = {med[f'{who} grid'] / med[f'{who} one']:.2f}")
+            for who in envs:
+                one, grid = med[(who, "one")], med[(who, "grid")]
+                print(f"    {who}: one {one:.1f} s, grid {grid:.1f} s, grid / one = "
+                      f"{grid / one:.2f}")
         if "b" in args.parts:
-            rows: dict[str, list[dict]] = {"old": [], "new": []}
+            rows: dict[str, list[dict]] = {who: [] for who in envs}
             for r in range(args.repeats):
-                for who in ("old", "new"):
+                for k, who in enumerate(envs):
                     out = subprocess.run(
-                        [sys.executable, "-c", CHILD, str(tmp / f"b{who}{r}"),
+                        [sys.executable, "-c", CHILD, str(tmp / f"b{k}-{r}"),
                          str(REPO / "bench")], env=envs[who], check=True, capture_output=True,
                         text=True, cwd=tmp)  # not a folder holding an `amid` package
                     rows[who].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print("(b) 0.1 x UCF51, amid, 3 epochs: s/epoch of one configuration and of 16 stacked")
-            for who in ("old", "new"):
+            for who in envs:
                 one = statistics.median(x["one"] for x in rows[who])
                 many = statistics.median(x["stack16"] for x in rows[who])
                 print(f"    {who}: one {one:.3f}, 16 stacked {many:.3f}, ratio {many / one:.2f}")

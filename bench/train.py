@@ -87,7 +87,8 @@ def make_cache(root: Path, scale: float, args: argparse.Namespace, seed: int = 0
     )
     cfg.train.model.dim = cfg.train.model.hidden = cfg.train.model.disc_hidden = args.dim
     if hasattr(cfg, "methods"):  # (bench/sweep_vs_previous.py also runs this with older code)
-        cfg.methods["amid"] = {"warmup_epochs": 0}  # every epoch runs the full AMID step
+        # every epoch runs the full AMID step: adversarial terms on, the teacher online
+        cfg.methods["amid"] = {"warmup_epochs": 0, "fixed_teacher": False}
     return cfg
 
 

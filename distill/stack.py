@@ -13,12 +13,15 @@ dimension M on everything they return (M = 1 for a lone run):
 
 `Stack` evaluates the SAME `Method.forward`, `losses`, `weights` and
 `discriminator_losses` for every member at once with `torch.func.vmap`
-over `functional_call`: each member's parameters are stacked from its own
-`nn.Parameter`s at every call (so each member keeps its own optimiser,
-checkpoint and run folder, exactly as a lone run), its buffers live stacked
-for the stack's life, and options marked `per_member` (alpha, tau, lr's
-siblings...) enter as per-member tensors. There is no second copy of any
-loss: a change to a method changes its stacked members too.
+over `functional_call`. Each parameter lives once, stacked, (M, *shape),
+for the stack's life, and each member's own `nn.Parameter` is a view of
+its row: vmap reads the stacked tensor with no copy per step, the members'
+optimisers update their rows in place, and each member keeps its own
+optimiser, checkpoint and run folder, exactly as a lone run (its gradient
+is its row of the stacked gradient, `share_grads`). Buffers live stacked
+too, copied back at `sync`. Options marked `per_member` (alpha, tau...)
+enter as per-member tensors. There is no second copy of any loss: a
+change to a method changes its stacked members too.
 
 What vmap needs, and where it is provided: RNN modules have no batching rule,
 so recurrent encoders run their cell equations (`models.unrolled_rnns`);
@@ -110,6 +113,12 @@ class Lone:
     def predict(self, rows: list[Tensor], batch_size: int, autocast: Any) -> list[dict]:
         return [predict_split(self.method, self.data, rows[0], batch_size, autocast)]
 
+    def zero_grad(self) -> None:
+        """Nothing to clear: the optimisers own the gradients."""
+
+    def share_grads(self) -> None:
+        """Nothing to share: the gradients are the method's own."""
+
     def sync(self) -> None:
         """Nothing to copy back: the method's own buffers are live."""
 
@@ -150,12 +159,16 @@ class Stack:
         self.template = members[0]
         self.call = _Call(self.template)
         self.names = [n for n, _ in self.template.named_parameters()]
-        # the members' own Parameter objects, looked up once (resume copies into them)
+        # the members' own Parameter objects (resumed before the stack is built)
         self._params = [[m.get_parameter(n) for n in self.names] for m in members]
-        self._index = {n: k for k, n in enumerate(self.names)}
-        disc = self.template.discriminators
-        disc_ids = {id(p) for p in disc.parameters()} if disc is not None else set()
-        self.disc_names = [n for n, p in self.template.named_parameters() if id(p) in disc_ids]
+        # each parameter stacked once, (M, *shape); the members' Parameters become views
+        # of its rows, so what their optimisers write is what the next step reads
+        with torch.no_grad():
+            self.leaves = {n: torch.stack([ps[k] for ps in self._params])
+                           for k, n in enumerate(self.names)}
+            for k, n in enumerate(self.names):
+                for m, ps in enumerate(self._params):
+                    ps[k].data = self.leaves[n][m]
         self._state: dict[str, Tensor] = {}  # this step's stacked parameters and buffers
         self._ahead: tuple[str, Any] | None = None  # a result computed with the forward
         self.fuse = True  # False: every call on its own (a compiled `losses` must run)
@@ -169,15 +182,25 @@ class Stack:
         self.per_member = self._per_member_options()
 
     # ------------------------------------------------------------ state
-    def params(self, names: list[str] | None = None) -> dict[str, Tensor]:
-        """Each parameter stacked over the members, (M, *shape): gradients reach each
-        member's own leaf, so its optimiser steps exactly as in a lone run."""
-        wanted = self.names if names is None else names
-        return {f"method.{n}": torch.stack([ps[self._index[n]] for ps in self._params])
-                for n in wanted}
-
     def state(self) -> dict[str, Tensor]:
-        return {**self.params(), **{f"method.{n}": b for n, b in self.buffers.items()}}
+        """The stacked parameters and buffers; a parameter takes gradients while the
+        members' own do (a frozen teacher's do not)."""
+        for k, n in enumerate(self.names):
+            self.leaves[n].requires_grad_(self._params[0][k].requires_grad)
+        return {**{f"method.{n}": t for n, t in self.leaves.items()},
+                **{f"method.{n}": b for n, b in self.buffers.items()}}
+
+    def zero_grad(self) -> None:
+        for t in self.leaves.values():
+            t.grad = None
+
+    def share_grads(self) -> None:
+        """Each member's gradient: its row of the stacked gradient, as its lone run's."""
+        for k, n in enumerate(self.names):
+            grad = self.leaves[n].grad
+            for m, ps in enumerate(self._params):
+                if ps[k].requires_grad:
+                    ps[k].grad = None if grad is None else grad[m]
 
     def sync(self) -> None:
         """Copy the stacked buffers back into each member (before its checkpoint or hooks)."""
@@ -277,8 +300,8 @@ class Stack:
                epoch: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         if self._ahead is not None and self._ahead[0] == "forward+losses":
             return self._ahead[1]
-        # the discriminators may have stepped since the forward: their new weights
-        self._state |= self.params(self.disc_names)
+        # the discriminators may have stepped since the forward: their rows were updated
+        # in place, so the state already holds their new weights
         return self._vmap("losses", batch, out, epoch=epoch)
 
     def end_epoch(self, epoch: int) -> list[dict[str, Tensor]]:

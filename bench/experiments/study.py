@@ -34,7 +34,8 @@ Parts, in order (each needs the ones before it for every dataset):
   (`methods.amid.positives=instance`), online and with a fixed teacher: the lead
   docs/results.md section 4 follows (not a candidate of the rules).
 - `rulec`: rule C's candidates (positives x teacher mode x alpha, amid, at rule A's tau)
-  in every regime; `rulec_demo`: rule C part 2 on demo_noisy (rule B's grid x positives).
+  in every regime; `rulec_demo`: rule C part 2 on demo_noisy (rule B's grid x positives);
+  `rulec_verify`: rule C's pick and the baseline again on seeds 5-9, which no rule read.
 - `report`: the tables and figures of docs/results.md and the chosen defaults.
 
 Every setting is the repository's params.yaml with PINS (the method options as they
@@ -55,6 +56,8 @@ from study_rules import (
     ALPHAS,
     DEMO,
     DISTILLERS,
+    FRESH,
+    FRESH_SEEDS,
     KD_GRID,
     LEAD,
     RULE_C_MODES,
@@ -243,6 +246,18 @@ def rule_c_demo(runner: Runner, chosen: dict) -> None:
                     and (positives == "instance") == ("instance" in s)])
 
 
+def rule_c_verify(runner: Runner, chosen: dict) -> None:
+    """Rule C's pick and the baseline on seeds 5-9, which no rule read: does the pick's
+    worst regime hold up away from the seeds it was chosen on?"""
+    c = chosen["rule_c"]
+    for size in (SMALL, None):
+        for setting, method, overrides in (
+                (f"baseline{FRESH}", "baseline", []),
+                (f"{c['setting']}{FRESH}", "amid", c["overrides"]["amid"])):
+            runner.run(f"{setting} @ {label(size)}", method, [*overrides, *_size(size)],
+                       seeds=FRESH_SEEDS, extra={"size": size, "setting": setting})
+
+
 def results_of(names: list[str]) -> dict[str, list[dict]]:
     return {n: load_results(RESULTS / f"study_{n}.jsonl") for n in names}
 
@@ -251,7 +266,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, default=Path("/tmp/amid_study"))
     p.add_argument("--parts", default="curves,tau,alpha,kd,tune,verify,lead,rulec,rulec_demo,"
-                                      "report")
+                                      "rulec_verify,report")
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--figures", type=Path, default=REPO / "docs" / "figures")
     args = p.parse_args()
@@ -264,7 +279,8 @@ def main() -> None:
         # the rules read every dataset of the study, whichever this process runs
         chosen = choose(results_of(list(DATASETS))) if part in ("alpha", "tune", "verify",
                                                                 "lead", "rulec",
-                                                                "rulec_demo") \
+                                                                "rulec_demo",
+                                                                "rulec_verify") \
             else None
         if part in ("tune", "rulec_demo"):
             names = [DEMO] if DEMO in names else []
@@ -288,6 +304,8 @@ def main() -> None:
                 rule_c(runner, chosen)
             elif part == "rulec_demo":
                 rule_c_demo(runner, chosen)
+            elif part == "rulec_verify":
+                rule_c_verify(runner, chosen)
             else:
                 p.error(f"--parts: unknown part {part!r}")
 

@@ -83,6 +83,8 @@ def tune_grid(method: str, alpha: float, positives: str = "class") -> dict[str, 
             _options(method, t, alpha, e, positives) for e in (None, 5) for t in TAUS}
 
 
+FRESH = " (seeds 5-9)"  # a check of rule C's pick on seeds the rule never read
+FRESH_SEEDS = (5, 6, 7, 8, 9)
 # Rule C, part 1: positives x teacher mode (the rule's order of preference) x alpha
 RULE_C_MODES = (("class", None), ("instance", None), ("class", 5), ("instance", 5))
 RULE_C_ALPHAS = (4.0, 1.0, 0.25)  # the paper's first; the rest must beat it by s
@@ -96,6 +98,15 @@ def rule_c_grid(method: str, tau: float) -> dict[tuple, tuple[str, list[str]]]:
             for a in RULE_C_ALPHAS for p, e in RULE_C_MODES}
 
 
+TIE = 0.5  # points: candidates this close to the best count as tied (inclusive)
+
+
+def tied(value: float, best: float) -> bool:
+    """Within TIE of the best, inclusive. Gains are means of accuracy differences, so a
+    gap of exactly 0.5 points happens, and float rounding must not decide it."""
+    return round(best - value, 9) <= TIE
+
+
 def label(size: int | None) -> str:
     return "all" if size is None else f"{size}/class"
 
@@ -105,12 +116,12 @@ def select(records: list[dict], setting: str, size: int | None) -> list[dict]:
             and r["error"] is None]
 
 
-def gain(records: list[dict], setting: str, size: int | None, split: str = "val"
-         ) -> tuple[float, float] | None:
+def gain(records: list[dict], setting: str, size: int | None, split: str = "val",
+         baseline: str = "baseline") -> tuple[float, float] | None:
     """(setting - baseline) student Top-1 on `split` in points, paired by seed: the
     mean over seeds and the std of the paired difference; None if nothing recorded."""
     key = f"{split}_student_top1"
-    base = {r["seed"]: r[key] for r in select(records, "baseline", size)}
+    base = {r["seed"]: r[key] for r in select(records, baseline, size)}
     mine = {r["seed"]: r[key] for r in select(records, setting, size)}
     diffs = [100 * (mine[s] - base[s]) for s in mine if s in base]
     if not diffs:
@@ -148,7 +159,7 @@ def choose(by_dataset: dict[str, list[dict]]) -> dict[str, Any]:
     out: dict[str, Any] = {"seed_std": seed_std(by_dataset)}
     worst, table = worst_gains(by_dataset, {t: f"amid, tau={t}" for t in TAUS})
     best = max(worst.values())
-    out["tau"] = max(t for t, w in worst.items() if w >= best - 0.5)  # ties: the larger
+    out["tau"] = max(t for t, w in worst.items() if tied(w, best))  # ties: the larger
     out["tau_table"] = table
     try:
         worst, table = worst_gains(by_dataset, {a: f"amid, tau={out['tau']}, alpha={a}"
@@ -164,7 +175,7 @@ def choose(by_dataset: dict[str, list[dict]]) -> dict[str, Any]:
     except LookupError:
         return out
     best = max(worst.values())
-    out["kd"] = next(k for k in KD_GRID if worst[k] >= best - 0.5)  # ties: the earlier
+    out["kd"] = next(k for k in KD_GRID if tied(worst[k], best))  # ties: the earlier
     out["kd_table"] = table
     out["overrides"] = {
         **{m: [f"methods.{m}.tau={out['tau']}", f"methods.{m}.alpha={out['alpha']}"]
@@ -192,12 +203,12 @@ def choose_c(by_dataset: dict[str, list[dict]], rule_a: dict[str, Any]
     score = {k: worst[grid[k][0]] for k in grid}
     paper = [k for k in grid if k[2] == PAPER_ALPHA]
     best = max(score[k] for k in paper)
-    pick = next(k for k in paper if score[k] >= best - 0.5)
+    pick = next(k for k in paper if tied(score[k], best))
     strong = [k for k in grid if k[2] != PAPER_ALPHA
               and score[k] - score[pick] > rule_a["seed_std"]]
     if strong:  # the paper's alpha yields only to strong evidence
         best = max(score[k] for k in strong)
-        pick = next(k for k in strong if score[k] >= best - 0.5)
+        pick = next(k for k in strong if tied(score[k], best))
     positives, epochs, alpha = pick
     return ({"setting": grid[pick][0], "positives": positives, "teacher_epochs": epochs,
              "alpha": alpha, "worst": score[pick],
@@ -228,8 +239,8 @@ def choose_demo(records: list[dict], rule_a: dict[str, Any], rule_c: bool = Fals
             return None
         table[method] = {c: g[0] for c, g in gains.items()}
         best = max(table[method].values())
-        tied = [c for c in grid if table[method][c] >= best - 0.5]
-        pick = default if default in tied else tied[0]
+        ties = [c for c in grid if tied(table[method][c], best)]
+        pick = default if default in ties else ties[0]
         chosen[method] = {"setting": pick, "overrides": grid[pick]}
     return chosen, table
 
@@ -262,14 +273,15 @@ def gain_table(table: dict[Any, dict[str, float]], what: str) -> str:
     return "\n".join(lines)
 
 
-def paired_gain_table(by_dataset: dict[str, list[dict]], rows: list[tuple[str, str]]) -> str:
+def paired_gain_table(by_dataset: dict[str, list[dict]], rows: list[tuple[str, str]],
+                      split: str = "val", baseline: str = "baseline") -> str:
     """(row label, setting) -> validation gain over the baseline in each regime, mean ± std
     of the seed-paired difference."""
     regimes = [(n, s) for n in by_dataset for s in (SMALL, None)]
     lines = ["| setting | " + " | ".join(f"{n} @ {label(s)}" for n, s in regimes) + " |",
              "|---|" + "---|" * len(regimes)]
     for text, setting in rows:
-        cells = [gain(by_dataset[n], setting, s) for n, s in regimes]
+        cells = [gain(by_dataset[n], setting, s, split, baseline) for n, s in regimes]
         lines.append(f"| {text} | " + " | ".join(
             "-" if g is None else f"{g[0]:+.1f} ± {g[1]:.1f}" for g in cells) + " |")
     return "\n".join(lines)
@@ -344,6 +356,24 @@ def report(by_dataset: dict[str, list[dict]], out: Path) -> dict[str, Any]:
             print(f"\nrule B, {method} on {DEMO} @ all, val gain over baseline (points):")
             for setting, g in gains.items():
                 print(f"  {setting:50s} {g:+6.1f}")
+    if "rule_c_table" in chosen:
+        c = chosen["rule_c"]
+        print("\nrule C, val gain over baseline (points), amid at tau "
+              f"{chosen['tau']}:\n")
+        print(gain_table(chosen["rule_c_table"], "amid candidate"))
+        print(f"\nrule C picks {c['setting']!r}; mean ± std of the paired difference:\n")
+        print(paired_gain_table(by_dataset, [(c["setting"], c["setting"])]))
+        fresh = f"{c['setting']}{FRESH}"
+        for split in ("val", "test"):
+            print(f"\nrule C's pick on fresh seeds 5-9, {split} gain over the baseline on "
+                  "the same seeds (points, mean ± std):\n")
+            print(paired_gain_table(by_dataset, [(fresh, fresh)], split, f"baseline{FRESH}"))
+    if "demo_c_table" in chosen:
+        for method, gains in chosen["demo_c_table"].items():
+            print(f"\nrule C part 2, {method} on {DEMO} @ all, val gain over baseline:")
+            for setting, g in gains.items():
+                mark = "  <- picked" if setting == chosen["demo_c"][method]["setting"] else ""
+                print(f"  {setting:60s} {g:+6.1f}{mark}")
     summary = {k: v for k, v in chosen.items() if not k.endswith("_table")}
     print("\nchosen:", json.dumps(summary))
     write_json(RESULTS / "chosen.json", chosen)

@@ -203,11 +203,13 @@ class TeacherPhase:
             method.freeze(teacher)
             self.pretrain = 0
         elif not 1 <= opts.teacher_epochs < ctx.epochs:
+            online = (f", or set {key}.fixed_teacher false for an online teacher"
+                      if hasattr(opts, "fixed_teacher") else "")
             raise ConfigError(
                 f"{key} distils from a pre-trained teacher: {key}.teacher_epochs (now "
                 f"{opts.teacher_epochs}) must be >= 1 and below train.epochs ({ctx.epochs}) "
                 f"so that both teacher and student train, or {key}.teacher_run must name a "
-                "`teacher` run folder")
+                f"`teacher` run folder{online}")
         else:
             self.pretrain = opts.teacher_epochs
 

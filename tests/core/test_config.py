@@ -34,9 +34,34 @@ def test_repo_params_load_and_every_method_section_is_typed():
     cfg = _load(ROOT / "params.yaml")
     assert isinstance(cfg, Config)
     amid = method_options("amid", cfg.methods["amid"])
-    assert (amid.alpha, amid.beta, amid.gamma) == (4.0, 1.5, 1.0)  # the paper's Table 6 region
+    assert (amid.beta, amid.gamma) == (1.5, 1.0)  # the paper's Table 6
     assert set(cfg.dataset.target) | set(cfg.dataset.auxiliary) <= set(cfg.extract)
     assert set(cfg.pipeline.methods) <= set(cfg.methods)  # every stage's section is there
+
+
+CHOSEN = ROOT / "bench" / "experiments" / "results" / "chosen.json"
+
+
+def _as_options(overrides: list[str]) -> dict:
+    """`methods.<m>.<key>=<value>` overrides as {key: value} (YAML values)."""
+    return {o.split("=")[0].split(".")[-1]: yaml.safe_load(o.split("=", 1)[1])
+            for o in overrides}
+
+
+@pytest.mark.parametrize("method", ["ts", "ts_ta", "amid"])
+def test_the_code_defaults_and_the_demo_are_what_the_recorded_rules_chose(method):
+    """docs/results.md's rules A and C applied to the recorded study (chosen.json, written
+    by `study.py --parts report`) give the code's defaults; rules B and C the demo's
+    params.yaml. A default changed by hand, or a rerun study that chose otherwise, fails."""
+    import json
+
+    chosen = json.loads(CHOSEN.read_text(encoding="utf-8"))
+    defaults = to_dict(method_options(method, {}))
+    for key, value in _as_options(chosen["rule_c"]["overrides"][method]).items():
+        assert defaults[key] == value, (method, key)
+    demo = to_dict(method_options(method, _load(ROOT / "params.yaml").methods[method]))
+    for key, value in _as_options(chosen["demo_c"][method]["overrides"]).items():
+        assert demo[key] == value, (method, key)
 
 
 def test_override_parses_yaml_values(tmp_path):

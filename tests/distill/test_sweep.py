@@ -178,6 +178,31 @@ def test_a_stacked_member_resumes_in_the_plain_trainer(tmp_path, syn, data):
     _assert_same_history(straight, resumed)
 
 
+def _layout(state):
+    """Each tensor's storage size and which names share one storage, as in the file."""
+    groups: dict[int, list[str]] = {}
+    for k, v in state.items():
+        groups.setdefault(v.untyped_storage().data_ptr(), []).append(k)
+    return ({k: v.untyped_storage().nbytes() for k, v in state.items()},
+            sorted(sorted(g) for g in groups.values()))
+
+
+def test_a_stacked_members_checkpoint_is_laid_out_as_its_lone_runs(tmp_path, syn, data):
+    """The stack keeps each parameter once, stacked, and the members' parameters are
+    its rows: a member's checkpoint must still hold only its own weights, with the
+    teacher's shared student modules stored once, exactly as a lone run's file."""
+    cfgs = _members(syn, "amid", {}, {}, epochs=1)
+    runs = [tmp_path / "m0", tmp_path / "m1"]
+    train_members("amid", cfgs, runs, data=data, live=False)
+    train("amid", cfgs[1], tmp_path / "lone", data=data, live=False)
+    stacked = torch.load(runs[1] / "checkpoint.pt", weights_only=True)["method_state"]
+    lone = torch.load(tmp_path / "lone" / "checkpoint.pt", weights_only=True)["method_state"]
+    assert _layout(stacked) == _layout(lone)
+    assert any(len(g) > 1 for g in _layout(lone)[1])  # the shared modules are checked
+    for key, value in lone.items():
+        torch.testing.assert_close(stacked[key], value, rtol=1e-5, atol=1e-6)
+
+
 def test_an_interrupted_stack_resumes_to_the_same_numbers(tmp_path, syn, data, monkeypatch):
     """Killed in epoch 3 of 3 after checkpoints of epoch 2, rerun: an unbroken stack's numbers."""
     cfgs = _members(syn, "amid", {"warmup_epochs": 1}, {}, epochs=3)

@@ -109,8 +109,11 @@ def test_a_fixed_teacher_schedule_that_trains_nothing_is_refused(tmp_path, metho
                                           r">= 1 and below train.epochs \(5\)"):
         train(method, untrained, tmp_path / "a", data=data, live=False)
     no_student = set_options(copy.deepcopy(cfg), method, teacher_epochs=10, **fixed)
-    with pytest.raises(ConfigError, match=rf"methods.{method}.teacher_epochs \(now 10\)"):
+    with pytest.raises(ConfigError, match=rf"methods.{method}.teacher_epochs \(now 10\)") as err:
         train(method, no_student, tmp_path / "b", data=data, live=False)
+    # where the method has an online mode, the message offers it (crd has none)
+    offered = f"set methods.{method}.fixed_teacher false" in str(err.value)
+    assert offered == (method != "crd")
     missing = set_options(copy.deepcopy(cfg), method, teacher_run=str(tmp_path / "nope"),
                           **fixed)
     with pytest.raises(ConfigError, match=rf"methods.{method}.teacher_run: .*nope/teacher."
