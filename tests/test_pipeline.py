@@ -80,7 +80,8 @@ def test_dvc_repro_runs_the_demo_and_reruns_only_what_changed(tmp_path):
     assert all(f"| {m} (n=2) |" in report for m in METHODS)
     # the ablation grid (params.yaml sweeps.alpha): one stack, grouped over its seeds
     sweep = json.loads((proj / "metrics/sweeps/alpha.json").read_text())
-    assert list(sweep["groups"]) == ["alpha=0.0", "alpha=4.0"]
+    alphas = params["sweeps"]["alpha"]["grid"]["methods"]["amid"]["alpha"]
+    assert list(sweep["groups"]) == [f"alpha={float(a)}" for a in alphas] and len(alphas) == 2
     assert all(g["n"] == 3 and g["seeds"] == [0, 1, 2] for g in sweep["groups"].values())
     modes = {m["mode"] for m in json.loads((proj / "runs/sweeps/alpha/sweep.json").read_text())
              ["members"]}
