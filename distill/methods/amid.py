@@ -55,7 +55,7 @@ from amid.typed import above, at_least, in_unit, option
 
 @dataclass
 class TSOptions(TeacherPhaseOptions):
-    """`methods.ts`: class-aware MI between teacher and student, plus prediction alignment."""
+    """`methods.ts`: the MI bound between teacher and student, plus prediction alignment."""
 
     # The defaults below are docs/results.md's rules A (tau) and C (alpha, positives,
     # teacher mode), chosen on validation data over eight regimes; the paper's own
@@ -98,7 +98,7 @@ class AMIDOptions(TSTAOptions):
 
 @METHODS.register("ts")
 class TS(Method):
-    """Online distillation with the class-aware MI bound between teacher and student."""
+    """L_TS: the MI bound between teacher and student (positives by class or instance), + JSD."""
 
     Options = TSOptions
     has_teacher = True
