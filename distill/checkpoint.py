@@ -99,6 +99,20 @@ def _tensor_bytes(x: Any) -> int:
     return 0
 
 
+def own_storage(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A stacked member's parameters are rows of the stack's tensors: each copied out
+    (torch.save would write the whole stacked storage), once (a module shared by two
+    names, the teacher holding the student's encoder, stays one tensor in the file)."""
+    copies: dict[tuple, torch.Tensor] = {}
+    for k, v in state.items():  # in place: the state_dict's own type and metadata stay
+        if v.untyped_storage().nbytes() > v.nbytes:
+            key = (v.data_ptr(), tuple(v.shape), v.stride())
+            if key not in copies:
+                copies[key] = v.clone()
+            state[k] = copies[key].detach()  # a tensor per name, as state_dict gives
+    return state
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write atomically; a full disk is a CheckpointError and the previous file stays."""
     kept = "the previous checkpoint is kept" if path.exists() else "no checkpoint written"

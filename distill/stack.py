@@ -169,7 +169,6 @@ class Stack:
             for k, n in enumerate(self.names):
                 for m, ps in enumerate(self._params):
                     ps[k].data = self.leaves[n][m]
-        self._state: dict[str, Tensor] = {}  # this step's stacked parameters and buffers
         self._ahead: tuple[str, Any] | None = None  # a result computed with the forward
         self.fuse = True  # False: every call on its own (a compiled `losses` must run)
         self.buffer_names = [n for n, _ in self.template.named_buffers()]
@@ -179,28 +178,25 @@ class Stack:
         # restores a plain tensor where the Parameter was).
         self.buffers = {n: torch.stack([m.get_buffer(n) for m in members])
                         for n in self.buffer_names}
+        # what every vmapped call reads: the same tensors for the stack's life, updated
+        # in place (parameters by the optimisers, buffers by `restack`)
+        self._state = {f"method.{n}": t for n, t in (*self.leaves.items(),
+                                                     *self.buffers.items())}
         self.per_member = self._per_member_options()
+        self.restack()  # the members' phase (which parameters take gradients)
 
     # ------------------------------------------------------------ state
-    def state(self) -> dict[str, Tensor]:
-        """The stacked parameters and buffers; a parameter takes gradients while the
-        members' own do (a frozen teacher's do not)."""
-        for k, n in enumerate(self.names):
-            self.leaves[n].requires_grad_(self._params[0][k].requires_grad)
-        return {**{f"method.{n}": t for n, t in self.leaves.items()},
-                **{f"method.{n}": b for n, b in self.buffers.items()}}
-
     def zero_grad(self) -> None:
         for t in self.leaves.values():
             t.grad = None
 
     def share_grads(self) -> None:
-        """Each member's gradient: its row of the stacked gradient, as its lone run's."""
+        """Each member's gradient: its row of the stacked gradient, as its lone run's (None
+        where no gradient came, a frozen teacher's: the optimiser then skips it)."""
         for k, n in enumerate(self.names):
             grad = self.leaves[n].grad
             for m, ps in enumerate(self._params):
-                if ps[k].requires_grad:
-                    ps[k].grad = None if grad is None else grad[m]
+                ps[k].grad = None if grad is None else grad[m]
 
     def sync(self) -> None:
         """Copy the stacked buffers back into each member (before its checkpoint or hooks)."""
@@ -210,9 +206,13 @@ class Stack:
                     member.get_buffer(n).copy_(b[m])
 
     def restack(self) -> None:
+        """The members' buffers into the stack, and their phase: a stacked parameter takes
+        gradients while the members' own do (after `begin_epoch` froze a teacher, not)."""
         with torch.no_grad():
             for n in self.buffer_names:
                 self.buffers[n].copy_(torch.stack([m.get_buffer(n) for m in self.members]))
+        for k, n in enumerate(self.names):
+            self.leaves[n].requires_grad_(self._params[0][k].requires_grad)
 
     def _per_member_options(self) -> dict[str, Tensor]:
         """The method's per-member options as (M,) tensors (the rest are shared)."""
@@ -278,7 +278,6 @@ class Stack:
         (the discriminators' terms, or else the losses) is computed in the same vmapped
         call and kept for the trainer's next request (fewer calls: each costs a
         parameter swap and a batching set-up whatever the model's size)."""
-        self._state = self.state()  # stacked once per step, shared by the step's calls
         self._ahead = None
         if epoch is None or not self.fuse:
             return self._vmap("forward", batch, tap=tap)

@@ -33,6 +33,7 @@ from amid.devices import resolve_device as _resolve
 from amid.distill import diagnostics
 from amid.distill.checkpoint import (
     load_checkpoint,
+    own_storage,
     remove_strays,
     rng_state,
     save_checkpoint,
@@ -341,24 +342,11 @@ def checkpoint_state(mb: Member, name: str, epoch: int) -> dict[str, Any]:
         "history": mb.history,
         "config": mb.config,
         "inputs": mb.data.inputs,
-        "method_state": _own_storage(mb.method.state_dict()),
+        "method_state": own_storage(mb.method.state_dict()),
         "optimizer": mb.opt.state_dict(),
         "disc_optimizer": mb.disc_opt.state_dict() if mb.disc_opt is not None else None,
         "rng": rng_state(mb.generator),
     }
-
-
-def _own_storage(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A stacked member's parameters are rows of the stack's tensors: each copied out
-    (torch.save would write the whole stacked storage), once (a module shared by two
-    names, the teacher holding the student's encoder, stays one tensor in the file)."""
-    copies: dict[tuple, torch.Tensor] = {}
-    for k, v in state.items():  # in place: the state_dict's own type and metadata stay
-        if v.untyped_storage().nbytes() > v.nbytes:
-            key = (v.data_ptr(), tuple(v.shape), v.stride())
-            # a new tensor on the shared copy, as state_dict gives one per name
-            state[k] = copies.setdefault(key, v.clone()).detach()
-    return state
 
 
 def _check_finite(mb: Member, first_bad: dict[str, int], epoch: int, stacked: bool) -> None:

@@ -188,14 +188,16 @@ def kd(runner: Runner) -> None:
                                   and (online or s.endswith(f"after {epochs}"))}, {})
 
 
-def tune(runner: Runner, alpha_: float) -> None:
-    """Rule B's candidates of ts, ts_ta and amid on the demo, whole training split."""
+def tune(runner: Runner, alpha_: float, positives: tuple[str, ...] = ("class",)) -> None:
+    """Rule B's candidates of ts, ts_ta and amid on the demo, whole training split; rule C
+    part 2 adds instance positives (at rule C's alpha)."""
     for method in DISTILLERS:
-        for fixed in (False, True):  # a fixed teacher changes the schedule: its own stack
-            grid = {s: o for s, o in tune_grid(method, alpha_).items()
-                    if ("online" in s) != fixed}
-            runner.run_many(method, [(f"{s} @ all", o, {"size": None, "setting": s})
-                                     for s, o in grid.items()])
+        for kind in positives:  # positives and a fixed teacher change the step: own stacks
+            for fixed in (False, True):
+                grid = {s: o for s, o in tune_grid(method, alpha_, kind).items()
+                        if ("online" in s) != fixed}
+                runner.run_many(method, [(f"{s} @ all", o, {"size": None, "setting": s})
+                                         for s, o in grid.items()])
 
 
 def verify(runner: Runner, name: str, chosen: dict) -> None:
@@ -230,20 +232,6 @@ def rule_c(runner: Runner, chosen: dict) -> None:
                 (f"{name} @ {label(size)}", [*o, *_size(size)],
                  {"size": size, "setting": name, "alpha": a})
                 for (p, e, a), (name, o) in grid.items() if (p, e) == (positives, epochs)])
-
-
-def rule_c_demo(runner: Runner, chosen: dict) -> None:
-    """Rule C, part 2: rule B's grid with instance positives, at rule C's alpha (the class
-    candidates at alpha 4 are rule B's runs, already recorded)."""
-    alpha_ = chosen["rule_c"]["alpha"]
-    for method in DISTILLERS:
-        grid = {**tune_grid(method, alpha_), **tune_grid(method, alpha_, "instance")}
-        for positives in ("class", "instance"):
-            for fixed in (False, True):  # one stack per step: teacher mode x positives
-                runner.run_many(method, [
-                    (f"{s} @ all", o, {"size": None, "setting": s}) for s, o in grid.items()
-                    if ("online" in s) != fixed
-                    and (positives == "instance") == ("instance" in s)])
 
 
 def rule_c_verify(runner: Runner, chosen: dict) -> None:
@@ -302,8 +290,8 @@ def main() -> None:
                 lead(runner, chosen)
             elif part == "rulec":
                 rule_c(runner, chosen)
-            elif part == "rulec_demo":
-                rule_c_demo(runner, chosen)
+            elif part == "rulec_demo":  # rule C, part 2
+                tune(runner, chosen["rule_c"]["alpha"], ("class", "instance"))
             elif part == "rulec_verify":
                 rule_c_verify(runner, chosen)
             else:
