@@ -60,20 +60,26 @@ def rnn_cells(rnn: nn.GRU | nn.LSTM, x: torch.Tensor) -> torch.Tensor:
     c = h
     outs = []
     # as few ops per step as the equations allow: under vmap every op costs the same
-    # whatever its size, and the step loop is the stack's hot path
-    for t in range(x.shape[1]):
-        gh = torch.nn.functional.linear(h, w_hh, b_hh)  # (B, G*H)
-        if isinstance(rnn, nn.LSTM):
-            gates = gi[:, t] + gh
+    # whatever its size, and the step loop is the stack's hot path. The input gates are
+    # cut into per-step pieces once, by unbind/split (backward: one stack/cat), not by
+    # indexing gi every step (each index's backward fills a zero tensor of gi's size).
+    if isinstance(rnn, nn.LSTM):
+        steps = gi.unbind(1)  # T x (B, 4H)
+        for gates_in in steps:
+            gates = gates_in + torch.nn.functional.linear(h, w_hh, b_hh)  # (B, 4H)
             ifo = torch.sigmoid(torch.cat([gates[:, :2 * hidden], gates[:, 3 * hidden:]], 1))
             i, f, o = ifo.chunk(3, dim=1)
             c = f * c + i * torch.tanh(gates[:, 2 * hidden:3 * hidden])
             h = o * torch.tanh(c)
-        else:
-            rz = torch.sigmoid(gi[:, t, :2 * hidden] + gh[:, :2 * hidden])  # r, z: (B, 2H)
-            r, z = rz.chunk(2, dim=1)
-            n = torch.tanh(gi[:, t, 2 * hidden:] + r * gh[:, 2 * hidden:])
-            h = n + z * (h - n)  # (1 - z) n + z h
+            outs.append(h)
+        return torch.stack(outs, dim=1)  # (B, T, H)
+    gi_rz, gi_n = gi.split([2 * hidden, hidden], dim=2)  # (B, T, 2H), (B, T, H)
+    for rz_in, n_in in zip(gi_rz.unbind(1), gi_n.unbind(1), strict=True):
+        gh = torch.nn.functional.linear(h, w_hh, b_hh)  # (B, 3H)
+        gh_rz, gh_n = gh.split([2 * hidden, hidden], dim=1)  # (B, 2H), (B, H)
+        r, z = torch.sigmoid(rz_in + gh_rz).chunk(2, dim=1)  # r, z: (B, H) each
+        n = torch.tanh(n_in + r * gh_n)  # (B, H)
+        h = n + z * (h - n)  # (1 - z) n + z h
         outs.append(h)
     return torch.stack(outs, dim=1)  # (B, T, H)
 
@@ -148,7 +154,9 @@ class SequenceEncoder(nn.Module):
         self.std.copy_(torch.as_tensor(std, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean) / self.std  # (B, T, D)
+        # in place after the subtraction: one fresh (B, T, D) tensor, not two (at a
+        # stack's sizes each is a fresh mmap whose pages fault in); the same values
+        x = (x - self.mean).div_(self.std)  # (B, T, D)
         mask = step_mask(lengths, x.shape[1])  # (B, T)
         if self.kind in ("pool", "mlp"):
             m = mask[:, :, None].to(x.dtype)  # (B, T, 1)

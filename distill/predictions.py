@@ -9,6 +9,7 @@ what depends on it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from amid.config import Config
 from amid.distill.data import TrainData
 from amid.distill.inference import save_module
-from amid.distill.methods.base import Method
+from amid.distill.methods.base import Method, Prediction
 from amid.errors import CacheError
 from amid.storage import hdf5_estimate, replace_atomically
 
@@ -35,21 +36,28 @@ def predict_split(method: Method, data: TrainData, rows: torch.Tensor, batch_siz
     """Run `method.predict` over `rows` in eval mode; float32 results on the device."""
     was_training = method.training
     method.eval()
+    try:
+        chunks = []
+        for start in range(0, int(rows.shape[0]), batch_size):
+            batch = data.batch(rows[start:start + batch_size])
+            with autocast if autocast is not None else contextlib.nullcontext():
+                chunks.append(method.predict(batch))
+    finally:
+        method.train(was_training)
+    return as_split(chunks, data.labels[rows], data.aux_present[rows])
+
+
+def as_split(chunks: list[Prediction], labels: torch.Tensor, present: torch.Tensor) -> Split:
+    """Consecutive chunks of `Method.predict` (role -> (emb (b, d), logits (b, C))) as one
+    split: `<role>_emb`, `<role>_logits` in float32, with the rows' labels and presence."""
     parts: dict[str, list[torch.Tensor]] = {}
-    for start in range(0, int(rows.shape[0]), batch_size):
-        batch = data.batch(rows[start:start + batch_size])
-        if autocast is None:
-            pred = method.predict(batch)
-        else:
-            with autocast:
-                pred = method.predict(batch)
+    for pred in chunks:
         for role, (emb, logits) in pred.items():
             parts.setdefault(f"{role}_emb", []).append(emb.float())  # (b, d)
             parts.setdefault(f"{role}_logits", []).append(logits.float())  # (b, C)
-    method.train(was_training)
     out = {k: torch.cat(v) for k, v in parts.items()}
-    out["labels"] = data.labels[rows]
-    out["present"] = data.aux_present[rows]
+    out["labels"] = labels
+    out["present"] = present
     return out
 
 

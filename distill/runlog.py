@@ -23,8 +23,13 @@ def open_live(run: Path, history: list[dict[str, float]]) -> Any:
 
     try:
         live = Live(dir=str(run / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None)
+        # replayed rows are written as they were logged (each TSV row under its epoch),
+        # with one summary at the end: `next_step` per row would rewrite the summary and
+        # re-read every TSV each time (dvclive's Studio update), quadratic in the epochs
         for row in history:
-            log_epoch(live, row)
+            _log_row(live, row)
+        if history:
+            live.make_summary()
     except (OSError, sqlite3.Error) as exc:  # a read-only or full run folder
         raise AmidError(f"cannot write the training history in {run / 'dvclive'}: "
                         f"{getattr(exc, 'strerror', None) or exc}") from None
@@ -32,15 +37,20 @@ def open_live(run: Path, history: list[dict[str, float]]) -> Any:
 
 
 def log_epoch(live: Any, row: dict[str, float]) -> None:
+    """One finished epoch, as it ends: its row, then dvclive's step (summary, Studio)."""
     try:
-        live.step = int(row["epoch"])
-        for name, value in row.items():
-            if name != "epoch":
-                live.log_metric(name, value)
+        _log_row(live, row)
         live.next_step()
     except OSError as exc:
         raise AmidError(f"cannot write the training history in {live.dir}: "
                         f"{exc.strerror or exc}") from None
+
+
+def _log_row(live: Any, row: dict[str, float]) -> None:
+    live.step = int(row["epoch"])
+    for name, value in row.items():
+        if name != "epoch":
+            live.log_metric(name, value)
 
 
 def run_header(name: str, members: list[Any], device: torch.device, amp: bool,

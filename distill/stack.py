@@ -46,7 +46,7 @@ from torch.func import functional_call, vmap
 from amid.distill.data import Batch, TrainData
 from amid.distill.methods.base import Method, Outputs
 from amid.distill.models import unrolled_rnns
-from amid.distill.predictions import predict_split
+from amid.distill.predictions import as_split, predict_split
 from amid.typed import per_member_keys
 
 Tensor = torch.Tensor
@@ -234,8 +234,9 @@ class Stack:
             ctx.opts = shared
 
     def _vmap(self, what: str, batch: dict[str, Any], *args: Any, epoch: int | None = None,
-              tap: Tensor | None = None) -> Any:
-        """vmap `method.<what>(Batch, *args[, epoch])` over the members (args: (M, ...))."""
+              tap: Tensor | None = None, shared: bool = False) -> Any:
+        """vmap `method.<what>(Batch, *args[, epoch])` over the members (args: (M, ...));
+        `shared`: one batch (B, ...) read by every member, not theirs (M, B, ...)."""
         student = self.template.student
 
         def one(state: dict[str, Tensor], hp: dict[str, Tensor], b: dict[str, Any],
@@ -250,7 +251,7 @@ class Stack:
             finally:
                 student.tap = None
 
-        dims = (0, 0, 0, None if tap is None else 0, *[0] * len(args))
+        dims = (0, 0, None if shared else 0, None if tap is None else 0, *[0] * len(args))
         with unrolled_rnns():
             return vmap(one, in_dims=dims, randomness="different")(
                 self._state, self.per_member, batch, tap, *args)
@@ -310,9 +311,30 @@ class Stack:
         self.restack()
         return extras
 
+    @torch.no_grad()
     def predict(self, rows: list[Tensor], batch_size: int, autocast: Any) -> list[dict]:
-        """Each member's eval-mode predictions through its own modules (fused RNN kernels,
-        the lone run's code path; one member at a time bounds memory too)."""
-        self.sync()
-        return [predict_split(m, d, r, batch_size, autocast)
-                for m, d, r in zip(self.members, self.datas, rows, strict=True)]
+        """Every member's eval-mode predictions on its rows, as `predict_split` gives them.
+
+        Members that score the same rows (a shared validation split: the usual case) run
+        together under vmap, each chunk of rows gathered once for all; a chunk holds
+        `batch_size // M` rows, so a stacked chunk is no larger than a lone run's. Members
+        with rows of their own (training subsets) run one by one through their modules.
+        """
+        if any(not torch.equal(r, rows[0]) for r in rows[1:]):
+            self.sync()
+            return [predict_split(m, d, r, batch_size, autocast)
+                    for m, d, r in zip(self.members, self.datas, rows, strict=True)]
+        d, shared = self.data, rows[0]
+        was_training = self.template.training
+        self.template.eval()  # the vmapped calls read the template's modes (dropout off)
+        try:
+            chunks = []
+            for start in range(0, int(shared.shape[0]), max(1, batch_size // self.size)):
+                idx = shared[start:start + max(1, batch_size // self.size)]  # (b,)
+                with autocast if autocast is not None else contextlib.nullcontext():
+                    chunks.append(self._vmap("predict", self.batch(idx), shared=True))
+        finally:
+            self.template.train(was_training)
+        # role -> (emb (M, b, d), logits (M, b, C)) per chunk; each member its row
+        return [as_split([{role: (e[m], lg[m]) for role, (e, lg) in c.items()} for c in chunks],
+                         d.labels[shared], d.aux_present[shared]) for m in range(self.size)]

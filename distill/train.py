@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from amid.config import Config
-from amid.devices import amp_allowed
+from amid.devices import amp_allowed, keep_large_blocks_in_heap
 from amid.devices import resolve_device as _resolve
 from amid.distill import diagnostics
 from amid.distill.checkpoint import (
@@ -168,6 +168,8 @@ def _train(name: str, members: list[Member], data: TrainData | None, live: bool,
     tc = members[0].cfg.train
     # ---------------------------------------------------------------- setup
     device = resolve_device(tc.device)
+    if device.type == "cpu":
+        keep_large_blocks_in_heap()  # large batches reused, not faulted in afresh
     if data is None:
         data = data_from_config(members[0].cfg, device)
     use_amp, autocast = mixed_precision(device, tc.amp)
