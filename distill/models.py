@@ -64,12 +64,11 @@ def rnn_cells(rnn: nn.GRU | nn.LSTM, x: torch.Tensor) -> torch.Tensor:
     # cut into per-step pieces once, by unbind/split (backward: one stack/cat), not by
     # indexing gi every step (each index's backward fills a zero tensor of gi's size).
     if isinstance(rnn, nn.LSTM):
-        steps = gi.unbind(1)  # T x (B, 4H)
-        for gates_in in steps:
+        for gates_in in gi.unbind(1):  # T x (B, 4H)
             gates = gates_in + torch.nn.functional.linear(h, w_hh, b_hh)  # (B, 4H)
-            ifo = torch.sigmoid(torch.cat([gates[:, :2 * hidden], gates[:, 3 * hidden:]], 1))
-            i, f, o = ifo.chunk(3, dim=1)
-            c = f * c + i * torch.tanh(gates[:, 2 * hidden:3 * hidden])
+            if_, g, o_ = gates.split([2 * hidden, hidden, hidden], dim=1)  # (B, 2H), (B, H) x 2
+            i, f, o = torch.sigmoid(torch.cat([if_, o_], 1)).chunk(3, dim=1)  # (B, H) each
+            c = f * c + i * torch.tanh(g)
             h = o * torch.tanh(c)
             outs.append(h)
         return torch.stack(outs, dim=1)  # (B, T, H)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -30,21 +31,30 @@ from amid.storage import hdf5_estimate, replace_atomically
 Split = dict[str, torch.Tensor]  # labels, present, student_emb/logits, teacher_emb/logits
 
 
-@torch.no_grad()
 def predict_split(method: Method, data: TrainData, rows: torch.Tensor, batch_size: int,
                   autocast: AbstractContextManager | None = None) -> Split:
     """Run `method.predict` over `rows` in eval mode; float32 results on the device."""
-    was_training = method.training
-    method.eval()
+    chunks = predict_chunks(method, method.predict, data.batch, rows, batch_size, autocast)
+    return as_split(chunks, data.labels[rows], data.aux_present[rows])
+
+
+@torch.no_grad()
+def predict_chunks(module: torch.nn.Module, predict: Callable[[Any], Any],
+                   batch_of: Callable[[torch.Tensor], Any], rows: torch.Tensor, chunk: int,
+                   autocast: AbstractContextManager | None = None) -> list[Any]:
+    """`predict(batch_of(idx))` for consecutive chunks `idx` of `rows`, with `module` (whose
+    modes the calls read) in eval mode meanwhile and its mode given back after."""
+    was_training = module.training
+    module.eval()
     try:
         chunks = []
-        for start in range(0, int(rows.shape[0]), batch_size):
-            batch = data.batch(rows[start:start + batch_size])
+        for start in range(0, int(rows.shape[0]), chunk):
+            batch = batch_of(rows[start:start + chunk])
             with autocast if autocast is not None else contextlib.nullcontext():
-                chunks.append(method.predict(batch))
+                chunks.append(predict(batch))
+        return chunks
     finally:
-        method.train(was_training)
-    return as_split(chunks, data.labels[rows], data.aux_present[rows])
+        module.train(was_training)
 
 
 def as_split(chunks: list[Prediction], labels: torch.Tensor, present: torch.Tensor) -> Split:

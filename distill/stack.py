@@ -46,7 +46,7 @@ from torch.func import functional_call, vmap
 from amid.distill.data import Batch, TrainData
 from amid.distill.methods.base import Method, Outputs
 from amid.distill.models import unrolled_rnns
-from amid.distill.predictions import as_split, predict_split
+from amid.distill.predictions import as_split, predict_chunks, predict_split
 from amid.typed import per_member_keys
 
 Tensor = torch.Tensor
@@ -311,7 +311,6 @@ class Stack:
         self.restack()
         return extras
 
-    @torch.no_grad()
     def predict(self, rows: list[Tensor], batch_size: int, autocast: Any) -> list[dict]:
         """Every member's eval-mode predictions on its rows, as `predict_split` gives them.
 
@@ -325,16 +324,9 @@ class Stack:
             return [predict_split(m, d, r, batch_size, autocast)
                     for m, d, r in zip(self.members, self.datas, rows, strict=True)]
         d, shared = self.data, rows[0]
-        was_training = self.template.training
-        self.template.eval()  # the vmapped calls read the template's modes (dropout off)
-        try:
-            chunks = []
-            for start in range(0, int(shared.shape[0]), max(1, batch_size // self.size)):
-                idx = shared[start:start + max(1, batch_size // self.size)]  # (b,)
-                with autocast if autocast is not None else contextlib.nullcontext():
-                    chunks.append(self._vmap("predict", self.batch(idx), shared=True))
-        finally:
-            self.template.train(was_training)
+        chunks = predict_chunks(  # the template's modes are what the vmapped calls read
+            self.template, lambda batch: self._vmap("predict", batch, shared=True),
+            self.batch, shared, max(1, batch_size // self.size), autocast)
         # role -> (emb (M, b, d), logits (M, b, C)) per chunk; each member its row
         return [as_split([{role: (e[m], lg[m]) for role, (e, lg) in c.items()} for c in chunks],
                          d.labels[shared], d.aux_present[shared]) for m in range(self.size)]
