@@ -104,13 +104,19 @@ def identity_differences(expected: dict[str, Any], found: dict[str, Any],
     return out
 
 
-@functools.lru_cache(maxsize=1)
-def _library_versions() -> str:
+# Every cache records these versions: h5py writes the file, numpy holds the features.
+# The extractor adds its own (`Extractor.LIBRARIES`); nothing else, so a cache's bytes
+# change only with a library that can change them (not with amid's own version either).
+BASE_LIBRARIES = ("h5py", "numpy")
+
+
+@functools.cache
+def _library_versions(libraries: tuple[str, ...] = ()) -> str:
     # cached: the metadata lookups cost ~13 ms, paid on every shard otherwise
     import importlib.metadata as md
 
     versions = {}
-    for name in ("amid", "torch", "torchaudio", "transformers", "timm", "h5py", "numpy"):
+    for name in sorted({*BASE_LIBRARIES, *libraries}):
         try:
             versions[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -200,20 +206,15 @@ def read_cache(path: str | Path, *, require_complete: bool = True) -> FeatureCac
     path = Path(path)
     with _open(path) as f:
         attrs = _check_layout(path, f, require_complete)
+        _check_shapes(path, f)
         ids = _ids(f)
         offsets = np.asarray(f["offsets"][...], dtype=np.int64)
         features = np.asarray(f["features"][...])
         sources = _sources(f)
     n = len(ids)
-    if sources is not None and len(sources) != n:
-        raise CacheError(f"{path}: /{SOURCES} has {len(sources)} entries for {n} ids")
-    if features.ndim != 2:
-        raise CacheError(f"{path}: /features must be 2-D (steps, dim), has shape {features.shape}")
     if features.dtype not in (np.float16, np.float32):
         raise CacheError(f"{path}: /features must be float16 or float32, is {features.dtype}")
-    if offsets.shape != (n + 1,) or offsets[0] != 0:
-        raise CacheError(f"{path}: /offsets must have n+1 = {n + 1} entries starting at 0")
-    if np.any(np.diff(offsets) < 0) or offsets[-1] != features.shape[0]:
+    if np.any(np.diff(offsets) < 0):
         raise CacheError(f"{path}: /offsets must be non-decreasing and end at {features.shape[0]}")
     if "feature_dim" in attrs and int(attrs["feature_dim"]) != features.shape[1]:
         raise CacheError(
@@ -259,16 +260,33 @@ def read_ids(path: str | Path) -> list[str]:
 
 
 def read_info(path: str | Path) -> dict[str, Any]:
-    """Attributes and sizes of a cache without loading its features."""
+    """Attributes and sizes of a cache, its layout checked as loading checks it.
+
+    From shapes and the ends of `/offsets` alone (no feature is read); an
+    unfinished cache (`complete = false`) is still described.
+    """
     path = Path(path)
     with _open(path) as f:
-        attrs = {k: attr_value(v) for k, v in f.attrs.items()}
-        _check_version(path, attrs)  # a newer layout may mean other things by the same names
+        attrs = _check_layout(path, f, require_complete=False)
+        _check_shapes(path, f)
         for name in (*_REQUIRED, SOURCES):
             if name in f:
                 attrs[f"/{name}"] = f"{f[name].shape} {f[name].dtype}"
     attrs["errors"] = len(read_errors(path))
     return attrs
+
+
+def _check_shapes(path: Path, f: h5py.File) -> None:
+    """`read_cache`'s layout rules that need no feature values."""
+    n, features, offsets = len(f["ids"]), f["features"], f["offsets"]
+    if len(features.shape) != 2:
+        raise CacheError(f"{path}: /features must be 2-D (steps, dim), has shape {features.shape}")
+    if offsets.shape != (n + 1,) or int(offsets[0]) != 0:
+        raise CacheError(f"{path}: /offsets must have n+1 = {n + 1} entries starting at 0")
+    if int(offsets[-1]) != features.shape[0]:
+        raise CacheError(f"{path}: /offsets must be non-decreasing and end at {features.shape[0]}")
+    if SOURCES in f and len(f[SOURCES]) != n:
+        raise CacheError(f"{path}: /{SOURCES} has {len(f[SOURCES])} entries for {n} ids")
 
 
 # --------------------------------------------------------------------- writing
@@ -284,11 +302,13 @@ def write_cache(
     extra_attrs: dict[str, Any] | None = None,
     sources: Sequence[str] | None = None,
     fault: str = "",
+    libraries: Sequence[str] = (),
 ) -> Path:
     """Write a whole cache atomically (temporary file, then rename).
 
     `identity` holds `modality`, `extractor`, `model` and `params` (a dict);
-    `sources`, one fingerprint per id, becomes `/sources`.
+    `sources`, one fingerprint per id, becomes `/sources`; `libraries` (the
+    extractor's `LIBRARIES`) join `BASE_LIBRARIES` in `library_versions`.
     """
     path = Path(path)
     if len(ids) != len(sequences):
@@ -305,7 +325,7 @@ def write_cache(
     lengths = [len(s) for s in sequences]
     return write_cache_streaming(path, ids, lengths, {**identity, "feature_dim": dim}, fill,
                                  dtype=dtype, complete=complete, extra_attrs=extra_attrs,
-                                 sources=sources, fault=fault)
+                                 sources=sources, fault=fault, libraries=libraries)
 
 
 def write_cache_streaming(
@@ -320,6 +340,7 @@ def write_cache_streaming(
     extra_attrs: dict[str, Any] | None = None,
     sources: Sequence[str] | None = None,
     fault: str = "",
+    libraries: Sequence[str] = (),
 ) -> Path:
     """Write a cache whose features `fill(features_dataset, offsets)` writes piece by piece.
 
@@ -368,7 +389,7 @@ def write_cache_streaming(
                 "identity": identity_hash({**identity, "params": params, "model": model}),
                 "feature_dim": dim,
                 "complete": bool(complete),
-                "library_versions": _library_versions(),
+                "library_versions": _library_versions(tuple(libraries)),
                 **dict(sorted((extra_attrs or {}).items())),
             }
             for key, value in attrs.items():  # one fixed order: the bytes depend on it

@@ -52,7 +52,7 @@ class CacheWriter:
 
     Usage::
 
-        with CacheWriter(path, identity) as w:
+        with CacheWriter(path, identity, libraries=extractor.LIBRARIES) as w:
             todo = [i for i in ids if w.sources.get(i) != source_of[i]]
             for sid, feats in ...: w.add(sid, feats, source)   # or w.add_error(sid, why, source)
             w.finalize(order=ids)
@@ -65,9 +65,12 @@ class CacheWriter:
         *,
         dtype: str = "float32",
         shard_size: int = 64,
+        libraries: Sequence[str] = (),
     ) -> None:
         self.path = Path(path)
         self.identity = {k: identity[k] for k in _IDENTITY_KEYS}
+        # whose versions the cache records (amid.cache.write_cache): the extractor's
+        self.libraries = tuple(libraries)
         self.dtype = dtype
         self.shard_size = shard_size
         self.parts = Path(f"{self.path}.parts")
@@ -169,6 +172,7 @@ class CacheWriter:
             {**self.identity, "feature_dim": existing.feature_dim},
             dtype=self.dtype,
             sources=[sources[k] for k in chosen],
+            libraries=self.libraries,
         )
         self.done.update(existing.ids[k] for k in chosen)
         self.sources.update((existing.ids[k], sources[k]) for k in chosen)
@@ -203,7 +207,7 @@ class CacheWriter:
         ids, seqs, sources = zip(*self._buffer, strict=True)
         identity = {**self.identity, "feature_dim": seqs[0].shape[1]}
         write_cache(self._next_shard(), ids, seqs, identity, dtype=self.dtype, sources=sources,
-                    fault="shard")
+                    fault="shard", libraries=self.libraries)
         self._buffer.clear()
 
     def finalize(self, order: Sequence[str]) -> tuple[Path, int]:
@@ -254,7 +258,8 @@ class CacheWriter:
         lengths = [where[s][2] - where[s][1] for s in ids]
         identity = {**self.identity, "feature_dim": dim}
         write_cache_streaming(self.path, ids, lengths, identity, fill, dtype=self.dtype,
-                              sources=[self.sources.get(s, "") for s in ids], fault="final")
+                              sources=[self.sources.get(s, "") for s in ids], fault="final",
+                              libraries=self.libraries)
         # after the cache: a failed cache write keeps the old cache and its sidecar together
         write_errors(self.path, errors)
         self._remove_parts()

@@ -4,7 +4,8 @@ One style everywhere:
 
 - `-p/--params FILE` the configuration, `-S/--set key=value` an override
   (repeatable), `-o/--out PATH` the output, `-q/--quiet` only warnings and
-  errors (third-party progress bars included).
+  errors (third-party progress bars included). A command with subcommands
+  takes `-p` and `-S` before the subcommand too (`group_options`).
 - A mistake the user can fix prints ONE line, `<prog>: error: <message>`, on
   stderr and exits with status 2; anything else is a bug and keeps its
   traceback. `errors(prog)` does this around a command body.
@@ -39,6 +40,30 @@ def set_option() -> list[str]:
 
 def quiet_option() -> bool:
     return typer.Option(False, "--quiet", "-q", help=QUIET_HELP)
+
+
+def group_callback(ctx: typer.Context, params: Path | None = typer.Option(
+        None, "--params", "-p", help=PARAMS_HELP + " Here or after the command."),
+        overrides: list[str] = typer.Option(
+            [], "--set", "-S", help=SET_HELP + " Here or after the command.")) -> None:
+    """The group's own `-p`/`-S` (`amid-extract -p FILE run`), kept for the subcommand."""
+    ctx.obj = {"params": params, "overrides": list(overrides)}
+
+
+def group_options(ctx: typer.Context, params: Path | None,
+                  overrides: list[str]) -> tuple[Path | None, list[str]]:
+    """A subcommand's `-p`/`-S`, with those given before the subcommand.
+
+    `-p` after the subcommand wins over one before it; `-S` before it come first,
+    so a later `-S` on the same key wins, as it does within one list.
+    """
+    given = (ctx.parent.obj if ctx.parent is not None else None) or {}
+    before = given.get("params")
+    # by name: typer vendors its own click, whose ParameterSource is another class
+    source = ctx.get_parameter_source("params")
+    if before is not None and getattr(source, "name", None) == "DEFAULT":
+        params = before
+    return params, [*given.get("overrides", []), *overrides]
 
 
 def fail(prog: str, message: str) -> typer.Exit:

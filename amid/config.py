@@ -18,6 +18,7 @@ this module keeps that section as plain data and lets
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,16 +27,23 @@ from typing import Any, Literal
 import yaml
 
 from amid.errors import ConfigError
+from amid.sizes import check_demo_size, check_model_size
 from amid.typed import (
+    PATH_COMPONENT,
+    SEED,
+    SEED_MAX,
     SPLIT,
     above,
     apply_override,
     at_least,
+    check_path_component,
     from_dict,
     in_unit,
     option,
     parse_yaml,
 )
+
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- sections
 
@@ -48,23 +56,25 @@ class DemoConfig:
     n_per_class: int = option(60, check=at_least(5))  # 10 classes; 60/20/20 % train/val/test
     frames: int = option(6, check=at_least(1))  # frames per video
     frame_size: int = option(32, check=at_least(8))  # pixels, square
-    visual_noise: float = 0.9  # std of per-frame pixel noise (image in [0, 1])
-    visual_blur: float = 1.2  # Gaussian blur sigma (8x8 digit pixels)
+    # std of per-frame pixel noise (image in [0, 1])
+    visual_noise: float = option(0.9, check=at_least(0))
+    visual_blur: float = option(1.2, check=at_least(0))  # Gaussian blur sigma (8x8 digit pixels)
     sample_rate: int = option(16000, check=at_least(8000))
     duration: float = option(0.5, check=above(0))  # seconds of audio per sample
-    audio_noise: float = 0.6  # std of white noise (tone amplitude 1)
-    text_noise: float = 0.3  # chance a transcript's cue word is replaced
+    audio_noise: float = option(0.6, check=at_least(0))  # std of white noise (tone amplitude 1)
+    # chance a transcript's cue word is replaced
+    text_noise: float = option(0.3, check=(lambda v: 0 <= v <= 1, "in [0, 1]"))
     # fraction of training annotations that name a wrong class (the media show the true
     # one; validation and test stay correct): noisy labels a teacher can see through
     label_noise: float = option(0.0, check=in_unit())
-    seed: int = 0
+    seed: int = option(0, check=SEED)
 
 
 @dataclass
 class DatasetConfig:
     """Which manifest, which cache folder, which modalities play which role."""
 
-    name: str = "demo"
+    name: str = option("demo", check=PATH_COMPONENT)  # the cache's folder under cache_dir
     adapter: str = "demo"  # how `amid-extract prepare` reads the layout (or "csv")
     adapter_options: dict[str, Any] = option({})
     root: str = "data/demo"
@@ -100,7 +110,8 @@ class ModelConfig:
     dim: int = option(128, check=at_least(1))  # representation dimension d
     hidden: int = option(128, check=at_least(1))  # hidden width of RNNs and MLPs
     student: Literal["gru", "lstm", "pool"] = "gru"
-    rnn_layers: int = option(1, check=at_least(1))
+    # layers run one after another, each its own module: deeper stacks are a typo
+    rnn_layers: int = option(1, check=(lambda v: 1 <= v <= 100, "in [1, 100]"))
     bidirectional: bool = False
     dropout: float = option(0.1, check=in_unit())
     teacher_encoders: Literal["shared", "separate"] = "shared"
@@ -118,7 +129,7 @@ class TrainConfig:
     lr: float = option(1e-3, check=above(0), per_member=True)
     weight_decay: float = option(1e-4, check=at_least(0), per_member=True)
     disc_lr: float = option(1e-4, check=above(0), per_member=True)  # discriminators' Adam
-    seed: int = option(0, per_member=True)
+    seed: int = option(0, check=SEED, per_member=True)
     device: str = "auto"
     amp: bool = True  # bf16 autocast, on CUDA only
     eval_batch_size: int = option(512, check=at_least(1))
@@ -153,8 +164,8 @@ class PipelineConfig:
     # each method trained again with these train.seed values (stages train-seed@<m>-<k>,
     # runs/<m>_seed<k>); the report gives mean ± std over train.seed and these
     repeat_seeds: list[int] = option(
-        [], check=(lambda v: len(set(v)) == len(v) and min(v, default=0) >= 0,
-                   "distinct seeds >= 0"))
+        [], check=(lambda v: len(set(v)) == len(v) and all(0 <= s <= SEED_MAX for s in v),
+                   f"distinct seeds in [0, {SEED_MAX}]"))
 
 
 @dataclass
@@ -167,7 +178,7 @@ class SweepConfig:
     `dvc exp run -S sweeps.NAME.grid.train.seed=[0,1]` edits one axis.
     """
 
-    method: str = "amid"
+    method: str = option("amid", check=PATH_COMPONENT)
     grid: dict[str, Any] = option({})
 
 
@@ -215,6 +226,15 @@ def moved_key(dotted: str) -> str | None:
 
 def validate(cfg: Config) -> Config:
     """Rules that join several keys."""
+    # names that become one part of a path (cache folders, stage and run names)
+    for modality in cfg.extract:
+        check_path_component(modality, f"extract.{modality}")
+    for name in cfg.sweeps:
+        check_path_component(name, f"sweeps.{name}")
+    for i, method in enumerate(cfg.pipeline.methods):
+        check_path_component(method, f"pipeline.methods[{i}]")
+    check_model_size(cfg.train.model)
+    check_demo_size(cfg.demo)
     for role in ("target", "auxiliary"):
         for modality in getattr(cfg.dataset, role):
             if modality not in cfg.extract:
@@ -258,6 +278,46 @@ def read_params(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _extractors(data: dict[str, Any]) -> dict[str, Any]:
+    sections = data.get("extract")
+    if not isinstance(sections, dict):
+        return {}
+    default = ModalityExtractConfig.extractor
+    return {m: v.get("extractor", default) for m, v in sections.items() if isinstance(v, dict)}
+
+
+def _override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one `--set`; a modality given a new extractor starts from that one's parameters.
+
+    A mapping merges into its section, but the old extractor's parameters mean
+    nothing to a new one (`extract.audio={extractor: panns-cnn14}` over logmel's
+    `n_mels`), and no `--set` could remove them: they are dropped, with a warning,
+    keeping only the parameters this override gives.
+    """
+    before = _extractors(data)
+    apply_override(data, assignment)
+    given: dict[str, Any] = {}
+    apply_override(given, assignment)  # what this override alone sets
+    for modality, new in _extractors(data).items():
+        old = before.get(modality)
+        section = data["extract"][modality]
+        if old is None or new == old or not isinstance(section.get("params"), dict):
+            continue
+        own = _extractors_params(given, modality)
+        dropped = sorted(set(section["params"]) - set(own))
+        section["params"] = own
+        if dropped:
+            log.warning("--set %s: extract.%s.extractor is now %r; extract.%s.params %s "
+                        "belonged to %r and are dropped (%r starts from its own defaults)",
+                        assignment, modality, new, modality, ", ".join(dropped), old, new)
+
+
+def _extractors_params(given: dict[str, Any], modality: str) -> dict[str, Any]:
+    section = (given.get("extract") or {}).get(modality)
+    params = section.get("params") if isinstance(section, dict) else None
+    return dict(params) if isinstance(params, dict) else {}
+
+
 def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = None, *,
                 check: Callable[[Config], None] | None = None) -> Config:
     """Read `params.yaml`, apply `key=value` overrides, check everything.
@@ -280,7 +340,7 @@ def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = 
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     for assignment in overrides or []:
-        apply_override(data, assignment)
+        _override(data, assignment)
         try:
             cfg = build(data)
         except ConfigError as exc:

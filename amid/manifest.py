@@ -84,22 +84,39 @@ class Manifest:
         return self.root / value if value else None
 
     def split_mask(self, split: str, fold: int | None = None) -> np.ndarray:
-        """Boolean mask of a split; with `fold`, that fold is `test`, the rest `train`."""
+        """Boolean mask of a split; with `fold`, that fold is `test`, the rest `train`.
+
+        Every row must carry what the mode reads: a `split` without `fold`, a
+        `fold` with it. A row that has only the other one would otherwise be
+        dropped without a word (or reach numpy as pandas' NA).
+        """
         if fold is None:
             if (self.df["split"] == "").all():
                 raise ManifestError(
                     f"{self.path}: the manifest uses folds (no split column values); "
                     "set dataset.fold to the held-out fold"
                 )
+            bad = self.df.index[self.df["split"] == ""]
+            if len(bad):
+                raise ManifestError(
+                    f"{self.path}: no `split` on line(s) {_lines(bad)} (they have a `fold`) "
+                    "while other rows have one; give every row a split, or set dataset.fold "
+                    "and give every row a fold")
             return (self.df["split"] == split).to_numpy()
         folds = self.df["fold"]
         if not (folds == fold).any():
             known = sorted(set(folds.dropna().astype(int)))
             raise ManifestError(f"{self.path}: fold {fold} does not exist; folds: {known}")
+        bad = self.df.index[folds.isna()]
+        if len(bad):
+            raise ManifestError(
+                f"{self.path}: dataset.fold is {fold}, but there is no `fold` on line(s) "
+                f"{_lines(bad)} (they have only a split); give every row a fold, or set "
+                "dataset.fold to null to use the split column")
         if split == "test":
-            return (folds == fold).to_numpy()
+            return (folds == fold).to_numpy(dtype=bool)
         if split == "train":
-            return (folds != fold).to_numpy()
+            return (folds != fold).to_numpy(dtype=bool)
         return np.zeros(len(self.df), dtype=bool)
 
 
@@ -121,7 +138,7 @@ def read_manifest(
         raise ManifestError(f"manifest {path.absolute()} is a folder, not a CSV file")
     try:
         if path.suffix == ".parquet":
-            df = pd.read_parquet(path)
+            df = _read_parquet(path)
         else:
             df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -138,6 +155,14 @@ def read_manifest(
         raise ManifestError(f"{path}: cannot be read as a table: {_ragged(path)}")
     return Manifest(validate(df, str(path), root, check_media=check_media,
                              require_labels=require_labels), path, root)
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except ImportError:  # pandas' own message is several lines about two engines
+        raise ManifestError(f"{path}: reading a Parquet manifest needs pyarrow (pip install "
+                            "pyarrow), or write the manifest as CSV") from None
 
 
 def _ragged(path: Path) -> str:

@@ -2,7 +2,9 @@
 
 A reader, or a later run, sees the old file or the new one, never half of
 one: the bytes go to a temporary name beside the target (`.<name>.<pid>.tmp`)
-and are renamed over it only once complete. A write that fails (read-only
+and are renamed over it only once complete (a name too long for that, past
+the 255-byte file-name limit, gets a temporary of its first bytes and a hash
+of the whole, so every legal name can be written). A write that fails (read-only
 folder, full disk, a folder where the file should be) raises one `AmidError`
 naming the file, removes the temporary and keeps the previous good file.
 Temporaries of killed writers (their pid no longer runs) are removed by the
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
@@ -28,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from amid.errors import OutputError
+from amid.faults import fault_point
 
 NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 _TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
@@ -82,13 +86,14 @@ def _alive(pid: int) -> bool:
 def remove_stale_temporaries(path: str | Path) -> None:
     """Delete `.<name>.<pid>.tmp` beside `path` left by writers that no longer run."""
     path = Path(path)
+    stem = temporary_stem(path.name)
     try:
-        siblings = list(path.parent.glob(f".{glob_escape(path.name)}.*.tmp"))
+        siblings = list(path.parent.glob(f".{glob_escape(stem)}.*.tmp"))
     except OSError:
         return
     for tmp in siblings:
         match = _TMP.match(tmp.name)
-        if match and match["name"] == path.name and not _alive(int(match["pid"])):
+        if match and match["name"] == stem and not _alive(int(match["pid"])):
             with contextlib.suppress(OSError):
                 tmp.unlink()
 
@@ -97,9 +102,30 @@ def glob_escape(name: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", name)
 
 
-def temporary_name(path: str | Path) -> Path:
+NAME_MAX = 255  # bytes in one file name (ext4, XFS, btrfs; APFS and NTFS count characters)
+_PID_DIGITS = 10  # room for any pid (Linux's largest, 4194304, has 7 digits)
+
+
+def temporary_stem(name: str) -> str:
+    """What `.<stem>.<pid>.tmp` is built from: `name`, or its first bytes and a hash.
+
+    A 250-byte name is legal, but `.<name>.<pid>.tmp` adds up to 16 bytes; past
+    NAME_MAX the stem is the name's first 64 bytes (whole characters), `~` and
+    16 hex digits of the SHA-256 of the whole name: two long names never share
+    a temporary, and a stale one is still found by the next write of its file.
+    """
+    raw = os.fsencode(name)
+    if len(raw) + len("..tmp.") + _PID_DIGITS <= NAME_MAX:
+        return name
+    head = raw[:64].decode("utf-8", "ignore")  # a cut inside a character drops it
+    return f"{head}~{hashlib.sha256(raw).hexdigest()[:16]}"
+
+
+def temporary_name(path: str | Path, pid: int | None = None) -> Path:
+    """`.<stem>.<pid>.tmp` beside `path` (this process's pid unless given)."""
     path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pid = os.getpid() if pid is None else pid
+    return path.with_name(f".{temporary_stem(path.name)}.{pid}.tmp")
 
 
 @contextlib.contextmanager
@@ -156,3 +182,77 @@ def write_json(path: str | Path, obj: Any,
                failure: Callable[[str], Exception] = OutputError) -> Path:
     """Write JSON (indented, trailing newline, NaN refused) atomically."""
     return write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n", failure)
+
+
+IMMUTABLE_FLAGS = 0x10 | 0x20  # FS_IMMUTABLE_FL, FS_APPEND_FL: a rename onto it fails
+_FS_IOC_GETFLAGS = 0x80086601
+
+
+def cannot_replace(path: Path) -> str | None:
+    """Why `path` could not be replaced by a rename (its folder not writable, the file
+    immutable or append-only: `chattr +i/+a`), or None. Checked before a group's first
+    rename, so one blocked file stops the group before any of it is replaced."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"its folder {folder} is not writable"
+    if not path.exists():
+        return None
+    try:  # Linux file attributes; elsewhere (or on a file system without them) unknown
+        import array
+        import fcntl
+
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            flags = array.array("l", [0])
+            fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags)
+        finally:
+            os.close(fd)
+    except (OSError, ImportError):
+        return None
+    return "it is immutable or append-only (chattr)" if flags[0] & IMMUTABLE_FLAGS else None
+
+
+@contextlib.contextmanager
+def replace_together(
+    paths: list[Path], failure: Callable[[str], Exception] = OutputError, *,
+    reserve: list[int] | None = None,
+) -> Iterator[list[Path]]:
+    """`replace_atomically` for the outputs of one command: yield a temporary per path;
+    when the block succeeds and every destination can be replaced (`cannot_replace`),
+    rename them onto their paths one after another. A failure before the renames (a
+    write, a blocked destination) replaces none of them and keeps every previous file.
+    Only a kill between two renames can leave a mixed set: writers that must let a
+    reader tell also record a shared id in each file (predictions, exports)."""
+    paths = [Path(p) for p in paths]
+    tmps = [temporary_name(p) for p in paths]
+    current = paths[0]
+    try:
+        for path, tmp, size in zip(paths, tmps, reserve or [0] * len(paths), strict=True):
+            current = path
+            if path.is_dir():
+                raise IsADirectoryError(errno.EISDIR, "a folder of that name is in the way",
+                                        str(path))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(path)
+            if size:
+                reserve_space(tmp, size)
+        yield tmps
+        for path in paths:
+            current = path
+            why = cannot_replace(path)
+            if why:
+                raise PermissionError(errno.EPERM, why, str(path))
+        for path, tmp in zip(paths, tmps, strict=True):
+            current = path
+            os.replace(tmp, path)
+            fault_point("replaced-one")  # crash tests: between two renames of a group
+    except OSError as exc:
+        for tmp in tmps:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        raise failure(write_failure(current, exc)) from None
+    except BaseException:
+        for tmp in tmps:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        raise

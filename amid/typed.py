@@ -55,6 +55,31 @@ def in_unit(closed_right: bool = False) -> Check:
 
 SPLIT: Check = (lambda v: v in ("train", "val", "test"), "one of train, val, test")
 
+# numpy's legacy seeding (and so every library seeded from it) takes [0, 2**32 - 1]
+SEED_MAX = 2**32 - 1
+SEED: Check = (lambda v: 0 <= v <= SEED_MAX, f"in [0, {SEED_MAX}]")
+
+# A name that becomes one part of a path (`<cache_dir>/<dataset.name>/...`,
+# `runs/sweeps/<NAME>`): letters, digits and `_ - . +`, not starting with a dot
+# (no `..`, no hidden file), no separator, and short enough to leave room in a
+# 255-byte file name for what is added to it.
+_COMPONENT = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,99}")
+COMPONENT_RULE = ("one folder or file name: letters, digits, _ - . + (not first: .), "
+                  "at most 100 characters")
+
+
+def is_path_component(value: Any) -> bool:
+    return isinstance(value, str) and _COMPONENT.fullmatch(value) is not None
+
+
+def check_path_component(value: Any, where: str) -> None:
+    """A `ConfigError` naming `where` unless `value` is one safe path component."""
+    if not is_path_component(value):
+        raise ConfigError(f"{where} must be {COMPONENT_RULE}, got {value!r}")
+
+
+PATH_COMPONENT: Check = (is_path_component, COMPONENT_RULE)
+
 # where an unknown dotted key lives now (a sentence), or None: see `from_dict`
 Moved = Callable[[str], "str | None"] | None
 
@@ -79,9 +104,20 @@ StrictLoader.add_implicit_resolver(
 )
 
 
+_MERGE = "tag:yaml.org,2002:merge"
+
+
 def _mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    """A mapping whose own keys are distinct; merge keys (`<<: *defaults`) as YAML defines them.
+
+    A merge key has no constructor of its own: SafeLoader's `construct_mapping`
+    flattens it (the mapping's own keys override the merged ones, which is the
+    point of a merge), so only the keys written in this mapping are compared.
+    """
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
+        if key_node.tag == _MERGE:
+            continue
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
         if key in seen:

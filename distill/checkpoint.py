@@ -13,6 +13,7 @@ two experiments in one run.
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +125,27 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
                              reserve=int(_tensor_bytes(payload) * 1.1) + (1 << 20),
                              errors=(OSError, RuntimeError)) as tmp,
           open(tmp, "wb") as fh):
-        torch.save(payload, fh)
+        torch.save(interned(payload), fh)
         fault_point("checkpoint-written")  # crash tests: the bytes written, not yet renamed
+
+
+def interned(x: Any) -> Any:
+    """`x` with every string interned (containers rebuilt, tensors as they are).
+
+    Pickle writes a string once and refers back to it by the object's identity; a
+    resumed run holds the same strings as other objects (its history's keys and its
+    optimiser's came from the loaded checkpoint), so the same state gave other bytes.
+    Interned, equal states give equal files, as an uninterrupted run's."""
+    if isinstance(x, str):
+        return sys.intern(x)
+    if isinstance(x, dict):  # a state_dict stays an OrderedDict with its `_metadata`
+        out = type(x)((interned(k), interned(v)) for k, v in x.items())
+        if hasattr(x, "_metadata"):
+            out._metadata = interned(x._metadata)
+        return out
+    if type(x) in (list, tuple):
+        return type(x)(interned(v) for v in x)
+    return x
 
 
 def remove_strays(run: Path) -> None:

@@ -3,7 +3,9 @@
     amid-train --method amid [--params params.yaml] [-o runs/amid] [--set methods.amid.alpha=2]
     amid-train --method amid --sweep 'methods.amid.alpha=[1,2,4]' --sweep 'train.seed=[0,1]'
     amid-train --grid alpha          # the grid sweeps.alpha of params.yaml (DVC: sweep@alpha)
-    amid-train --list                # the methods and their options
+    amid-train --method amid --repeat-seeds -o runs/amid   # train.seed + pipeline.repeat_seeds
+    amid-train --method amid_ccl     # a variant: methods.amid_ccl = {method: amid, mi_variant: ccl}
+    amid-train --list                # the methods, their options and presets; the variants
 
 Thin by design: load the configuration once, hand explicit values to
 `amid.distill.train`. Errors a user can fix print one line, exit code 2.
@@ -25,6 +27,8 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @app.command(help="Train a method (baseline, teacher, ts, ts_ta, amid, kd, crd, gmc, ccl, crcd) "
                   "on cached features; its options live under methods.<name> in params.yaml. "
+                  "A section methods.<name> with `method: <registered method>` is a named "
+                  "variant (e.g. amid_ccl), trained by --method <name> into runs/<name>. "
                   "Rerunning the same command resumes from the run folder's last checkpoint.")
 def train_command(
     method: str | None = typer.Option(None, "--method", "-m",
@@ -48,28 +52,42 @@ def train_command(
         None, "--grid",
         help="Train the grid `sweeps.NAME` of the params file (its method and axes; more "
              "--sweep axes multiply it). Default --out: runs/sweeps/NAME. Rerunning resumes."),
+    repeat_seeds: bool = typer.Option(
+        False, "--repeat-seeds",
+        help="Train the method at train.seed and at each of pipeline.repeat_seeds as one "
+             "stack in one process (dvc.yaml's train@<name>): run folders <out>/<name> "
+             "(train.seed) and <out>/<name>_seed<k>, <name> being --out's folder name "
+             "(default --out: runs/<method>). Rerunning resumes."),
     list_methods: bool = typer.Option(False, "--list", help="List the methods, their options "
-                                      "(defaults) and which ones may vary within a stack."),
+                                      "(defaults), presets and which ones may vary within a "
+                                      "stack, and the variants of the params file."),
 ) -> None:
     setup_logging(quiet)
     with errors(PROG):
-        from amid.distill.methods import METHODS, check_method_options
+        from amid.distill.methods import check_method_options
 
         if list_methods:
-            typer.echo(method_listing())
+            typer.echo(method_listing(params, overrides))
             return
         if grid is not None:
             method, axes = _named_grid(params, overrides, grid, method)
         elif method is None:
             raise AmidError("give --method (or --grid NAME for a grid of the params file)")
-        METHODS.get(method)  # an unknown name fails before any data is loaded
-        if sweep or grid is not None:
-            from amid.distill.sweep import parse_axes, run_sweep
+        _check_method(method, params, overrides)  # an unknown name fails before any data
+        if repeat_seeds and (sweep or grid is not None):
+            raise AmidError("--repeat-seeds trains one configuration at several seeds; "
+                            "give it without --sweep/--grid (a grid sets train.seed itself)")
+        if sweep or grid is not None or repeat_seeds:
+            from amid.distill.sweep import parse_axes, run_repeats, run_sweep
 
-            axes = (axes if grid is not None else []) + parse_axes(sweep)
-            default = Path("runs") / ("sweeps" if grid else "") / (grid or f"{method}-sweep")
-            folder = out if out is not None else default
-            done = run_sweep(method, params, overrides, axes, folder)
+            if repeat_seeds:
+                done = run_repeats(method, params, overrides,
+                                   out if out is not None else Path("runs") / method)
+            else:
+                axes = (axes if grid is not None else []) + parse_axes(sweep)
+                default = Path("runs") / ("sweeps" if grid else "") / (grid or f"{method}-sweep")
+                folder = out if out is not None else default
+                done = run_sweep(method, params, overrides, axes, folder)
             for name, res in done.items():
                 row = res.history[-1] if res.history else {}
                 acc = {k: round(v, 4) for k, v in row.items() if k.startswith("val_acc")}
@@ -84,6 +102,21 @@ def train_command(
     last = history[-1] if history else {}
     shown = {k: round(v, 4) for k, v in last.items() if k.endswith(("acc_student", "acc_teacher"))}
     typer.echo(f"{method}: {len(history)} epochs -> {run} {shown}")
+
+
+def _check_method(name: str, params: Path, overrides: list[str]) -> None:
+    """A registered method, or a variant that the params file defines (`methods.<name>`
+    with a `method` key); refused in one line otherwise."""
+    from amid.distill.methods import METHODS, check_method_options
+    from amid.distill.methods.base import known_method
+    from amid.typed import check_path_component
+
+    check_path_component(name, "--method")
+    if name in METHODS:
+        return
+    if not params.exists():
+        METHODS.get(name)  # unknown, and no params file that could define it
+    known_method(name, load_config(params, overrides, check=check_method_options), "--method")
 
 
 def _named_grid(params: Path, overrides: list[str], name: str,
@@ -101,12 +134,14 @@ def _named_grid(params: Path, overrides: list[str], name: str,
     return spec.method, grid_axes(spec.grid, f"{params}: sweeps.{name}.grid")
 
 
-def method_listing() -> str:
-    """Every method with its options, defaults and per-member marks."""
+def method_listing(params: Path | None = None, overrides: list[str] | None = None) -> str:
+    """Every method with its options, defaults, presets and per-member marks; then the
+    variants the params file defines (when it loads)."""
     import dataclasses
 
     from amid.config import TrainConfig
-    from amid.distill.methods import METHODS
+    from amid.distill.methods import METHODS, check_method_options
+    from amid.distill.methods.base import registered_method
     from amid.typed import per_member_keys
 
     lines = ["methods (options under methods.<name>; * may differ within one stack):"]
@@ -119,8 +154,28 @@ def method_listing() -> str:
         lines.append(f"  {name:<9} {doc}")
         if fields:
             lines.append(f"            {', '.join(fields)}")
+        for preset, values in cls.presets.items():
+            shown = ", ".join(f"{k}={v!r}" for k, v in values.items()) or "the defaults above"
+            lines.append(f"            preset={preset!r}: {shown}")
     shared = ", ".join(k.split(".", 1)[1] for k in per_member_keys(TrainConfig, "train"))
     lines.append(f"train.* keys that may differ within one stack: {shared}")
+    lines.append("A preset fills only the keys its section leaves out. A section "
+                 "methods.<name> with `method: <one above>` is a variant: "
+                 "amid-train --method <name> trains that method with its options into "
+                 "runs/<name>.")
+    if params is not None and params.exists():
+        try:
+            cfg = load_config(params, overrides or [], check=check_method_options)
+        except AmidError as exc:
+            lines.append(f"variants of {params}: not listed ({exc})")
+        else:
+            variants = [(n, raw) for n, raw in cfg.methods.items() if "method" in raw]
+            if variants:
+                lines.append(f"variants in {params}:")
+            for n, raw in variants:
+                keys = ", ".join(f"{k}={v!r}" for k, v in raw.items() if k != "method")
+                lines.append(f"  {n} -> {registered_method(n, raw)}"
+                             + (f" ({keys})" if keys else ""))
     return "\n".join(lines)
 
 

@@ -47,6 +47,17 @@ def subsample_steps(length: int, max_steps: int) -> np.ndarray:
     return np.round(np.linspace(0, length - 1, max_steps)).astype(np.int64)
 
 
+def empty_samples(cache: FeatureCache, rows: np.ndarray) -> None:
+    """Refuse rows (>= 0) of `cache` whose sample has zero feature steps: an encoder would
+    read only padding (a "last valid step" before the first), a made-up result."""
+    r = rows[rows >= 0]
+    empty = np.flatnonzero(cache.offsets[r + 1] == cache.offsets[r])
+    if len(empty):
+        raise CacheError(f"{cache.path}: {len(empty)} sample(s) have no feature steps at all "
+                         f"(first: {cache.ids[int(r[empty[0]])]!r}); re-extract them or leave "
+                         "them out")
+
+
 def pad_sequences(
     cache: FeatureCache, rows: np.ndarray, max_steps: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -54,9 +65,12 @@ def pad_sequences(
 
     A row of -1 (sample absent from this cache) becomes one zero step. Sequences
     longer than `max_steps` are subsampled evenly (vectorised: no Python loop
-    over samples unless subsampling is needed).
+    over samples unless subsampling is needed). A present sample with no step at
+    all is refused (`empty_samples`): training and prediction both pad here, so
+    they follow one rule.
     """
     rows = np.asarray(rows, dtype=np.int64)
+    empty_samples(cache, rows)
     present = rows >= 0
     safe = np.where(present, rows, 0)
     starts = cache.offsets[safe]
@@ -183,16 +197,19 @@ class TrainData:
 
 
 OUTLIER_STDS = 1e6  # a value this many standard deviations from all others is corrupt
+CONSTANT_RATIO = 1e-6  # a std this small next to the level: a constant dimension
 
 
 def feature_stats(x: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor, source: Path,
-                  ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+                  ids: list[str], warn: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Mean/std (D,) over the valid steps of `rows` (the training split), in float64.
 
     Blocks of rows keep memory at one block. A single value so far from the
     others that it would own the statistics (a corrupt row of 3e38, say)
     leaves every other sample at zero after normalisation and the student at
-    chance; it is refused here, naming the sample, rather than trained on.
+    chance; it is refused here, naming the sample, rather than trained on. So are
+    features constant in every dimension (`constant_dims`); `warn`: log the dimensions
+    that are constant when others are not (they stay at 0 after normalisation).
     """
     dim, steps = int(x.shape[2]), int(x.shape[1])
     rows = rows.to(x.device)
@@ -241,9 +258,32 @@ def feature_stats(x: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor, so
             "from every other training value: it would swamp the normalisation (a corrupt "
             "row?); fix or re-extract that sample"
         )
-    std_np = std.cpu().numpy()
-    return (mean.cpu().numpy().astype(np.float32),
-            np.where(std_np > 1e-6, std_np, 1.0).astype(np.float32))
+    mean_np, std_np = mean.cpu().numpy(), std.cpu().numpy()
+    constant = constant_dims(mean_np, std_np)
+    if constant.all():
+        raise CacheError(
+            f"{source}: every one of its {dim} feature dimensions is constant over the "
+            f"training samples (largest std {float(std_np.max()):.3g}): there is nothing to "
+            "learn from (an extraction that wrote zeros?); re-extract it")
+    if warn and constant.any():
+        dims = np.flatnonzero(constant).tolist()
+        log.warning("%s: %d of %d feature dimensions are constant over the training samples "
+                    "and carry nothing (dims %s%s)", source, len(dims), dim, dims[:10],
+                    ", ..." if len(dims) > 10 else "")
+    return (mean_np.astype(np.float32),
+            np.where(constant, 1.0, std_np).astype(np.float32))
+
+
+def constant_dims(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """(D,) bool: dimensions whose spread is nil next to their own level and to the
+    features' typical spread (the median std), so rounding noise on a constant.
+
+    Relative, not an absolute floor: a std floored to 1 below 1e-6 turned features
+    of a small scale (all stds ~1e-8) into zeros, and the student trained on nothing.
+    """
+    spread = std[std > 0]
+    typical = float(np.median(spread)) if len(spread) else 0.0
+    return std <= CONSTANT_RATIO * np.maximum(np.abs(mean), typical)
 
 
 def _sample_with(x: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor, dim: int,
@@ -298,6 +338,8 @@ def load_data(
     Raises ManifestError for splits/classes that cannot train, CacheError for
     caches that do not match the manifest.
     """
+    from amid.distill.provenance import stale_sources
+
     manifest: Manifest = read_manifest(manifest_path, root, check_media=False)
     masks = {s: manifest.split_mask(s, fold) for s in SPLITS}
     in_split = np.any(np.stack(list(masks.values())), axis=0)
@@ -332,6 +374,11 @@ def load_data(
     labels = labels_all[rows_kept]
     train_classes = set(labels[split_rows["train"]].tolist())
     classes = manifest.classes
+    if len(train_classes) < 2:  # every score would be 1.0 by construction
+        raise ManifestError(
+            f"{manifest.path}: the training samples hold only "
+            f"{len(train_classes)} class ({', '.join(classes[c] for c in train_classes)}); "
+            "a classifier needs at least two")
     missing_cls = sorted(classes[c] for c in set(labels.tolist()) - train_classes)
     if missing_cls:
         where = {s: sorted({classes[c] for c in labels[r]} & set(missing_cls))
@@ -348,17 +395,14 @@ def load_data(
         if cache.ids != cache_ids:  # replaced by another extraction since the first pass
             raise CacheError(f"{path} changed while loading; retry once extraction is done")
         r = rows[rows_kept]
-        empty = np.flatnonzero((cache.lengths == 0)[r[r >= 0]])
-        if len(empty):
-            first = cache.ids[int(r[r >= 0][empty[0]])]
-            raise CacheError(f"{path}: {len(empty)} sample(s) have no feature steps at all "
-                             f"(first: {first!r}); re-extract them or drop them from the manifest")
+        stale_sources(manifest, m, cache, r)  # made from what the manifest gives now?
         identity = identity_of(cache.attrs)
         x, lengths = pad_sequences(cache, r, max_steps)
         del cache
         xt, lt = torch.from_numpy(x), torch.from_numpy(lengths)
         train_rows = torch.from_numpy(split_rows["train"][r[split_rows["train"]] >= 0])
-        mean, std = feature_stats(xt, lt, train_rows, path, [ids_all[i] for i in rows_kept])
+        mean, std = feature_stats(xt, lt, train_rows, path, [ids_all[i] for i in rows_kept],
+                                  warn=True)
         mods[m] = ModalityData(
             m, xt.to(dev), lt.to(dev), torch.from_numpy(r >= 0).to(dev), mean, std, path,
             identity, file_fingerprint(path),

@@ -119,6 +119,12 @@ def load_student(run_dir: str | Path, device: str = "cpu") -> tuple[Student, dic
     """The trained student of a run, in eval mode on `device`, and its `student.json` meta."""
     run_dir = Path(run_dir)
     meta = _read_meta(run_dir / "student.json")
+    # `trained` false (older runs: method `teacher`): E_S + g trained only inside the
+    # teacher, never on the target alone; its predictions would look like a student's
+    if meta.get("trained") is False or ("trained" not in meta and meta.get("method") == "teacher"):
+        raise CheckpointError(f"{run_dir} is a run of the `teacher` method, whose student was "
+                              "never trained on the target alone: predict or export the run of "
+                              "a student method (baseline, amid, ...)")
     try:
         arch = meta["arch"]
         encoder = MultiModalEncoder(**arch["encoder"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -41,20 +41,43 @@ def predict_split(method: Method, data: TrainData, rows: torch.Tensor, batch_siz
 @torch.no_grad()
 def predict_chunks(module: torch.nn.Module, predict: Callable[[Any], Any],
                    batch_of: Callable[[torch.Tensor], Any], rows: torch.Tensor, chunk: int,
-                   autocast: AbstractContextManager | None = None) -> list[Any]:
+                   autocast: AbstractContextManager | None = None,
+                   weights: Iterable[torch.Tensor] = ()) -> list[Any]:
     """`predict(batch_of(idx))` for consecutive chunks `idx` of `rows`, with `module` (whose
-    modes the calls read) in eval mode meanwhile and its mode given back after."""
+    modes the calls read) in eval mode meanwhile and its mode given back after.
+
+    Its parameters (and `weights`, tensors the calls read instead: a stack's) do not
+    require grad meanwhile either (`weights_only`): PyTorch picks some CPU kernels by
+    `requires_grad` even under no_grad, so a teacher frozen by its schedule and the same
+    teacher loaded from a checkpoint (no epoch run since, so not frozen in this process)
+    predicted values 1e-8 apart, and a resumed run's outputs.h5 differed from an
+    uninterrupted one's. Predictions depend on the weights and the inputs only.
+    """
     was_training = module.training
     module.eval()
     try:
         chunks = []
-        for start in range(0, int(rows.shape[0]), chunk):
-            batch = batch_of(rows[start:start + chunk])
-            with autocast if autocast is not None else contextlib.nullcontext():
-                chunks.append(predict(batch))
+        with weights_only([*module.parameters(), *weights]):
+            for start in range(0, int(rows.shape[0]), chunk):
+                batch = batch_of(rows[start:start + chunk])
+                with autocast if autocast is not None else contextlib.nullcontext():
+                    chunks.append(predict(batch))
         return chunks
     finally:
         module.train(was_training)
+
+
+@contextlib.contextmanager
+def weights_only(tensors: list[torch.Tensor]) -> Iterator[None]:
+    """`requires_grad` off on `tensors` (leaves) meanwhile, each flag given back after."""
+    flags = {id(t): (t, t.requires_grad) for t in tensors}  # a tied tensor once
+    for t, _ in flags.values():
+        t.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for t, flag in flags.values():
+            t.requires_grad_(flag)
 
 
 def as_split(chunks: list[Prediction], labels: torch.Tensor, present: torch.Tensor) -> Split:
@@ -192,9 +215,11 @@ def finish_run(method: Method, name: str, data: TrainData, cfg: Config, run: Pat
         "train_fraction": cfg.dataset.train_fraction,
     }
     for role, (module, arch) in method.exports().items():
+        extra = {"trained": getattr(method, "student_trained", True)} if role == "student" else {}
         mods = data.target if role == "student" else {**data.target, **data.auxiliary}
         inputs = {m: d.record() for m, d in mods.items()}
-        save_module(module, {**common, "module": role, "arch": arch, "inputs": inputs}, run, role)
+        save_module(module, {**common, "module": role, "arch": arch, "inputs": inputs, **extra},
+                    run, role)
     preds = {s: predict_split(method, data, rows, tc.eval_batch_size)
              for s, rows in data.splits.items()}
     write_outputs(run / "outputs.h5", data, preds, method=name, seed=tc.seed,

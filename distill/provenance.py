@@ -6,17 +6,23 @@ cache's identity is compared with what `extract.<modality>` says now, so a
 changed setting (`extract.visual.params.grid=4` against a grid-8 cache) is
 an error naming the differing keys instead of a run that records grid 4 and
 trained on grid 8. `precision` is left out: bf16 or fp32 follows the machine
-the cache was made on, not the configuration.
+the cache was made on, not the configuration. Each sample's source fingerprint
+(`/sources`) is compared with the manifest's too (`stale_sources`): a transcript
+or clip changed in the manifest but not extracted again is refused, not trained on.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from amid.cache import identity_differences
+import numpy as np
+
+from amid.cache import FeatureCache, identity_differences
 from amid.config import Config, ModalityExtractConfig
 from amid.distill.data import TrainData
 from amid.errors import AmidError, CacheError
+from amid.manifest import Manifest
 
 
 def expected_identity(modality: str, spec: ModalityExtractConfig) -> tuple[dict[str, Any], bool]:
@@ -53,3 +59,29 @@ def check_cache_identities(data: TrainData, cfg: Config) -> None:
             raise CacheError(
                 f"{d.source} was made with other settings than extract.{m} says "
                 f"({'; '.join(diffs)}); run `amid-extract run -m {m}` to extract it again")
+
+
+def stale_sources(manifest: Manifest, modality: str, cache: FeatureCache,
+                  rows: np.ndarray) -> None:
+    """Refuse a cache whose samples were made from other media or text than the manifest
+    gives now (its `/sources` against the manifest's, as `amid-extract run` compares
+    them); `rows`: the cache row of each sample trained on (-1: absent)."""
+    if cache.sources is None:  # an older cache: nothing recorded to compare
+        return
+    from amid.extract.run import media_items
+    from amid.extract.sources import sample_sources
+
+    row_of = {cache.ids[r]: int(r) for r in rows[rows >= 0]}
+    # media no longer on disk cannot be compared (features kept, the raw files removed):
+    # those samples train on what was extracted, as before
+    items = [it for it in media_items(manifest, modality) if it.sample_id in row_of
+             and (modality == "text" or (it.path is not None and Path(it.path).exists()))]
+    now = sample_sources(items, modality, manifest.root)
+    # "" records nothing (samples carried over from a cache without fingerprints)
+    stale = [sid for sid, fp in now.items() if cache.sources[row_of[sid]] not in (fp, "")]
+    if stale:
+        what = "transcripts" if modality == "text" else "media or segments"
+        raise CacheError(
+            f"{cache.path}: {len(stale)} sample(s) were extracted from other {what} than "
+            f"{manifest.path} gives now (first: {stale[0]!r}); run `amid-extract run -m "
+            f"{modality}` to extract them again")

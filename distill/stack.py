@@ -326,7 +326,8 @@ class Stack:
         d, shared = self.data, rows[0]
         chunks = predict_chunks(  # the template's modes are what the vmapped calls read
             self.template, lambda batch: self._vmap("predict", batch, shared=True),
-            self.batch, shared, max(1, batch_size // self.size), autocast)
+            self.batch, shared, max(1, batch_size // self.size), autocast,
+            weights=self.leaves.values())  # what the vmapped calls read
         # role -> (emb (M, b, d), logits (M, b, C)) per chunk; each member its row
         return [as_split([{role: (e[m], lg[m]) for role, (e, lg) in c.items()} for c in chunks],
                          d.labels[shared], d.aux_present[shared]) for m in range(self.size)]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,8 @@ import yaml
 
 from amid.config import Config, TrainConfig, load_config
 from amid.distill.checkpoint import flatten_config, read_torch_file
-from amid.distill.methods import METHODS, check_method_options
+from amid.distill.methods import check_method_options
+from amid.distill.methods.base import method_class
 from amid.errors import AmidError, ConfigError
 from amid.storage import write_json
 from amid.typed import parse_yaml, per_member_keys
@@ -128,14 +130,16 @@ def member_name(assign: dict[str, Any]) -> str:
 
 
 def expand(params: Path, overrides: list[str], axes: list[tuple[str, list[Any]]],
-           out: Path) -> list[Member]:
-    """Every member's checked configuration; errors name the member's overrides."""
+           out: Path, name_of: Callable[[dict[str, Any]], str] = member_name) -> list[Member]:
+    """Every member's checked configuration; errors name the member's overrides.
+
+    `name_of` names a member's folder from its axis values (default `member_name`)."""
     members: list[Member] = []
     keys = [k for k, _ in axes]
     for combo in itertools.product(*[v for _, v in axes]):
         assign = dict(zip(keys, combo, strict=True))
         extra = [f"{k}={json.dumps(v)}" for k, v in assign.items()]
-        name = member_name(assign)
+        name = name_of(assign)
         try:
             cfg = load_config(params, [*overrides, *extra], check=check_method_options)
         except ConfigError as exc:
@@ -152,7 +156,7 @@ def stack_key(method: str, cfg: Config) -> str:
     """Members with equal keys may share a stack: everything but per-member values."""
     from amid.distill.train import run_config
 
-    cls = METHODS.get(method)
+    cls = method_class(method, cfg.methods.get(method))  # a variant: the method it trains
     free = set(per_member_keys(TrainConfig, "train")) | set(
         per_member_keys(cls.Options, f"methods.{method}"))
     flat = flatten_config(run_config(cfg, method))
@@ -172,15 +176,16 @@ def _epoch_done(run: Path) -> int:
 
 
 def run_sweep(method: str, params: Path, overrides: list[str], axes: list[tuple[str, list[Any]]],
-              out: Path, *, live: bool = True) -> dict[str, Result]:
+              out: Path, *, live: bool = True,
+              name_of: Callable[[dict[str, Any]], str] = member_name) -> dict[str, Result]:
     """Train every member of the grid; raises AmidError after the rest if any member failed.
 
     `axes` from `parse_axes` (command-line specs) and/or `grid_axes` (a
-    `sweeps.NAME.grid` section).
+    `sweeps.NAME.grid` section); `name_of` names the members' folders.
     """
     from amid.distill.train import data_from_config, resolve_device, train_members
 
-    members = expand(params, overrides, axes, out)
+    members = expand(params, overrides, axes, out, name_of)
     datas: dict[str, Any] = {}
     results: dict[str, Result] = {}
 
@@ -222,11 +227,38 @@ def run_sweep(method: str, params: Path, overrides: list[str], axes: list[tuple[
     return results
 
 
+def run_repeats(method: str, params: Path, overrides: list[str], out: Path, *,
+                live: bool = True) -> dict[str, Result]:
+    """`method` at `train.seed` and at each of `pipeline.repeat_seeds`, as one sweep over
+    `train.seed` (one stack: one process, one data load, one pass of the loop for all).
+
+    dvc.yaml's `train@<name>` stage. The members' folders keep the names the
+    report groups into one row (mean ± std over seeds) and `amid-evaluate run`
+    names its metrics files by: `<out>/<name>` for `train.seed` and
+    `<out>/<name>_seed<k>` for the others, `<name>` being the folder name of
+    `out` (`runs/amid` -> `runs/amid/amid`, `runs/amid/amid_seed1`, ...).
+    """
+    cfg = load_config(params, overrides, check=check_method_options)
+    base, repeats = cfg.train.seed, cfg.pipeline.repeat_seeds
+    if base in repeats:
+        raise ConfigError(f"pipeline.repeat_seeds {repeats} lists train.seed {base}: each "
+                          "seed is trained once (the member <name> is train.seed)")
+    label = out.name
+
+    def name_of(assign: dict[str, Any]) -> str:
+        seed = assign["train.seed"]
+        return label if seed == base else f"{label}_seed{seed}"
+
+    return run_sweep(method, params, overrides, [("train.seed", [base, *repeats])], out,
+                     live=live, name_of=name_of)
+
+
 def _why_not(method: str, group: list[Member], data: Any) -> str | None:
     """Why these members cannot share a stack (checked on their training rows)."""
     from amid.distill.subsample import train_rows_for
 
-    if METHODS.get(method).has_teacher and data.auxiliary and not data.all_aux_present:
+    cls = method_class(method, group[0].cfg.methods.get(method))
+    if cls.has_teacher and data.auxiliary and not data.all_aux_present:
         return "some samples miss an auxiliary modality (members would select different rows)"
     sizes = set()
     for m in group:

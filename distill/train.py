@@ -21,7 +21,7 @@ import contextlib
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,17 +42,17 @@ from amid.distill.checkpoint import (
 from amid.distill.data import TrainData, load_data
 from amid.distill.epoch_stats import EpochSums, TrainingHits
 from amid.distill.methods import (
-    METHODS,
     Method,
     MethodContext,
     method_options,
     weighted_total,
 )
+from amid.distill.methods.base import method_class, method_record
 from amid.distill.predictions import finish_run, split_metrics
 from amid.distill.runlog import log_epoch, open_live, run_header
 from amid.distill.stack import Lone, Stack
 from amid.distill.subsample import train_rows_for
-from amid.errors import AmidError
+from amid.errors import AmidError, CheckpointError
 from amid.faults import fault_point
 from amid.locking import ExclusiveLock
 from amid.storage import write_json
@@ -101,11 +101,12 @@ def data_from_config(cfg: Config, device: torch.device) -> TrainData:
 
 
 def run_config(cfg: Config, method: str) -> dict[str, Any]:
-    """What a run was made from: dataset, extraction, training, and ITS method's options."""
+    """What a run was made from: dataset, extraction, training, and ITS method's options
+    (resolved: `preset` where the method has presets, and `method`, the registered
+    method trained, which differs from the name for a variant)."""
     d = to_dict(cfg)
-    opts = method_options(method, cfg.methods.get(method))
     return {"dataset": d["dataset"], "extract": d["extract"], "train": d["train"],
-            "methods": {method: asdict(opts)}}
+            "methods": {method: method_record(method, cfg.methods.get(method))}}
 
 
 @dataclass
@@ -179,7 +180,7 @@ def _train(name: str, members: list[Member], data: TrainData | None, live: bool,
         mb.data = data if subset is None else data.with_train_rows(subset)
         opts = method_options(name, mb.cfg.methods.get(name))
         ctx = MethodContext(mb.data, mb.cfg.train.model, opts, mb.cfg.train.epochs, name)
-        mb.method = METHODS.get(name)(ctx).to(device)
+        mb.method = method_class(name, mb.cfg.methods.get(name))(ctx).to(device)
         # fused: one kernel per parameter for the whole update (CPU and GPU), where
         # PyTorch's default on the CPU loops in Python; several times faster, same rule
         mb.opt = torch.optim.AdamW(mb.method.network_parameters(), lr=mb.cfg.train.lr,
@@ -319,6 +320,11 @@ def _resume(name: str, members: list[Member]) -> int:
             epochs.append(0)
             continue
         ckpt = load_checkpoint(mb.ckpt, name, mb.config, mb.data.inputs)
+        if int(ckpt["epoch"]) > mb.cfg.train.epochs:  # its weights are not a run this long
+            raise CheckpointError(
+                f"{mb.run} holds a run of {ckpt['epoch']} epochs, more than train.epochs "
+                f"{mb.cfg.train.epochs}: use another --out folder (or delete {mb.ckpt} to "
+                "train this one again)")
         mb.method.load_state_dict(ckpt["method_state"])
         mb.opt.load_state_dict(ckpt["optimizer"])
         if mb.disc_opt is not None:

@@ -11,6 +11,7 @@ command.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +62,22 @@ def _note_omitted(metrics: dict[str, Any], where: Path | str) -> None:
         log.warning("%s: left out as trivially 100 %%: %s", where, reasons)
 
 
+
+def run_name(folder: Path) -> str:
+    """The name of the folder as given (`runs/.` is `runs`): a symbolic link's own name,
+    not its target's, since the user named the link (`os.path.abspath` does not follow
+    links, `Path.resolve` does)."""
+    return Path(os.path.abspath(folder)).name
+
 @app.command("run")
 def run_command(
-    run_dir: Path = typer.Argument(..., help="Run folder of amid-train (or its outputs.h5)."),
+    run_dir: Path = typer.Argument(..., help="Run folder of amid-train (or its outputs.h5), "
+                                   "or the folder of amid-train --repeat-seeds (holds "
+                                   "sweep.json): then each of its runs is scored."),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Metrics JSON to write (default: metrics/<run name>.json); "
-        "the plot CSVs go into the folder of the same name (metrics/<run name>/)."),
+        "the plot CSVs go into the folder of the same name (metrics/<run name>/). For a "
+        "folder of runs, the folder of the files (default: metrics)."),
     params: Path | None = typer.Option(None, "--params", "-p", help=PARAMS_HELP),
     overrides: list[str] = set_option(),
     quiet: bool = quiet_option(),
@@ -83,20 +94,28 @@ def run_command(
     setup_logging(quiet)
     with errors(PROG):
         cfg = _evaluate_config(params, overrides)
-        outputs = run_dir if run_dir.suffix == ".h5" else run_dir / "outputs.h5"
-        if out is None:
-            out = Path("metrics") / f"{outputs.parent.resolve().name}.json"
-        metrics = evaluate_run(
-            outputs, out, ks=cfg.ks, chunk_size=cfg.chunk_size, split=cfg.split,
+        if (run_dir / "sweep.json").is_file():  # a method's seeds, trained as one stack:
+            from amid.evaluate.sweep import read_sweep  # one process scores them all
+
+            folder = out if out is not None else Path("metrics")
+            jobs = [(run_dir / m["name"] / "outputs.h5", folder / f"{m['name']}.json")
+                    for m in read_sweep(run_dir)["members"]]
+        else:
+            outputs = run_dir if run_dir.suffix == ".h5" else run_dir / "outputs.h5"
+            jobs = [(outputs, out if out is not None
+                     else Path("metrics") / f"{run_name(outputs.parent)}.json")]
+        scored = [(evaluate_run(
+            outputs, path, ks=cfg.ks, chunk_size=cfg.chunk_size, split=cfg.split,
             gallery_split=cfg.gallery_split, projection=cfg.projection,
             gallery_chunk_size=cfg.gallery_chunk_size,
-        )
-    _note_omitted(metrics, out)
-    role = "student" if "student" in metrics else "teacher"
-    block = metrics[role]
-    if not quiet:
-        typer.echo(f"{metrics['method']} ({role}): top1 {_pct(block.get('top1'))}  "
-                   f"ua {_pct(block.get('ua'))}  -> {out}")
+        ), path) for outputs, path in jobs]
+    for metrics, path in scored:
+        _note_omitted(metrics, path)
+        role = "student" if "student" in metrics else "teacher"
+        block = metrics[role]
+        if not quiet:
+            typer.echo(f"{metrics['method']} ({role}): top1 {_pct(block.get('top1'))}  "
+                       f"ua {_pct(block.get('ua'))}  -> {path}")
 
 
 def _summary_path(files: list[Path]) -> Path:
@@ -154,7 +173,7 @@ def sweep_command(
     setup_logging(quiet)
     with errors(PROG):
         cfg = _evaluate_config(params, overrides)
-        out = out if out is not None else Path("metrics/sweeps") / f"{folder.resolve().name}.json"
+        out = out if out is not None else Path("metrics/sweeps") / f"{run_name(folder)}.json"
         result = evaluate_sweep(folder, out, cfg.ks, cfg.chunk_size, cfg.split,
                                 cfg.gallery_split, gallery_chunk_size=cfg.gallery_chunk_size)
     for name, s in result["groups"].items():
@@ -206,9 +225,11 @@ def report_command(
 def export_command(
     run_dir: Path = typer.Argument(..., help="Run folder written by amid-train."),
     fmt: str = typer.Option("torchscript", "--format", "-f", help="torchscript or onnx."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Output file (default: in the "
-                                    "run folder, student.pt or student.onnx); its metadata "
-                                    "goes beside it as <file>.json."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output file (default: "
+                                    "exports/<run>/student.pt or .onnx, <run> the run's path "
+                                    "below runs/: outside the run folder, a DVC output); its "
+                                    "metadata goes beside it as <file>.json, with the model "
+                                    "file's SHA-256; both are replaced together."),
     quiet: bool = quiet_option(),
 ) -> None:
     """Export the student for deployment without this package."""

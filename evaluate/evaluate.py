@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from amid.errors import AmidError, OutputError
+from amid.evaluate.history import run_history
+from amid.evaluate.labels import RunIdentity, read_identity
 from amid.evaluate.metrics import (
     confusion_matrix,
     per_class_accuracy,
@@ -108,13 +110,17 @@ def metrics_from_outputs(
     """The metrics JSON of an already-loaded run (see `evaluate_outputs`)."""
     scored = run.split(split)
     n_classes = len(run.classes)
+    identity = read_identity(Path(run.path).parent, run.method)
     result: dict[str, Any] = {
-        "method": run.method, "dataset": run.dataset, "fold": run.fold, "seed": run.seed,
+        "method": identity.method if identity else run.method, "dataset": run.dataset,
+        "fold": run.fold, "seed": run.seed,
     }
+    if identity is not None:  # a run folder of amid-train: which run, labelled how
+        result |= run_fields(identity)
     if run.training_set:  # a subsampled training split says so (dataset.train_per_class)
         result["training_set"] = run.training_set
     omitted: dict[str, str] = {}
-    if _scores_student(run) and _nonempty(scored.student):
+    if _scores_student(result["method"]) and _nonempty(scored.student):
         assert scored.student is not None
         student: dict[str, Any] = classification_metrics(scored.student, n_classes)
         omitted |= omitted_top_k("student", n_classes)
@@ -142,11 +148,30 @@ def metrics_from_outputs(
     return result
 
 
-def _scores_student(run: RunOutputs) -> bool:
+def run_fields(identity: RunIdentity) -> dict[str, Any]:
+    """The metrics file's run fields: `run` (its name under `methods`: `amid_ccl`),
+    `preset` (ts/ts_ta/amid), `label` (what tables and figures call it: `amid
+    (recommended)`) and `auxiliary` (the modalities its teacher adds; IEMOCAP's setup)."""
+    fields: dict[str, Any] = {"run": identity.run}
+    if identity.preset is not None:
+        fields["preset"] = identity.preset
+    fields["label"] = identity.label
+    if identity.auxiliary is not None:
+        fields["auxiliary"] = list(identity.auxiliary)
+    return fields
+
+
+def _scores_student(method: str) -> bool:
     # The `teacher` method trains the full-modality teacher alone; its student
     # path (E_S + g) is a by-product never trained on the target alone, so its
     # figures would read as an untrained student in `dvc metrics show`.
-    return run.method != "teacher"
+    return method != "teacher"
+
+
+def registered_method(run: RunOutputs) -> str:
+    """The method the run trained: config.json's record of it, else outputs.h5's."""
+    identity = read_identity(Path(run.path).parent, run.method)
+    return identity.method if identity else run.method
 
 
 def evaluate_outputs(
@@ -202,13 +227,14 @@ def project_2d(embeddings: np.ndarray, method: str = "pca", seed: int = 0) -> np
 def plot_data(
     run: RunOutputs, split: str = "test", projection: str = "pca", max_points: int = 5000
 ) -> dict[str, pd.DataFrame]:
-    """Tables for `dvc plots`: confusion (per sample), per-class accuracy, 2-D embedding.
+    """Tables for `dvc plots`: confusion (per sample), per-class accuracy, 2-D embedding
+    (with its class label), and the run folder's dvclive history (`history.run_history`).
 
     The student is plotted; a teacher-only run (and the `teacher` method) plots
     its teacher instead.
     """
     scored = run.split(split)
-    student = scored.student if _scores_student(run) else None
+    student = scored.student if _scores_student(registered_method(run)) else None
     model = student if _nonempty(student) else scored.teacher
     if not _nonempty(model):
         raise AmidError(f"{run.path}: /{split} has no outputs to plot")
@@ -236,7 +262,8 @@ def plot_data(
         "sample_id": np.asarray(model.ids, dtype=object)[keep],
         "x": xy[:, 0], "y": xy[:, 1], "label": names[model.labels[keep]],
     })
-    return {"confusion": confusion, "per_class": per_class, "embedding_2d": embedding}
+    return {"confusion": confusion, "per_class": per_class, "embedding_2d": embedding,
+            "history": run_history(Path(run.path).parent)}
 
 
 def write_metrics(metrics: dict[str, Any], path: str | Path) -> Path:

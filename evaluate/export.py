@@ -7,7 +7,9 @@ probabilities (B, C)). Sequences longer than the run's `max_steps` should be
 subsampled the way `amid.distill.data.pad_sequences` does before calling it.
 The metadata (modalities, feature dims, classes, max_steps) travels inside
 the TorchScript file (`meta.json` extra file) and next to either export as
-`<file>.json`.
+`<file>.json`, with the SHA-256 of the model file it belongs to; the two are
+replaced together (`amid.storage.replace_together`). The default place is
+`exports/<run>/`, outside the run folder (a DVC output).
 
 Tracing is used instead of scripting: the student's forward takes a dict and
 unpacks it, which TorchScript cannot compile, while a trace of the flat wrapper
@@ -26,9 +28,11 @@ axis name, since their sequences have unrelated lengths.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import io
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -37,7 +41,7 @@ import torch
 from torch import nn
 
 from amid.errors import AmidError, OutputError
-from amid.storage import replace_atomically, write_json
+from amid.storage import replace_together
 
 FORMATS = ("torchscript", "onnx")
 
@@ -108,7 +112,7 @@ def export_student(run_dir: str | Path, fmt: str = "torchscript", out: str | Pat
     example = example_inputs(meta)
     info = export_meta(meta, fmt)
     name = "student.pt" if fmt == "torchscript" else "student.onnx"
-    path = Path(out) if out is not None else run_dir / name
+    path = Path(out) if out is not None else default_export(run_dir, name)
     if path.is_dir():
         raise OutputError(f"--out {path} is a folder; give the file to write "
                           f"(e.g. {path / name})")
@@ -136,11 +140,38 @@ def export_student(run_dir: str | Path, fmt: str = "torchscript", out: str | Pat
                               output_names=info["outputs"], dynamic_axes=onnx_axes(info),
                               dynamo=False)
     data = buffer.getvalue()
-    # reserved first: a full disk is an ordinary one-line error, the previous file stays
-    with replace_atomically(path, OutputError, reserve=len(data)) as tmp:
+    # the metadata names the model bytes it describes: a pair mixed by a kill between
+    # the two renames shows (`check_export`)
+    text = json.dumps({**info, "sha256": hashlib.sha256(data).hexdigest()}, indent=2,
+                      allow_nan=False) + "\n"
+    meta_path = Path(f"{path}.json")
+    # both written first, then renamed together, each space reserved: a full disk or a
+    # blocked destination is a one-line error and both previous files stay
+    with replace_together([path, meta_path], OutputError,
+                          reserve=[len(data), len(text.encode())]) as (tmp, tmp_meta):
         tmp.write_bytes(data)
-    write_json(f"{path}.json", info)
+        tmp_meta.write_text(text, encoding="utf-8")
     return path
+
+
+def default_export(run_dir: Path, name: str) -> Path:
+    """`exports/<run>/<name>`: outside the run folder, which is a DVC stage's output (a
+    file written into it marks the stage changed). `<run>` is the run's path below `runs/`
+    when it lies there (`runs/sweeps/alpha/seed=0` -> `exports/sweeps/alpha/seed=0`),
+    else the folder's name."""
+    parts = Path(os.path.abspath(run_dir)).parts
+    below = parts[len(parts) - parts[::-1].index("runs"):] if "runs" in parts[:-1] else ()
+    return Path("exports", *(below or parts[-1:]), name)
+
+
+def check_export(path: str | Path) -> dict[str, Any]:
+    """The metadata beside an export, refused when it describes other model bytes."""
+    path = Path(path)
+    meta = json.loads(Path(f"{path}.json").read_text(encoding="utf-8"))
+    if meta.get("sha256") != hashlib.sha256(path.read_bytes()).hexdigest():
+        raise OutputError(f"{path}.json does not describe {path} (written by another export, or "
+                          "one killed between its two files): export again")
+    return meta
 
 
 def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:

@@ -69,13 +69,14 @@ def find_history(run_dir: Path, pattern: re.Pattern[str]) -> Path | None:
 
 def history_figure(table: pd.DataFrame, column: str, out: Path, ylabel: str) -> list[Path]:
     """One line per method of `history_table` that logged `column`: the mean over its
-    seeds' runs (`method` column), with their range shaded when there are several."""
+    seeds' runs (`label` column, else `method`), with their range shaded when there
+    are several."""
     rows = table.dropna(subset=[column])
     if rows.empty:
         return []
     fig = Figure(figsize=(5, 3.2))
     ax = fig.add_subplot()
-    by = "method" if "method" in rows.columns else "run"
+    by = next(c for c in ("label", "method", "run") if c in rows.columns)
     for name, part in rows.groupby(by, sort=True):
         stats = part.groupby("epoch")[column].agg(["mean", "min", "max", "count"])
         (line,) = ax.plot(stats.index, stats["mean"], linewidth=1.5,
@@ -109,13 +110,17 @@ def _histories(runs: Sequence[Path], pattern: re.Pattern[str]) -> dict[str, pd.D
             for name, parts in sorted(frames.items())}
 
 
-def diagnostics_figure(runs: Sequence[Path], out: Path, title: str) -> list[Path]:
+def diagnostics_figure(runs: Sequence[Path], out: Path, title: str, *,
+                       student: bool = True) -> list[Path]:
     """What a run's diagnostics say (mean over the seeds' runs given): left, the gradient
     norm each weighted loss term sends into the student encoder per epoch (which term
     drives the student); right, train and validation accuracy of student and teacher
-    (memorising, or learning). Nothing is drawn when the runs logged neither."""
+    (memorising, or learning). Nothing is drawn when the runs logged neither.
+    `student=False` (the `teacher` method, whose student is an untrained by-product)
+    leaves the student's accuracy out."""
     grads = _histories(runs, GRAD_METRIC)
-    accuracy = _histories(runs, ACCURACY_METRIC)
+    accuracy = {name: series for name, series in _histories(runs, ACCURACY_METRIC).items()
+                if student or not name.endswith("student")}
     if not grads and not accuracy:
         return []
     fig = Figure(figsize=(9, 3.3))

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +72,16 @@ def scan_folder(folder: Path, target: list[str]) -> pd.DataFrame:
     """
     usable = {c for m in target for c in SOURCES.get(m, ())}
     rows: dict[str, dict[str, str]] = {}
+    broken = []
     for path in sorted(folder.rglob("*")):
         column = _column(path)
-        if column is None or column not in usable or not path.is_file() \
+        if column is None or column not in usable \
                 or any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue
+        if path.is_symlink() and not path.exists():  # is_file() is False: it was skipped
+            broken.append(f"{path} -> {os.readlink(path)}")  # unnamed, and 0 errors logged
+            continue
+        if not path.is_file():
             continue
         rel = path.relative_to(folder)
         sid = rel.with_suffix("").as_posix()
@@ -90,6 +97,10 @@ def scan_folder(folder: Path, target: list[str]) -> pd.DataFrame:
                 raise ManifestError(f"{path}: not UTF-8 text (byte {exc.start})") from None
         else:
             row[column] = rel.as_posix()
+    if broken:
+        log.warning("%d media file(s) below %s are broken symbolic links, not predicted: %s",
+                    len(broken), folder, "; ".join(broken[:10]) + (" ..." if len(broken) > 10
+                                                                  else ""))
     if not rows:
         kinds = sorted({e for m in target for c in SOURCES.get(m, ())
                         for e in {"video_path": VIDEO, "audio_path": AUDIO, "text": TEXT}[c]})

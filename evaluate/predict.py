@@ -17,6 +17,7 @@ true label is known, one `prob_<class>` column per class) and an HDF5 file
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -33,7 +34,7 @@ from amid.cache import cache_path, read_cache, read_info
 from amid.errors import AmidError, CheckpointError, OutputError
 from amid.evaluate.runfolder import RunConfig, check_cache, expected_identity, recorded_inputs
 from amid.faults import fault_point
-from amid.storage import hdf5_estimate, nbytes, replace_atomically
+from amid.storage import hdf5_estimate, nbytes, replace_together
 
 log = logging.getLogger(__name__)
 
@@ -181,16 +182,13 @@ def predictions_table(result: dict[str, Any], classes: list[str],
 
 
 def _write_h5(path: Path, table: pd.DataFrame, result: dict[str, Any],
-              classes: list[str]) -> None:
+              classes: list[str], csv_sha256: str) -> None:
     arrays = {name: np.asarray(result[name], dtype=np.float32)
               for name in ("embeddings", "probabilities", "logits")
               if result.get(name) is not None}
     ids = table["sample_id"].tolist()
     strings = h5py.string_dtype("utf-8")
-    # HDF5 segfaults when a write fails for lack of space: reserve first (amid.storage)
-    size = hdf5_estimate(nbytes(*arrays.values()), 3 * len(ids),
-                         3 * sum(len(s.encode()) for s in ids))
-    with replace_atomically(path, OutputError, reserve=size) as tmp, h5py.File(tmp, "w") as f:
+    with h5py.File(path, "w") as f:
         f.create_dataset("ids", data=ids, dtype=strings)
         f.create_dataset("predicted", data=table["predicted"].tolist(), dtype=strings)
         if "label" in table:
@@ -198,15 +196,29 @@ def _write_h5(path: Path, table: pd.DataFrame, result: dict[str, Any],
         for name, array in arrays.items():
             f.create_dataset(name, data=array)
         f.attrs["classes"] = json.dumps(classes)
+        f.attrs["csv_sha256"] = csv_sha256  # the CSV written with it: a mixed pair shows
+
+
+def _h5_size(table: pd.DataFrame, result: dict[str, Any]) -> int:
+    arrays = [np.asarray(result[name], dtype=np.float32)
+              for name in ("embeddings", "probabilities", "logits")
+              if result.get(name) is not None]
+    ids = table["sample_id"].tolist()
+    # HDF5 segfaults when a write fails for lack of space: reserve first (amid.storage)
+    return hdf5_estimate(nbytes(*arrays), 3 * len(ids), 3 * sum(len(s.encode()) for s in ids))
 
 
 def write_predictions(
     result: dict[str, Any], classes: list[str], csv_path: str | Path,
     h5_path: str | Path | None = None, labels: Mapping[str, str] | None = None,
 ) -> list[Path]:
-    """The predictions CSV and its HDF5 companion, each replaced atomically.
+    """The predictions CSV and its HDF5 companion, replaced together.
 
-    A failed write (full disk, read-only folder) keeps the previous good files.
+    Both are written to temporaries first and renamed only when both are complete
+    and both destinations can be replaced (`amid.storage.replace_together`): a failed
+    write (full disk, read-only folder, an immutable file) keeps both previous files.
+    The HDF5 records the SHA-256 of its CSV (`csv_sha256`), so a pair mixed by a kill
+    between the two renames is refused by `read_predictions`.
     """
     csv_path = Path(csv_path)
     h5 = Path(h5_path) if h5_path is not None else csv_path.with_suffix(".h5")
@@ -216,8 +228,25 @@ def write_predictions(
     buffer = io.StringIO()
     table.to_csv(buffer, index=False)
     data = buffer.getvalue().encode("utf-8")
-    _write_h5(h5, table, result, classes)
-    with replace_atomically(csv_path, OutputError, reserve=len(data)) as tmp:
-        tmp.write_bytes(data)
-        fault_point("predictions-csv-written")  # crash tests: killed before the rename
+    with replace_together([h5, csv_path], OutputError,
+                          reserve=[_h5_size(table, result), len(data)]) as (tmp_h5, tmp_csv):
+        _write_h5(tmp_h5, table, result, classes, hashlib.sha256(data).hexdigest())
+        tmp_csv.write_bytes(data)
+        fault_point("predictions-csv-written")  # crash tests: killed before the renames
     return [csv_path, h5]
+
+
+def read_predictions(csv_path: str | Path, h5_path: str | Path | None = None
+                     ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The CSV and the HDF5's arrays of one `amid-predict`; a pair that was not written
+    together (its `csv_sha256` is another CSV's) is refused naming both files."""
+    csv_path = Path(csv_path)
+    h5 = Path(h5_path) if h5_path is not None else csv_path.with_suffix(".h5")
+    data = csv_path.read_bytes()
+    with h5py.File(h5, "r") as f:
+        recorded = f.attrs.get("csv_sha256")
+        arrays = {k: f[k][...] for k in f if isinstance(f[k], h5py.Dataset)}
+    if recorded != hashlib.sha256(data).hexdigest():
+        raise OutputError(f"{h5} was not written with {csv_path} (another amid-predict, or one "
+                          "killed between its two files): run amid-predict again")
+    return pd.read_csv(io.BytesIO(data), keep_default_na=False), arrays

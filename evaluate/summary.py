@@ -106,6 +106,21 @@ def _one(values: list[Any], what: str, where: Sequence[Path]) -> Any:
     return values[0]
 
 
+# The run fields of evaluate.run_fields: seeds or folds of one run share them, and files
+# of two runs (amid at two presets) are never averaged into one.
+_RUN_FIELDS = (("run", "run"), ("preset", "preset"), ("label", "label"),
+               ("auxiliary", "auxiliary modality set"))
+
+
+def _run_fields(runs: list[dict[str, Any]], paths: Sequence[Path]) -> dict[str, Any]:
+    fields = {}
+    for key, what in _RUN_FIELDS:
+        have = [(r[key], p) for r, p in zip(runs, paths, strict=True) if key in r]
+        if have:  # files written before the field existed say nothing against it
+            fields[key] = _one([v for v, _ in have], what, [p for _, p in have])
+    return fields
+
+
 def summarize(metrics_files: Sequence[str | Path]) -> dict[str, Any]:
     """Mean and std over folds/seeds of every numeric metric of the given files.
 
@@ -134,6 +149,7 @@ def summarize(metrics_files: Sequence[str | Path]) -> dict[str, Any]:
         "method": method, "dataset": dataset, "fold": None,
         "seed": runs[0].get("seed") if len({json.dumps(r.get("seed")) for r in runs}) == 1
         else None,
+        **_run_fields(runs, paths),
         **_nest(mean),
         "std": _nest(std),
         "n": len(runs),

@@ -18,7 +18,15 @@ import typer
 import yaml
 
 from amid.cache import cache_path, read_info
-from amid.cli import errors, params_option, quiet_option, set_option, setup_logging
+from amid.cli import (
+    errors,
+    group_callback,
+    group_options,
+    params_option,
+    quiet_option,
+    set_option,
+    setup_logging,
+)
 from amid.config import DemoConfig, load_config
 from amid.errors import ConfigError
 from amid.typed import to_dict
@@ -30,6 +38,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+# `amid-extract -p FILE run ...` as well as `amid-extract run -p FILE ...`
+app.callback()(group_callback)
 
 
 def _options(pairs: list[str] | None, where: str) -> dict[str, Any]:
@@ -61,6 +71,7 @@ def adapter_options(name: str, adapter: Any, options: dict[str, Any], where: str
 
 @app.command()
 def demo(
+    ctx: typer.Context,
     out: Path = typer.Option(None, "--out", "-o", help="Folder to write (default: demo.out)."),
     params: Path = params_option(),
     overrides: list[str] = set_option(),
@@ -68,6 +79,7 @@ def demo(
 ) -> None:
     """Generate the embedded demo dataset (raw video, audio, transcripts, manifest)."""
     setup_logging(quiet)
+    params, overrides = group_options(ctx, params, overrides)
     with errors(PROG):
         from amid.extract.demo import DemoSpec, make_demo
 
@@ -84,6 +96,7 @@ def demo(
 
 @app.command()
 def prepare(
+    ctx: typer.Context,
     dataset: str = typer.Argument(
         None, help="Adapter name (default: dataset.adapter); `amid-extract list` shows them."
     ),
@@ -103,6 +116,7 @@ def prepare(
 ) -> None:
     """Write a manifest for a dataset on disk (ucf51, activitynet, iemocap, csv, demo)."""
     setup_logging(quiet)
+    params, overrides = group_options(ctx, params, overrides)
     with errors(PROG):
         from amid.extract.adapters import ADAPTERS
         from amid.manifest import validate, write_manifest
@@ -151,6 +165,7 @@ def _identity_and_builder(modality: str, spec: Any, device: Any) -> tuple[dict, 
 
 @app.command()
 def run(
+    ctx: typer.Context,
     modality: str = typer.Option(..., "--modality", "-m", help="visual, audio or text."),
     params: Path = params_option(),
     overrides: list[str] = set_option(),
@@ -174,6 +189,7 @@ def run(
     otherwise. An up-to-date cache is recognised without loading the model.
     """
     setup_logging(quiet)
+    params, overrides = group_options(ctx, params, overrides)
     with errors(PROG):
         report, world, rank, target, manifest = _run(modality, params, overrides, out,
                                                      shard_size, quiet)
@@ -232,6 +248,7 @@ def _run(modality: str, params: Path, overrides: list[str], out: Path | None, sh
 
 @app.command()
 def merge(
+    ctx: typer.Context,
     out: Path = typer.Argument(..., help="The cache to make from its part files."),
     world_size: int = typer.Option(..., "--world-size", min=2, help="Number of parts."),
     params: Path = params_option(),
@@ -240,6 +257,7 @@ def merge(
 ) -> None:
     """Join the part files of a distributed extraction (if the ranks could not)."""
     setup_logging(quiet)
+    params, overrides = group_options(ctx, params, overrides)
     with errors(PROG):
         from amid.extract.run import merge_parts
         from amid.manifest import read_manifest
@@ -253,6 +271,7 @@ def merge(
 
 @app.command("import-ucf51")
 def import_ucf51(
+    ctx: typer.Context,
     archive: Path = typer.Argument(..., help="ucf51_cnn14_emb512.tar.gz (CCL's release)."),
     out: Path = typer.Option(None, "--out", "-o", help="Cache to write (default: "
                              "<dataset.cache_dir>/ucf51/audio__cnn14-emb512.h5)."),
@@ -262,6 +281,7 @@ def import_ucf51(
 ) -> None:
     """Turn the published UCF51 CNN14 audio embeddings into a stage-two cache."""
     setup_logging(quiet)
+    params, overrides = group_options(ctx, params, overrides)
     with errors(PROG):
         from amid.extract.importers import UCF51_CNN14_EXTRACTOR, import_ucf51_cnn14
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from amid.cache import errors_path, read_cache, read_error_sources, read_errors, write_cache
 from amid.cache import write_errors as _write_errors
 from amid.errors import CacheError
+from amid.extract.extractors.base import libraries_of
 
 
 def part_path(out: str | Path, rank: int, world_size: int) -> Path:
@@ -49,6 +50,7 @@ def merge_parts(out: str | Path, order: list[str], world_size: int) -> Path:
         identity,
         dtype=str(first.features.dtype),
         sources=[found[s][0].sources[found[s][1]] for s in ids] if with_sources else None,
+        libraries=libraries_of(identity["extractor"]),
     )
     _write_errors(out, errors)
     for p in parts:

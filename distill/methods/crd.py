@@ -7,15 +7,18 @@ own classifier is CE-trained for the first `teacher_epochs` epochs of the run
 
     CE(g(s), y) + weight * (L_crd(s -> teacher bank) + L_crd(t -> student bank))
 
-with linear `feat_dim`-d L2-normalised embedding heads, memory banks of
-momentum `momentum` over the training samples and temperature `temperature`
-(`amid.distill.losses.CRDLoss`).
+as the authors' HobbitLong/RepDistiller `train_student.py --distill crd`
+with its defaults and README command (`-r 1 -a 0 -b 0.8`): linear
+`feat_dim`-d L2-normalised embedding heads, memory banks of momentum
+`momentum` over the training samples, `negatives` = 16384 negatives per
+anchor drawn from the other classes, NCE at temperature 0.07
+(`amid.distill.losses.CRDLoss`, which lists its remaining differences).
 
-Simplified relative to the paper: CRDLoss's softmax-over-(K+1) form replaces
-NCE with its estimated normaliser (see that module); the student trains only
-after the teacher's pre-training epochs, so within one run it gets
-`epochs - teacher_epochs` epochs; the banks cover the training samples with
-every auxiliary modality, and at most `train size - 1` negatives are drawn.
+Differences in the method, and why: the teacher is trained inside the run
+(or loaded) rather than taken from a separate pre-training script, so
+within one run the student gets `epochs - teacher_epochs` epochs; the
+banks cover only the training samples with every auxiliary modality (the
+others have no teacher representation).
 """
 
 from __future__ import annotations
@@ -47,10 +50,10 @@ from amid.typed import above, at_least, in_unit, option
 
 @dataclass
 class CRDOptions(FixedTeacherOptions):
-    """`methods.crd` (the paper's constants as defaults)."""
+    """`methods.crd` (the defaults of the authors' train_student.py and README)."""
 
     weight: float = option(0.8, check=at_least(0), per_member=True)  # Tian et al.'s beta
-    negatives: int = option(4096, check=at_least(1))  # per anchor (at most train size - 1)
+    negatives: int = option(16384, check=at_least(1))  # per anchor (nce_k), other classes only
     temperature: float = option(0.07, check=above(0))
     momentum: float = option(0.5, check=in_unit())  # of the memory banks
     feat_dim: int = option(128, check=at_least(1))  # embedding heads
@@ -79,9 +82,11 @@ class CRD(Method):
         slot = torch.full((len(data),), -1, dtype=torch.long, device=bank_rows.device)
         slot[bank_rows] = torch.arange(bank_rows.numel(), device=bank_rows.device)
         self.register_buffer("bank_slot", slot, persistent=False)
-        n = int(bank_rows.numel())
-        self.crd = CRDLoss(ctx.model.dim, ctx.model.dim, n, o.feat_dim,
-                           min(o.negatives, n - 1), o.temperature, o.momentum)
+        if data.labels[bank_rows].unique().numel() < 2:
+            raise ConfigError("crd draws its negatives from other classes: the training "
+                              "samples with every auxiliary modality must span 2 classes")
+        self.crd = CRDLoss(ctx.model.dim, ctx.model.dim, data.labels[bank_rows], o.feat_dim,
+                           o.negatives, o.temperature, o.momentum)
 
     def begin_epoch(self, epoch: int) -> None:
         self.phase.begin_epoch(epoch)

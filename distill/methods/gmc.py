@@ -1,21 +1,39 @@
 """`gmc`: Geometric Multimodal Contrastive learning (Poklukar et al., ICML 2022), docs/method.md.
 
+Follows the authors' supervised code, miguelsvasco/gmc
+`gmc_code/supervised/architectures/models/gmc.py` (`SuperGMC`) and its
+training configurations (`ingredients/stage_specific/model_ingredients.py`).
 Views: the target modalities (through the student encoder E_S, one view)
 and each auxiliary modality (its own encoder). A joint encoder reads every
-modality; one projection head P (2-layer MLP, d -> d) is shared by all views
-and the joint representation. The objective is
+modality; one shared head P (a linear layer d -> d, then L2 normalisation,
+as the authors' `AffectEncoder`) maps every view and the joint
+representation to the common space. The objective is
 
-    CE(g(s), y) + weight * sum_v NT-Xent( P(h_v), P(h_joint) )    (temperature 0.1)
+    CE(g(s), y) + weight * sum_v NT-Xent( P(h_v), P(h_joint) )    (temperature 0.3)
 
+with the loss of `super_gmc_loss` (`amid.distill.losses.ntxent`, exact),
+weight 1 and the temperature 0.3 of the authors' supervised configurations
+(MOSI, MOSEI; their unsupervised MHD configuration uses 0.1): supervised, as here.
 The student is E_S + g; the auxiliary and joint encoders and P only shape
 its representation and are not reported (GMC has no teacher).
 
-Simplified relative to the paper: GMC's joint encoder reads the raw
-concatenated input; here sequences of different lengths cannot be
-concatenated, so the joint encoder has its own per-modality sequence encoders
-whose outputs are concatenated and fused by a 2-layer MLP. Several target
-modalities form a single view (the student's fused encoder), not one view
-each. The contrastive terms use the samples with every auxiliary modality.
+Differences from the authors' code, and why:
+
+- Classifier: the authors classify the shared head's output through a
+  residual 2-layer MLP and train it on the joint representation only (a
+  test with missing modalities averages the available views' outputs).
+  Here the student's linear g reads s and trains on the student's own view
+  with CE: a run delivers E_S + a linear g (`student.safetensors`, rebuilt
+  by `amid.distill.inference.load_student`) that is scored on the target
+  modalities alone, so the classifier must be the student's. The authors'
+  supervised task is regression (L1); this one is classification (CE).
+- Joint encoder: the authors' reads the raw concatenated sequences (a
+  cross-modal transformer); here sequences of different lengths cannot be
+  concatenated, so the joint encoder has its own per-modality sequence
+  encoders whose outputs are concatenated and fused by a 2-layer MLP.
+- Several target modalities form a single view (the student's fused
+  encoder), not one view each. The contrastive terms use the samples with
+  every auxiliary modality.
 """
 
 from __future__ import annotations
@@ -67,7 +85,7 @@ class GMCOptions:
     """`methods.gmc`."""
 
     weight: float = option(1.0, check=at_least(0), per_member=True)  # NT-Xent, summed over views
-    temperature: float = option(0.1, check=above(0))
+    temperature: float = option(0.3, check=above(0))  # the authors' supervised configurations
 
 
 @METHODS.register("gmc")
@@ -86,7 +104,8 @@ class GMC(Method):
             for name, d in ctx.data.auxiliary.items()
         })
         self.joint = JointEncoder(ctx.data.target, ctx.data.auxiliary, m)
-        self.projection = mlp([m.dim, m.hidden, m.dim])
+        # the shared head: linear, its output L2-normalised in ntxent_loss (AffectEncoder)
+        self.projection = nn.Linear(m.dim, m.dim)
         # term names: the target view is named after its modalities
         self.views = ["_".join(ctx.data.target), *ctx.data.auxiliary]
 

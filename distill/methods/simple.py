@@ -43,6 +43,7 @@ class TeacherAlone(Method):
     """
 
     has_teacher = True
+    student_trained = False  # student.json says so: amid-predict and export refuse it
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)

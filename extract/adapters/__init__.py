@@ -1,15 +1,12 @@
 """Dataset adapters: each turns a dataset's published layout into a manifest.
 
-Adding one: a module with a `@ADAPTERS.register("name")` function, imported here.
+Adding one is one file in this folder: a module with an
+`@ADAPTERS.register("name")` function (every module here is imported below).
 """
 
-from amid.extract.adapters import (  # noqa: F401  (registration)
-    activitynet,
-    csv,
-    demo,
-    iemocap,
-    ucf51,
-)
 from amid.extract.adapters.registry import ADAPTERS
+from amid.registry import import_all
+
+import_all(__name__, __path__)
 
 __all__ = ["ADAPTERS"]

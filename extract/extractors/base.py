@@ -62,6 +62,11 @@ class Extractor(ABC):
     # that reproduces the features made before: left out of the identity at that
     # default, so adding a parameter does not invalidate every existing cache.
     LATE_DEFAULTS: ClassVar[dict[str, Any]] = {}
+    # The distributions whose versions can change this extractor's features (its model
+    # code, its media decoders: VIDEO_DECODERS, AUDIO_DECODERS). A cache records their
+    # versions beside h5py's and numpy's (amid.cache) and no others, so a cache made
+    # with pixels does not change when timm or transformers do.
+    LIBRARIES: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: Any) -> None:
         self.params = params
@@ -124,12 +129,22 @@ def _length(loaded: Any) -> int:
 
 EXTRACTORS: Registry[type[Extractor]] = Registry("extractor")
 
+# What decodes each modality's media (amid.extract.media, amid.extract.audio)
+VIDEO_DECODERS = ("av", "torchvision")  # containers; frame folders' images
+AUDIO_DECODERS = ("av", "soundfile", "torch", "torchaudio")  # files; sinc resampling
+
+
+def libraries_of(extractor: str) -> tuple[str, ...]:
+    """`LIBRARIES` of a registered extractor; () for other caches (imported features)."""
+    return EXTRACTORS.get(extractor).LIBRARIES if extractor in EXTRACTORS else ()
+
 
 def identity_for(cls: type[Extractor], params: Any, precision: str = "fp32") -> dict[str, Any]:
     """The identity ({modality, extractor, model, params}) of features made with `params`."""
     values = dataclasses.asdict(params)
     for key, default in cls.LATE_DEFAULTS.items():
-        if values.get(key) == default:
+        # random weights are drawn from `seed`: their caches always record it
+        if values.get(key) == default and not (key == "seed" and values.get("random_init")):
             del values[key]
     if precision != "fp32":  # autocast changes the features slightly
         values["precision"] = precision

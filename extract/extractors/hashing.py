@@ -18,8 +18,11 @@ from amid.extract.extractors.base import EXTRACTORS, Extractor, MediaError, Medi
 @EXTRACTORS.register("hashing")
 class HashingExtractor(Extractor):
     modality = "text"
+    LIBRARIES = ("scikit-learn",)  # its HashingVectorizer
     CHECKS = {
-        "n_features": (lambda v: v >= 1, ">= 1"),
+        # 2**24 features: 64 MiB a sample in float32 (scikit-learn's default is 2**20)
+        "n_features": (lambda v: 1 <= v <= 2**24,
+                       f"in [1, {2**24}] (4 bytes per feature and sample)"),
         "ngram_max": (lambda v: v >= 1, ">= 1"),
     }
 

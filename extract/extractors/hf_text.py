@@ -40,6 +40,7 @@ from amid.extract.extractors.weights import (
 @EXTRACTORS.register("bert")
 class HFTextExtractor(TorchExtractor):
     modality = "text"
+    LIBRARIES = ("torch", "transformers", "tokenizers")
     LATE_DEFAULTS = {"random_init": False, "seed": 0}  # caches before them stay valid
     CHECKS = {"max_length": (lambda v: v >= 2, ">= 2")}
 

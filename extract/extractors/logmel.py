@@ -21,7 +21,13 @@ import numpy as np
 import torch
 import torchaudio
 
-from amid.extract.extractors.base import EXTRACTORS, Extractor, MediaError, MediaItem
+from amid.extract.extractors.base import (
+    AUDIO_DECODERS,
+    EXTRACTORS,
+    Extractor,
+    MediaError,
+    MediaItem,
+)
 from amid.extract.extractors.long import (
     LongAudio,
     RunningMoments,
@@ -34,11 +40,18 @@ from amid.extract.media import load_audio
 @EXTRACTORS.register("logmel")
 class LogMelExtractor(Extractor):
     modality = "audio"
+    LIBRARIES = AUDIO_DECODERS  # torchaudio also makes the mel spectrogram
+    # Upper bounds no real setting reaches, so a typo fails here, not in the allocator:
+    # memory grows with each (a clip is resampled to sample_rate; the window and the
+    # filterbank, (n_fft / 2 + 1) x n_mels floats, are built at construction).
     CHECKS = {
-        "sample_rate": (lambda v: v >= 1000, ">= 1000"),
-        "n_fft": (lambda v: v >= 8, ">= 8"),
-        "hop_length": (lambda v: v >= 1, ">= 1"),
-        "n_mels": (lambda v: v >= 1, ">= 1"),
+        "sample_rate": (lambda v: 1000 <= v <= 768_000,
+                        "in [1000, 768000] Hz (a 1 s clip is 4 bytes a sample)"),
+        "n_fft": (lambda v: 8 <= v <= 65_536,
+                  "in [8, 65536] (the filterbank is (n_fft / 2 + 1) x n_mels x 4 bytes)"),
+        "hop_length": (lambda v: 1 <= v <= 65_536, "in [1, 65536]"),
+        "n_mels": (lambda v: 1 <= v <= 4096,
+                   "in [1, 4096] (the filterbank is (n_fft / 2 + 1) x n_mels x 4 bytes)"),
         "f_min": (lambda v: v >= 0, ">= 0"),
     }
 

@@ -44,7 +44,7 @@ import torchaudio.functional as AF
 from torch import nn
 
 from amid.errors import CheckpointError, ConfigError
-from amid.extract.extractors.base import EXTRACTORS, MediaError, MediaItem
+from amid.extract.extractors.base import AUDIO_DECODERS, EXTRACTORS, MediaError, MediaItem
 from amid.extract.extractors.long import LongAudio, centred_slices, long_audio
 from amid.extract.extractors.weights import (
     TorchExtractor,
@@ -188,10 +188,20 @@ class PannsCnn14(TorchExtractor):
     """Base of the two registered variants; `embed_dim` fixes which checkpoint fits."""
 
     modality = "audio"
+    LIBRARIES = AUDIO_DECODERS  # the network and its front end are torch's
     embed_dim: ClassVar[int] = 2048
     window_batch: ClassVar[int] = 64  # windows per forward pass: bounds activation memory
 
     LATE_DEFAULTS = {"seed": 0}  # added later; caches made before it stay valid
+    # sizes no checkpoint has, bounded so a typo fails here, not in the allocator
+    CHECKS = {
+        "sample_rate": (lambda v: 1000 <= v <= 768_000, "in [1000, 768000] Hz"),
+        "window_size": (lambda v: 8 <= v <= 65_536, "in [8, 65536]"),
+        "hop_size": (lambda v: 1 <= v <= 65_536, "in [1, 65536]"),
+        "mel_bins": (lambda v: 1 <= v <= 4096, "in [1, 4096]"),
+        "classes": (lambda v: 1 <= v <= 100_000,
+                    "in [1, 100000] (the output layer is 2048 x classes x 4 bytes)"),
+    }
 
     @dataclass(frozen=True)
     class Params:

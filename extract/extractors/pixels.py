@@ -16,7 +16,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from amid.extract.extractors.base import EXTRACTORS, Extractor, MediaError, MediaItem
+from amid.extract.extractors.base import (
+    EXTRACTORS,
+    VIDEO_DECODERS,
+    Extractor,
+    MediaError,
+    MediaItem,
+)
 from amid.extract.extractors.long import LongVideo, batches, long_video
 from amid.extract.media import load_video
 
@@ -24,6 +30,7 @@ from amid.extract.media import load_video
 @EXTRACTORS.register("pixels")
 class PixelsExtractor(Extractor):
     modality = "visual"
+    LIBRARIES = (*VIDEO_DECODERS, "torch")  # torch: the area pooling
     CHECKS = {
         "grid": (lambda v: 1 <= v <= 256, "in [1, 256]"),  # 256 cells a side: 65,536-d
         "fps": (lambda v: v >= 0, ">= 0 (0 keeps every frame)"),

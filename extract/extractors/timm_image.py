@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from amid.errors import CheckpointError, ConfigError
-from amid.extract.extractors.base import EXTRACTORS, MediaError, MediaItem
+from amid.extract.extractors.base import EXTRACTORS, VIDEO_DECODERS, MediaError, MediaItem
 from amid.extract.extractors.long import LongVideo, batches, long_video
 from amid.extract.extractors.weights import (
     OFFLINE_HELP,
@@ -130,6 +130,7 @@ def fill_batch_counters(state: dict[str, torch.Tensor], model: torch.nn.Module
 @EXTRACTORS.register("densenet")
 class TimmImageExtractor(TorchExtractor):
     modality = "visual"
+    LIBRARIES = (*VIDEO_DECODERS, "torch", "timm")  # torchvision: timm's transform too
     frame_batch = 64  # frames per forward pass: bounds activation memory
     LATE_DEFAULTS = {"seed": 0}  # added later; caches made before it stay valid
     CHECKS = {

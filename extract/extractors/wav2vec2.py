@@ -4,7 +4,12 @@ The model (hub id or local folder; default `facebook/wav2vec2-base`) and its
 feature extractor (the input normalisation) load through
 `weights.load_hf`: offline mode honoured, remote code never run, missing
 weights refused. `random_init: true` keeps `model`'s configuration and
-feature extractor and draws the weights from `seed` (pipeline tests only).
+feature extractor (its `config.json` and `preprocessor_config.json`, from a
+local folder or the Hugging Face cache) and draws the weights from `seed`
+(pipeline tests only). `model: builtin:tiny` with `random_init: true` needs
+no file at all: a small wav2vec 2.0 built in code (`builtin_tiny`: the
+released models' CNN, so 16 kHz in and 50 frames/s out, then 2 transformer
+layers of 64 dimensions) with the standard normalising feature extractor.
 Audio is resampled with torchaudio to the rate the feature extractor
 declares (16 kHz for every released wav2vec 2.0 model).
 
@@ -52,9 +57,10 @@ import numpy as np
 import torch
 
 from amid.errors import CheckpointError, ConfigError
-from amid.extract.extractors.base import EXTRACTORS, MediaError, MediaItem
+from amid.extract.extractors.base import AUDIO_DECODERS, EXTRACTORS, MediaError, MediaItem
 from amid.extract.extractors.long import BinPooler, LongAudio, long_audio
 from amid.extract.extractors.weights import (
+    OFFLINE_HELP,
     TorchExtractor,
     check_random_init,
     load_hf,
@@ -64,6 +70,34 @@ from amid.extract.extractors.weights import (
 from amid.extract.media import load_audio
 
 MIN_SAMPLES = 400  # the CNN's receptive field: one frame needs 25 ms
+BUILTIN = "builtin:tiny"  # random_init only: an architecture made in code, no file read
+# what a random-init run that cannot read `model`'s files can do instead
+RANDOM_INIT_HELP = (
+    "random_init: true still reads the model's config.json and preprocessor_config.json "
+    "(a local folder or the Hugging Face cache); to need no file, set model: "
+    f"{BUILTIN} (a small wav2vec 2.0 built in code)"
+)
+
+
+def builtin_tiny(seed: int) -> tuple[Any, Any]:
+    """The `builtin:tiny` feature extractor and model, weights drawn from `seed`.
+
+    wav2vec 2.0's own convolutional encoder (kernels 10,3,3,3,3,2,2, strides
+    5,2,2,2,2,2,2: a 400-sample receptive field, 320-sample hop) with 32
+    channels, then 2 transformer layers of width 64; 16 kHz input normalised
+    to zero mean and unit variance, as the released base models expect.
+    """
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    config = Wav2Vec2Config(
+        conv_dim=(32,) * 7, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=128, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+    )
+    processor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
+                                         do_normalize=True, return_attention_mask=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return processor, Wav2Vec2Model(config)
 
 
 def pool_to_rate(frames: np.ndarray, native_rate: float, rate: float) -> np.ndarray:
@@ -78,13 +112,14 @@ def pool_to_rate(frames: np.ndarray, native_rate: float, rate: float) -> np.ndar
 @EXTRACTORS.register("wav2vec2")
 class Wav2Vec2Extractor(TorchExtractor):
     modality = "audio"
+    LIBRARIES = (*AUDIO_DECODERS, "transformers")
     # No LATE_DEFAULTS: the frame-exact chunking and `layer: -1` on stable-layer-norm
     # models changed features, so caches from before are re-extracted on purpose.
     CHECKS = {"chunk_seconds": (lambda v: v > 0, "> 0")}
 
     @dataclass(frozen=True)
     class Params:
-        model: str = "facebook/wav2vec2-base"  # hub id or local folder
+        model: str = "facebook/wav2vec2-base"  # hub id, local folder, or builtin:tiny
         layer: int = -1
         pooling: Literal["none", "mean"] = "none"
         frame_rate: float | None = None  # with pooling none: average to this many frames/s
@@ -98,6 +133,9 @@ class Wav2Vec2Extractor(TorchExtractor):
             raise ConfigError(f"{where}.frame_rate must be > 0, with pooling none "
                               f"(extractor {cls.name!r})")
         check_random_init(cls.name, params, where, "")
+        if params.model == BUILTIN and not params.random_init:
+            raise ConfigError(f"{where}.model {BUILTIN!r} has no trained weights: it needs "
+                              f"random_init: true (extractor {cls.name!r})")
 
     @classmethod
     def model_name(cls, params: Any) -> str:
@@ -108,10 +146,20 @@ class Wav2Vec2Extractor(TorchExtractor):
         from transformers import AutoFeatureExtractor, AutoModel
 
         p = params
-        self.processor = load_hf(AutoFeatureExtractor, p.model, "wav2vec2 feature extractor",
-                                 check_missing=False)
-        model = (random_hf_model(AutoModel, p.model, "wav2vec2 model", p.seed) if p.random_init
-                 else load_hf(AutoModel, p.model, "wav2vec2 model"))
+        if p.model == BUILTIN:
+            self.processor, model = builtin_tiny(p.seed)
+        elif p.random_init:
+            try:
+                self.processor = load_hf(AutoFeatureExtractor, p.model,
+                                         "wav2vec2 feature extractor", check_missing=False)
+                model = random_hf_model(AutoModel, p.model, "wav2vec2 model", p.seed)
+            except CheckpointError as exc:  # its advice (`random_init: true`) is taken already
+                lines = [ln for ln in str(exc).splitlines() if ln.strip() != OFFLINE_HELP]
+                raise CheckpointError("\n".join([*lines, f"  {RANDOM_INIT_HELP}"])) from None
+        else:
+            self.processor = load_hf(AutoFeatureExtractor, p.model, "wav2vec2 feature extractor",
+                                     check_missing=False)
+            model = load_hf(AutoModel, p.model, "wav2vec2 model")
         if getattr(model, "main_input_name", "") != "input_values":
             raise CheckpointError(
                 f"{p.model!r} is a {type(model).__name__}, not a speech encoder taking raw "

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from amid.distill.inference import save_module
 from amid.distill.losses import crcd_loss, ntxent_loss
 from amid.distill.train import data_from_config, train
-from amid.errors import ConfigError
+from amid.errors import ConfigError, ManifestError
 
 from .conftest import build_method, make_dataset, set_options, total
 
@@ -145,6 +145,10 @@ def test_crd_loads_a_teacher_run_frozen(syn, data, tmp_path):
     save_module(source.teacher, {}, tmp_path, "teacher")
     method = _method(syn, data, "crd", epochs=3, teacher_epochs=0, teacher_run=str(tmp_path))
     assert method.phase.pretrain == 0 and not method.teacher.training
+    # RepDistiller's defaults: nce_k 16384, nce_t 0.07, nce_m 0.5, feat_dim 128
+    crd = method.crd
+    assert (crd.n_negatives, crd.temperature, crd.momentum) == (16384, 0.07, 0.5)
+    assert crd.embed_s.out_features == 128
     mine, theirs = method.teacher.state_dict(), source.teacher.state_dict()
     assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
     _, terms = _step(method, _batch(data), 0)
@@ -160,10 +164,13 @@ def test_crd_memory_banks_are_buffers_updated_with_momentum(syn, data):
     # banks cover the training rows with every auxiliary modality, nothing else
     train = data.splits["train"].tolist()
     banked = [r for r in train if bool(data.aux_present[r])]
-    assert crd.memory_s.shape == (len(banked), 128) and crd.n_negatives == len(banked) - 1
+    assert crd.memory_s.shape == (len(banked), 128)
+    # K as configured, more than the bank holds: drawn with replacement, as the authors do
+    assert crd.n_negatives == 10_000 > len(banked)
     slots = method.bank_slot.tolist()
     assert [slots[r] for r in banked] == list(range(len(banked)))
     assert all(s == -1 for r, s in enumerate(slots) if r not in banked)
+    assert crd.labels.tolist() == data.labels[banked].tolist()
 
     batch = _batch(data)
     method.begin_epoch(1)
@@ -183,9 +190,18 @@ def test_crd_memory_banks_are_buffers_updated_with_momentum(syn, data):
     untouched = torch.ones(len(banked), dtype=torch.bool)
     untouched[idx] = False
     assert torch.equal(crd.memory_s[untouched], old_s[untouched])
-    # logits at tau 0.07 against unit vectors: bounded by 1/0.07 per entry, so each CE <= 2/0.07
-    # + log(K+1); a loose sanity bound that a wrong temperature (e.g. 0.007) would break often
-    assert method.losses(batch, method(batch), 1)["crd_s"] < 2 / 0.07 + math.log(len(banked))
+    # the negatives of a training anchor are bank rows of the other classes
+    neg = crd.sample_negatives(idx)
+    assert (crd.labels[neg] != crd.labels[idx][:, None]).all()
+
+
+def test_crd_needs_two_classes_in_its_bank(tmp_path):
+    """One class is refused for every method when the data loads (issue 23 item 6), before
+    crd's own bank check."""
+    one = make_dataset(tmp_path, n_classes=1, per_class=10)
+    set_options(one.cfg, "crd", teacher_epochs=1)
+    with pytest.raises(ManifestError, match="only 1 class .*at least two"):
+        _method(one, data_from_config(one.cfg, torch.device("cpu")), "crd")
 
 
 def test_crcd_term_is_the_relation_loss_of_head_and_frozen_teacher(syn, data):
@@ -196,7 +212,7 @@ def test_crcd_term_is_the_relation_loss_of_head_and_frozen_teacher(syn, data):
     with torch.no_grad():
         s, _ = method.student(batch.target)
         t = method.teacher(batch.target, batch.auxiliary)["t"]
-        want = crcd_loss(method.embed_s(s[rows]), t[rows], 0.1, 64)
+        want = crcd_loss(method.embed_s(s[rows]), t[rows], 0.05, 64)  # the authors' nce_t
     assert terms["crcd"].item() == pytest.approx(want.item(), rel=1e-5)
 
 
@@ -218,7 +234,7 @@ def test_gmc_terms_are_ntxent_of_shared_projections(syn, data):
         }
         joint = method.joint({**batch.target, **batch.auxiliary})
         for name, h in views.items():
-            want = ntxent_loss(proj(h[rows]), proj(joint[rows]), 0.1)
+            want = ntxent_loss(proj(h[rows]), proj(joint[rows]), 0.3)  # supervised GMC's
             assert terms[f"gmc_{name}"].item() == pytest.approx(want.item(), rel=1e-5)
     assert torch.allclose(terms["gmc"], terms["gmc_visual"] + terms["gmc_audio"]
                           + terms["gmc_text"])
@@ -251,12 +267,13 @@ def test_gmc_gradient_routing(syn, data):
 
 
 def naive_ccl_nce(u: np.ndarray, v: np.ndarray, y: np.ndarray, tau: float) -> float:
-    """One direction of CCL's class-aware NCE, a loop over anchors (docs/method.md section 3)."""
+    """yanbeic/CCL loss/nce_loss.py NCELoss(u, v), a loop over anchors (eps left out)."""
     u = u / np.linalg.norm(u, axis=1, keepdims=True)
     v = v / np.linalg.norm(v, axis=1, keepdims=True)
     total = 0.0
     for i in range(len(u)):
-        logits = [float(u[i] @ v[j]) / tau for j in range(len(v))]
+        # the authors' cosine: 1 - |u - v|^2 / 2 on unit rows
+        logits = [(1 - 0.5 * float(((u[i] - v[j]) ** 2).sum())) / tau for j in range(len(v))]
         m = max(logits)
         lse = m + math.log(sum(math.exp(x - m) for x in logits))
         h = [math.exp(x - lse) for x in logits]
@@ -269,58 +286,118 @@ def naive_ccl_nce(u: np.ndarray, v: np.ndarray, y: np.ndarray, tau: float) -> fl
     return total / len(u)
 
 
-def naive_sym_kl(a: np.ndarray, b: np.ndarray) -> float:
+def naive_jsd_loss(a: np.ndarray, b: np.ndarray) -> float:
+    """yanbeic/CCL loss/jsd_loss.py JSDLoss(weight=0.5) on logits (eps left out)."""
     p = np.exp(a - a.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
     q = np.exp(b - b.max(1, keepdims=True))
     q /= q.sum(1, keepdims=True)
-    return float(np.mean(0.5 * ((p * np.log(p / q)).sum(1) + (q * np.log(q / p)).sum(1))))
+    return float(np.mean((p * np.log(p / q)).sum(1) + (q * np.log(q / p)).sum(1)) * 0.5)
 
 
-def test_ccl_composed_teacher_and_objective(syn, data):
+def test_ccl_composition_and_objectives_are_the_authors(syn, data):
     method = _method(syn, data, "ccl", ccl_nce_weight=0.6, ccl_kl_weight=0.25)
     assert method.teacher.student_encoder is method.student.encoder
-    assert method.teacher.classifier is method.student.classifier
+    assert method.teacher.classifier is not method.student.classifier  # its own fc
+    assert isinstance(method.teacher.head, torch.nn.Linear)  # ONE linear layer, 2d -> d
     batch = _batch(data)
     out, terms = _step(method, batch, 0)
-    with torch.no_grad():
+    with torch.no_grad():  # CompositionClassifier(normalization=True)
         s = method.student.encoder(batch.target)
         a = method.teacher.aux_encoder(batch.auxiliary)
-        t = a + method.teacher.head(torch.cat([a, s], dim=1))
-    assert torch.equal(out["t"], t) and torch.equal(out["a"], a)
-    assert torch.allclose(out["logits_t"], method.student.classifier(t))
+        head = method.teacher.head
+        t = a + torch.cat([F.normalize(a, dim=1), F.normalize(s, dim=1)], 1) @ head.weight.T \
+            + head.bias
+    torch.testing.assert_close(out["t"], t)
+    torch.testing.assert_close(out["t_sg"], t)
+    assert torch.equal(out["a"], a)
+    torch.testing.assert_close(out["logits_t"], method.teacher.classifier(t))
 
     rows = batch.teacher_rows.numpy()
     y = batch.labels.numpy()[rows]
     sn, tn, an = (x.detach().numpy()[rows] for x in (s, t, a))
-    want_st = 0.5 * (naive_ccl_nce(sn, tn, y, 0.5) + naive_ccl_nce(tn, sn, y, 0.5))
-    want_sa = 0.5 * (naive_ccl_nce(sn, an, y, 0.5) + naive_ccl_nce(an, sn, y, 0.5))
-    assert terms["nce_st"].item() == pytest.approx(want_st, rel=1e-4)
-    assert terms["nce_sa"].item() == pytest.approx(want_sa, rel=1e-4)
+
+    def pair(x, z):  # criterion_ct_av(x, z) + criterion_ct_av(z, x): not halved
+        return naive_ccl_nce(x, z, y, 0.5) + naive_ccl_nce(z, x, y, 0.5)
+
+    loss_vm, loss_va, loss_ma = pair(sn, tn), pair(sn, an), pair(tn, an)
     logits_s, logits_t = (out[k].detach().numpy()[rows] for k in ("logits_s", "logits_t"))
-    assert terms["kl"].item() == pytest.approx(naive_sym_kl(logits_s, logits_t), rel=1e-4)
-    # teacher CE skips the 3 rows without audio
+    jsd = naive_jsd_loss(logits_s, logits_t)
+    assert terms["nce_student"].item() == pytest.approx(loss_vm + loss_va, rel=1e-4)
+    assert terms["nce_teacher"].item() == pytest.approx(loss_vm + loss_ma, rel=1e-4)
+    assert terms["kl_student"].item() == pytest.approx(jsd, rel=1e-4)
+    assert terms["kl_teacher"].item() == pytest.approx(jsd, rel=1e-4)
+    # teacher CE on the rows with audio only (the authors filter them)
     keep = batch.aux_present
     want_ce_t = F.cross_entropy(out["logits_t"][keep], batch.labels[keep])
     assert terms["cls_teacher"].item() == pytest.approx(want_ce_t.item(), rel=1e-5)
-    want = (terms["cls_student"] + terms["cls_teacher"]
-            + 0.6 * (terms["nce_st"] + terms["nce_sa"]) + 0.25 * terms["kl"])
-    assert torch.allclose(terms["total"], want)
+    # total_loss_v (the option weights scale the student's terms) + total_loss_a
+    want = (terms["cls_student"] + 0.6 * (loss_vm + loss_va) + 0.25 * jsd
+            + terms["cls_teacher"] + loss_vm + loss_ma + jsd)
+    assert terms["total"].item() == pytest.approx(want.item(), rel=1e-4)
     assert "composition" in method.exports()["teacher"][1]
 
 
-def test_ccl_gradient_routing(syn, data):
-    method = _method(syn, data, "ccl")
+def _official_ccl_step(method, batch):
+    """The authors' train_a_epoch step on a copy of `method`, from their formulas: two
+    objectives, total_loss_a backward first, the student's gradients zeroed, then
+    total_loss_v backward; returns every parameter's gradient by name."""
+    m = copy.deepcopy(method).train()
+    m.zero_grad(set_to_none=True)
+    eps = 1e-10
+
+    def nce(f1, f2, targets, tau=0.5):  # loss/nce_loss.py
+        f1, f2 = F.normalize(f1, dim=1), F.normalize(f2, dim=1)
+        neg = (targets[:, None] - targets) != 0
+        cos = 1 - 0.5 * (f1[:, None] - f2).pow(2).sum(2)
+        pred = torch.softmax(cos / tau, dim=1)
+        lp = (-torch.log(pred + eps) * (~neg)).sum(1) / (~neg).sum(1)
+        ln = (-torch.log(1 - pred + eps) * neg).sum(1) / neg.sum(1)
+        return (lp + ln).mean()
+
+    def jsd(p, q):  # loss/jsd_loss.py, weight 0.5
+        p, q = torch.softmax(p, 1), torch.softmax(q, 1)
+        kl_pq = (p * torch.log(p / q + eps)).sum(1)
+        kl_qp = (q * torch.log(q / p + eps)).sum(1)
+        return 0.5 * (kl_pq + kl_qp).mean()
+
+    features = m.student.encoder(batch.target)
+    outputs = m.student.classifier(features)
+    rows = batch.teacher_rows
+    f_aud = m.teacher.aux_encoder(batch.auxiliary)[rows]
+    f_vid, y_new, out_new = features[rows], batch.labels[rows], outputs[rows]
+    residual = m.teacher.head(torch.cat([F.normalize(f_aud, dim=1), F.normalize(f_vid, dim=1)], 1))
+    f_av = f_aud + residual
+    out_av = m.teacher.classifier(f_av)
+    loss_vm = nce(f_vid, f_av, y_new) + nce(f_av, f_vid, y_new)
+    loss_va = nce(f_vid, f_aud, y_new) + nce(f_aud, f_vid, y_new)
+    loss_ma = nce(f_av, f_aud, y_new) + nce(f_aud, f_av, y_new)
+    loss_jsd = jsd(out_new, out_av)
+    total_v = F.cross_entropy(outputs, batch.labels) + loss_vm + loss_va + loss_jsd
+    total_a = F.cross_entropy(out_av, y_new) + loss_vm + loss_ma + loss_jsd
+    total_a.backward(retain_graph=True)
+    m.student.zero_grad(set_to_none=True)  # optimizer.zero_grad(): the video model only
+    total_v.backward()
+    return {n: p.grad for n, p in m.named_parameters()}
+
+
+def test_ccl_gradients_are_the_authors_two_backward_passes(syn, data):
+    method = _method(syn, data, "ccl")  # dropout 0; 4 classes: every anchor has negatives
     batch = _batch(data)
+    want = _official_ccl_step(method, batch)
+    _step(method, batch, 0)
+    got = {n: p.grad for n, p in method.named_parameters()}
+    assert got.keys() == want.keys()
+    for name in got:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-6, msg=name)
+    # the student's share: its objective only (no teacher CE, no NCE2(t, a))
+    method.zero_grad(set_to_none=True)
     method.train()
     out = method(batch)
     terms = method.losses(batch, out, 0)
-    terms["nce_sa"].backward(retain_graph=True)  # (s, a): the composition MLP is not involved
-    assert _has_grad(method.student.encoder) and _has_grad(method.teacher.aux_encoder)
-    assert _no_grad(method.teacher.head) and _no_grad(method.student.classifier)
-    method.zero_grad(set_to_none=True)
-    terms["kl"].backward()  # logits of both sides: every module
-    assert _has_grad(method.student) and _has_grad(method.teacher.head)
+    (terms["cls_teacher"] + terms["nce_teacher"] + terms["kl_teacher"]).backward()
+    assert _no_grad(method.student)
+    assert _has_grad(method.teacher.head) and _has_grad(method.teacher.classifier)
     assert _has_grad(method.teacher.aux_encoder)
 
 

@@ -4,6 +4,7 @@ folders, fallbacks, resumes and errors."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -23,33 +24,44 @@ from amid.distill.methods.base import build_student
 from amid.distill.sweep import expand, grid_axes, parse_axes, run_sweep
 from amid.distill.train import data_from_config, train, train_members
 from amid.errors import AmidError, ConfigError
-from amid.typed import at_least, option, to_dict
+from amid.typed import at_least, option, per_member_keys, to_dict
 
 from .conftest import make_dataset, set_options
 
-# (method, its options, model overrides): every method and every ablation switch
-CASES = [
-    ("baseline", {}, {}),
-    ("teacher", {}, {}),
+
+def _at_defaults(name: str) -> tuple[str, dict, dict]:
+    """A registered method at its defaults; a teacher pre-trained inside the run gets 1 of
+    the 2 epochs (its default would leave the student none)."""
+    fields = {f.name for f in dataclasses.fields(METHODS.get(name).Options)}
+    return name, ({"teacher_epochs": 1} if "teacher_epochs" in fields else {}), {}
+
+
+def _varied(name: str) -> tuple[str, list[float]]:
+    """A per-member option of the method and the two members' values (half and twice its
+    default): the members must differ in what the stack vectorises."""
+    options = METHODS.get(name).Options
+    keys = per_member_keys(options, "")
+    if not keys:
+        return "", []
+    key = keys[0].lstrip(".")
+    default = next(f.default for f in dataclasses.fields(options) if f.name == key)
+    return key, [0.5 * default, 2.0 * default] if default else [0.5, 2.0]
+
+
+# (method, its options, model overrides): every registered method (enumerated, so a new
+# method is covered with no edit here), then every ablation switch and model shape
+CASES = [_at_defaults(name) for name in METHODS.names()] + [
     ("ts", {}, {"student": "lstm", "bidirectional": True, "teacher_encoders": "separate"}),
     ("ts_ta", {}, {"student": "pool"}),
-    ("amid", {}, {}),
     ("amid", {"mi_variant": "ccl"}, {}),
     ("amid", {"positives": "instance"}, {}),
     ("amid", {"fixed_teacher": True, "teacher_epochs": 1}, {}),
+    ("amid", {"preset": "recommended", "teacher_epochs": 1}, {}),
     ("amid", {"warmup_epochs": 0}, {}),
     ("amid", {"warmup_epochs": 0, "enhanced_disc": False}, {}),
     ("amid", {"warmup_epochs": 0, "dynamic_weights": False}, {}),
-    ("kd", {}, {}),
     ("kd", {"fixed_teacher": True, "teacher_epochs": 1}, {}),
-    ("crd", {"teacher_epochs": 1}, {}),
-    ("gmc", {}, {}),
-    ("ccl", {}, {}),
-    ("crcd", {"teacher_epochs": 1}, {}),
 ]
-# per-member values that differ between the two members, by method
-VARY = {"ts": "alpha", "ts_ta": "beta", "amid": "tau", "kd": "temperature", "crd": "weight",
-        "gmc": "weight", "ccl": "kl_weight", "crcd": "weight"}
 
 
 def _members(syn, method, options, model, epochs=2):
@@ -61,8 +73,9 @@ def _members(syn, method, options, model, epochs=2):
         for key, value in model.items():
             setattr(cfg.train.model, key, value)
         values = dict(options)
-        if method in VARY:
-            values[VARY[method]] = [0.5, 2.0][k] if VARY[method] != "tau" else [0.1, 0.3][k]
+        key, varied = _varied(method)
+        if key:
+            values[key] = varied[k]
         set_options(cfg, method, **values)
         cfgs.append(cfg)
     return cfgs

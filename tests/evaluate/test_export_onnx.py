@@ -7,6 +7,7 @@ the ONNX inputs hold large junk values that must not reach any output.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -123,9 +124,20 @@ def test_onnx_export_matches_eager_on_new_batch_and_lengths(
         np.testing.assert_allclose(probs, _softmax(want_logits), atol=1e-5)
 
 
-def test_onnx_export_defaults_to_the_run_folder(tmp_path: Path) -> None:
-    run = tmp_path / "run"
+def test_onnx_export_defaults_to_exports_outside_the_run_folder(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """Issue 22 item 7: written into runs/amid (a DVC output), the export marked the
+    train@amid stage changed; the default is exports/<run below runs/>/ now."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "runs" / "sweeps" / "alpha" / "seed=0"
     _save_run(run, "gru", False, 1)
-    path = export_student(run, "onnx")
-    assert path == run / "student.onnx" and path.is_file()
-    assert json.loads((run / "student.onnx.json").read_text())["target"] == ["audio", "visual"]
+    before = sorted(p.name for p in run.iterdir())
+    path = export_student(Path("runs/sweeps/alpha/seed=0"), "onnx")
+    assert path == Path("exports/sweeps/alpha/seed=0/student.onnx") and path.is_file()
+    meta = json.loads(Path(f"{path}.json").read_text())
+    assert meta["target"] == ["audio", "visual"]
+    assert meta["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert sorted(p.name for p in run.iterdir()) == before  # nothing written into the run
+    elsewhere = tmp_path / "elsewhere" / "myrun"  # not below runs/: the folder's name
+    _save_run(elsewhere, "gru", False, 1)
+    assert export_student(elsewhere, "onnx") == Path("exports/myrun/student.onnx")

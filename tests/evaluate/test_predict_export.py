@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -158,7 +159,8 @@ def test_torchscript_export_matches_eager_on_new_shapes(trained, tmp_path: Path)
     torch.testing.assert_close(got[0], emb, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got[1], logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got[2], logits.softmax(1), atol=1e-5, rtol=1e-5)
-    assert json.loads(Path(f"{tmp_path / 's.pt'}.json").read_text()) == meta
+    sha = hashlib.sha256((tmp_path / "s.pt").read_bytes()).hexdigest()  # the bytes it names
+    assert json.loads(Path(f"{tmp_path / 's.pt'}.json").read_text()) == {**meta, "sha256": sha}
 
 
 def test_onnx_without_the_package_is_a_clear_error(trained, monkeypatch) -> None:

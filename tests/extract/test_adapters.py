@@ -10,16 +10,12 @@ from pathlib import Path, PurePosixPath
 import media_gen as gen  # tests/extract/fixtures, on pytest's pythonpath
 import numpy as np
 import pytest
+from repo_data import UCF51_ARCHIVE as ARCHIVE  # tests/extract/fixtures, on the pythonpath
 
 from amid.errors import ManifestError
 from amid.extract.adapters import activitynet, iemocap, ucf51  # noqa: F401  (registration)
 from amid.extract.adapters.registry import ADAPTERS
 from amid.manifest import read_manifest, write_manifest
-
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
-ARCHIVE = SHARED / "ucf51" / "ucf51_cnn14_emb512.tar.gz"
-
-
 
 
 def _round_trip(df, root: Path, tmp_path: Path):

@@ -9,8 +9,6 @@ so knowing it meant loading the weights; wav2vec2 and bert had no
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -130,16 +128,21 @@ def test_random_init_everywhere_is_seeded_and_recorded(minilm, tiny_w2v, tmp_pat
 
 
 def test_parameters_added_later_keep_older_caches_valid(minilm):
-    """`seed` at its default stays out of the identity of extractors whose caches predate it."""
-    panns = expected_identity("panns-cnn14", {"random_init": True}, "p")
-    assert "seed" not in panns["params"] and panns["model"] == "random-init(seed=0)"
+    """`seed` at its default stays out of the identity of extractors whose caches predate it,
+    unless the weights are random: a random-init cache records the seed they came from."""
+    panns = expected_identity("panns-cnn14", {"checkpoint": "cnn14.pth"}, "p")
+    assert "seed" not in panns["params"] and panns["model"] == "cnn14.pth"
     # the identity an earlier version recorded (params without `seed`) still matches
-    earlier = {"modality": "audio", "extractor": "panns-cnn14", "model": "random-init(seed=0)",
-               "params": {"checkpoint": "", "random_init": True, "sample_rate": 32000,
+    earlier = {"modality": "audio", "extractor": "panns-cnn14", "model": "cnn14.pth",
+               "params": {"checkpoint": "cnn14.pth", "random_init": False, "sample_rate": 32000,
                           "window_size": 1024, "hop_size": 320, "mel_bins": 64, "fmin": 50.0,
                           "fmax": 14000.0, "classes": 527, "window_seconds": None,
                           "hop_seconds": None}}
     assert identity_hash(earlier) == identity_hash(panns)
+    for name, params in [("panns-cnn14", {}), ("panns-cnn14-emb512", {}), ("bert", {
+            "model": minilm}), ("densenet", {"model": "test_resnet"}), ("wav2vec2", {})]:
+        drawn = expected_identity(name, {**params, "random_init": True}, "p")
+        assert drawn["params"]["seed"] == 0 and "random-init(seed=0)" in drawn["model"], name
     bert = expected_identity("bert", {"model": minilm}, "p")
     assert set(bert["params"]) == {"model", "pooling", "layer", "max_length"}
     seeded = expected_identity("panns-cnn14", {"random_init": True, "seed": 1}, "p")
@@ -150,8 +153,9 @@ def test_an_up_to_date_cache_loads_no_model(tmp_path, small_demo, minilm, monkey
     import shutil
 
     import yaml
+    from repo_data import DEMO_PARAMS  # tests/extract/fixtures, on pytest's pythonpath
 
-    params = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
+    params = yaml.safe_load(DEMO_PARAMS.read_text())
     params["dataset"].update(root=str(small_demo), manifest=str(tmp_path / "manifest.csv"),
                              cache_dir=str(tmp_path / "cache"))
     params["extract"]["text"] = {"extractor": "bert", "params": {"model": minilm, "max_length": 16}}

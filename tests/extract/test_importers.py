@@ -10,13 +10,11 @@ from pathlib import Path
 import media_gen as gen  # tests/extract/fixtures, on pytest's pythonpath
 import numpy as np
 import pytest
+from repo_data import UCF51_ARCHIVE as ARCHIVE  # tests/extract/fixtures, on the pythonpath
 
 from amid.cache import cache_path, read_cache
 from amid.errors import CacheError
 from amid.extract.importers import import_ucf51_cnn14
-
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
-ARCHIVE = SHARED / "ucf51" / "ucf51_cnn14_emb512.tar.gz"
 
 
 def test_real_archive_becomes_a_cache(tmp_path) -> None:
@@ -27,6 +25,8 @@ def test_real_archive_becomes_a_cache(tmp_path) -> None:
     assert (cache.lengths == 1).all()
     assert cache.attrs["modality"] == "audio" and cache.attrs["extractor"] == "cnn14-emb512"
     assert json.loads(cache.attrs["params"])["source"] == ARCHIVE.name
+    # no extractor ran: only the writer's own libraries are recorded
+    assert set(json.loads(cache.attrs["library_versions"])) == {"h5py", "numpy"}
     assert not any(i.startswith("._") for i in cache.ids)
     groups = np.array([int(i.split("_g")[1][:2]) for i in cache.ids])
     assert (groups <= 7).sum() == 1944 and (groups > 7).sum() == 4893

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from repo_data import AUDIOSET_WAV as WAV  # tests/extract/fixtures, on pytest's pythonpath
 
 from amid.errors import CheckpointError, ConfigError
 from amid.extract.extractors import panns
 from amid.extract.extractors.base import EXTRACTORS, MediaItem, build_extractor, build_params
 
 FIXTURES = Path(__file__).parent / "fixtures"
-WAV = Path(__file__).resolve().parents[3] / "shared" / "data" / "audio" / "R9_ZSCveAHg_7s.wav"
 
 
 def _import(name: str):

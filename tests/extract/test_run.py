@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from repo_data import DEMO_PARAMS  # tests/extract/fixtures, on pytest's pythonpath
 
 from amid.cache import read_cache, read_errors
 from amid.extract.extractors import build_extractor
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _project(tmp_path: Path, demo: Path, **extract_overrides) -> Path:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load(DEMO_PARAMS.read_text())
     params["dataset"].update(
         root=str(demo), manifest=str(tmp_path / "manifest.csv"), cache_dir=str(tmp_path / "cache")
     )

@@ -252,3 +252,34 @@ def test_long_recordings_stream_with_the_same_frames(tmp_path, model_dir, monkey
     streamed = ex.embed([loaded])[0]
     assert streamed.shape == whole.shape
     np.testing.assert_allclose(streamed, whole, atol=1e-4)
+
+
+def test_random_init_needs_no_file_with_the_builtin_model(tmp_path, monkeypatch) -> None:
+    """Offline, with an empty Hugging Face cache: `model: builtin:tiny` builds and extracts;
+    the default model asks for its two files and names the way out, not `random_init`."""
+    from amid.extract.extractors import expected_identity
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.chdir(tmp_path)
+    wav, _ = _wav(tmp_path, 1.0)
+    params = {"model": "builtin:tiny", "random_init": True}
+    ex = build_extractor("wav2vec2", params)
+    feats = ex.embed([ex.load(MediaItem("a", wav))])[0]
+    # wav2vec 2.0's CNN: (16000 - 400) // 320 + 1 frames of a 1 s clip at 16 kHz
+    assert feats.shape == (49, ex.feature_dim) and np.isfinite(feats).all()
+    again = build_extractor("wav2vec2", params)
+    np.testing.assert_array_equal(again.embed([again.load(MediaItem("a", wav))])[0], feats)
+    other = build_extractor("wav2vec2", {**params, "seed": 1})
+    assert not np.allclose(other.embed([other.load(MediaItem("a", wav))])[0], feats)
+    identity = expected_identity("wav2vec2", params, "extract.audio.params")
+    assert ex.identity() == identity and identity["params"]["seed"] == 0
+    assert identity["model"] == "random-init(seed=0)"
+
+    with pytest.raises(CheckpointError) as failed:
+        build_extractor("wav2vec2", {"random_init": True})
+    message = str(failed.value)
+    assert "config.json" in message and "preprocessor_config.json" in message
+    assert "model: builtin:tiny" in message and "`random_init: true` runs" not in message
+    with pytest.raises(ConfigError, match="builtin:tiny' has no trained weights"):
+        build_extractor("wav2vec2", {"model": "builtin:tiny"})

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from repo_data import DEMO_PARAMS  # the demo's committed params: tests/extract/fixtures
 
 from amid.extract.demo import DemoSpec, make_demo
 
@@ -27,7 +28,7 @@ def tiny_demo(tmp_path_factory) -> Path:
 
 def make_project(tmp_path: Path, demo: Path, **sections: dict) -> Path:
     """params.yaml in `tmp_path` pointing at `demo`, its manifest copied, cache in tmp_path."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load(DEMO_PARAMS.read_text())
     params["dataset"].update(
         root=str(demo), manifest=str(tmp_path / "manifest.csv"), cache_dir=str(tmp_path / "cache")
     )
@@ -98,7 +99,7 @@ def make_train_project(root: Path, *, per_class: int = 8, epochs: int = 4, seed:
     for m in dims:
         write_cache(cache_path(root / "cache", "synth", m, "synthetic"), ids, seqs[m],
                     {"modality": m, "extractor": "synthetic", "model": "none", "params": {}})
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load(DEMO_PARAMS.read_text())
     params["dataset"].update(name="synth", root=str(root), manifest=str(root / "manifest.csv"),
                              cache_dir=str(root / "cache"))
     params["extract"] = {m: {"extractor": "synthetic"} for m in dims}

@@ -26,7 +26,7 @@ from amid.distill.train import train
 from amid.evaluate.cli import app as evaluate_app
 from amid.extract.cli import app as extract_app
 
-from .conftest import ROOT, assert_user_error, make_project, make_train_project
+from .conftest import DEMO_PARAMS, assert_user_error, make_project, make_train_project
 
 runner = CliRunner()
 HEADER = "sample_id,label,split,video_path,text\n"
@@ -175,7 +175,7 @@ def test_demo_larger_than_the_digits_is_a_config_error(tmp_path):
                                          str(tmp_path / "none.yaml")])
     assert result.exit_code == 0, result.output  # no params file: the defaults work
     result = runner.invoke(extract_app, ["demo", "--out", str(tmp_path / "e"), "--params",
-                                         str(ROOT / "params.yaml"), "--set",
+                                         str(DEMO_PARAMS), "--set",
                                          "demo.n_per_class=1000"])
     assert_user_error(result, "demo.n_per_class is 1000", "use at most")
 

@@ -30,7 +30,7 @@ from amid.extract.extractors import EXTRACTORS, build_extractor
 from amid.extract.run import media_items
 from amid.manifest import COLUMNS, SPLITS, read_manifest
 
-from .conftest import ROOT
+from .conftest import DEMO_PARAMS
 
 FUZZ = settings(max_examples=120, deadline=None, derandomize=True,
                 suppress_health_check=list(HealthCheck))
@@ -124,7 +124,8 @@ VALUES = st.one_of(
     st.integers(-5, 10**6).map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.sampled_from([".nan", ".inf", "-.inf", "true", "no", "null", "~", "[]", "[1, 2]", "{}",
                      "{a: 1}", "[visual]", "[1", "{", "'x", "!!python/name:os.system", "*a",
-                     "&a 1", "1e400", "0", "-0.0", "pca", "amid", "gru", "\"\"", "- a"]),
+                     "&a 1", "1e400", "0", "-0.0", "pca", "amid", "gru", "\"\"", "- a",
+                     "../x", "a/b", "..", "-1", str(2**64), "1000000000"]),
     st.text(max_size=8),
 )
 
@@ -144,11 +145,15 @@ def _finite(obj) -> bool:
 def test_fuzzed_configuration_values(overrides):
     assignments = [f"{k}={v}" for k, v in overrides]
     try:
-        cfg = load_config(ROOT / "params.yaml", assignments, check=check_method_options)
+        cfg = load_config(DEMO_PARAMS, assignments, check=check_method_options)
     except AmidError as exc:
         assert str(exc).strip()
         return
     assert _finite(dataclasses.asdict(cfg))
+    # names that become path parts stay one level below the folder they are joined to
+    for name in (cfg.dataset.name, *cfg.extract, *cfg.sweeps, *cfg.pipeline.methods):
+        joined = os.path.normpath(os.path.join("base", name))
+        assert os.path.dirname(joined) == "base" and name == os.path.basename(joined), name
     for name, raw in cfg.methods.items():  # every method section typed and finite
         assert _finite(dataclasses.asdict(method_options(name, raw)))
     for modality, spec in cfg.extract.items():  # what `amid-extract run` builds next

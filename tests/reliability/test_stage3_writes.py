@@ -207,13 +207,15 @@ def test_killed_while_writing_predictions_keeps_the_previous_csv(tmp_path, monke
     fewer = C.write_cache(tmp_path / "fewer.h5", part.ids[:3],
                           [part.sequence(k) for k in range(3)],
                           {**C.identity_of(part.attrs), "feature_dim": part.feature_dim})
-    monkeypatch.setenv("AMID_FAULT", "predictions-csv-written")  # SIGKILL before the rename
+    good_h5 = out.with_suffix(".h5").read_bytes()
+    monkeypatch.setenv("AMID_FAULT", "predictions-csv-written")  # SIGKILL before the renames
     killed = cli("amid-predict", str(run), "-c", f"visual={fewer}", "-o", str(out),
                  cwd=tmp_path)
     monkeypatch.delenv("AMID_FAULT")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert out.read_bytes() == good  # the complete previous CSV, not part of the new one
-    assert len(_strays(out.parent)) == 1  # the killed writer's temporary ...
+    assert out.read_bytes() == good  # the complete previous CSV, not part of the new one,
+    assert out.with_suffix(".h5").read_bytes() == good_h5  # and its own HDF5 beside it
+    assert len(_strays(out.parent)) == 2  # the killed writer's temporaries ...
     again = cli("amid-predict", str(run), "-c", f"visual={fewer}", "-o", str(out), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert _strays(out.parent) == []  # ... is removed by the next write

@@ -1,0 +1,64 @@
+"""Console-script entry points: pin the CPU's numerics, then run the stage's command.
+
+Why the pins (docs/reproducibility.md): PyTorch, MKL and OpenBLAS pick their
+kernels by the CPU they find, so AVX-512 code on one machine and AVX2 code on
+another add in another order, and the committed metrics did not come back from
+a fresh clone on another CPU model. Pinned, results depend on the code, the
+inputs, the library versions and the thread count only.
+
+Why here and not in `amid/__init__.py`: a library must not change the process it
+is imported into (the pins make MKL's batched products two to three times slower
+for a program that only wanted, say, `amid.evaluate.metrics`). The commands
+`dvc repro` runs are these entry points, so every stage is pinned; a program that
+imports the library gets the library's numbers unpinned, or calls
+`pin_cpu_numerics()` itself first. Each variable is read lazily by its library
+(at its first kernel), so pinning works even after `import torch`; a value the
+user has set is left alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+
+CPU_NUMERICS = {
+    "ATEN_CPU_CAPABILITY": "avx2",  # PyTorch's vectorised CPU kernels: AVX2 on every x86-64
+    "MKL_CBWR": "COMPATIBLE",  # MKL's conditional numerical reproducibility, any CPU
+    "OPENBLAS_CORETYPE": "Haswell",  # numpy/scipy's OpenBLAS (PCA, metrics): AVX2 kernels
+}
+
+
+def pin_cpu_numerics() -> dict[str, str]:
+    """Set each of `CPU_NUMERICS` the user has not set (x86-64 only: the names are x86
+    kernel families); returns what is now in force."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return {}
+    for name, value in CPU_NUMERICS.items():
+        os.environ.setdefault(name, value)
+    return {name: os.environ[name] for name in CPU_NUMERICS}
+
+
+def _run(module: str, function: str = "main") -> None:
+    pin_cpu_numerics()  # before the command's module imports torch and numpy
+    getattr(importlib.import_module(module), function)()
+
+
+def extract() -> None:
+    """`amid-extract`."""
+    _run("amid.extract.cli")
+
+
+def train() -> None:
+    """`amid-train`."""
+    _run("amid.distill.cli")
+
+
+def evaluate() -> None:
+    """`amid-evaluate`."""
+    _run("amid.evaluate.cli")
+
+
+def predict() -> None:
+    """`amid-predict`."""
+    _run("amid.evaluate.cli", "predict_main")
