@@ -29,7 +29,6 @@ import argparse
 import filecmp
 import json
 import os
-import platform
 import re
 import resource
 import shlex
@@ -211,15 +210,9 @@ def same_outputs(a: Path, b: Path) -> list[str]:
 
 
 def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores"
+    from train import cpu_model  # bench/train.py, beside this script
+
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def load() -> str:

@@ -328,18 +328,22 @@ def fmt(times: list[float]) -> str:
     return ", ".join(f"{t:.2f}" for t in times)
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what platform knows."""
     model = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return (f"CPU {model}, {torch.get_num_threads()} torch threads "
+    return model
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return (f"CPU {cpu_model()}, {torch.get_num_threads()} torch threads "
             f"(torch {torch.__version__})")
 
 
