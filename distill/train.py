@@ -271,6 +271,7 @@ def _train(name: str, members: list[Member], data: TrainData | None, live: bool,
                 continue
             row = {"epoch": epoch, **dict(zip(scalars[m], values[m], strict=True))}
             mb.history.append(row)
+            mb.method.after_validation(epoch, row)
             if mb.live is not None:
                 log_epoch(mb.live, row)
         elapsed = time.monotonic() - t_start

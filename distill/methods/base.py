@@ -146,6 +146,10 @@ class Method(nn.Module):
         """Hook after epoch `epoch`; returns extra scalars to log."""
         return {}
 
+    def after_validation(self, epoch: int, row: dict[str, float]) -> None:
+        """Hook after epoch `epoch`'s validation, with its logged row (`val_acc_teacher`,
+        ...), the member's own weights synced: e.g. to keep the best teacher so far."""
+
     def exports(self) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
         """Modules saved at the end, name -> (module, architecture kwargs for its JSON)."""
         arch = {"encoder": self.student.encoder.config(), "num_classes": self.ctx.num_classes}
