@@ -26,7 +26,6 @@ resumes from the shards, and `finalize` merges them in manifest order.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -46,6 +45,14 @@ from amid.cache_errors import (  # noqa: F401
 )
 from amid.errors import CacheError
 from amid.faults import fault_point
+
+# the identity record lives in amid.identity; its functions stay importable from here
+from amid.identity import (  # noqa: F401
+    canonical_params,
+    identity_differences,
+    identity_hash,
+    identity_of,
+)
 from amid.storage import hdf5_estimate, replace_atomically
 
 log = logging.getLogger(__name__)
@@ -54,54 +61,11 @@ FORMAT_VERSION = 1
 _REQUIRED = ("ids", "offsets", "features")
 SOURCES = "sources"  # optional per-sample source fingerprints (fixed-length ASCII)
 _SOURCE_LEN = 16  # hex digits of a source fingerprint
-_IDENTITY_KEYS = ("modality", "extractor", "model", "params")
 
 
 def cache_path(cache_dir: str | Path, dataset: str, modality: str, extractor: str) -> Path:
     """Where the cache of one (dataset, modality, extractor) lives."""
     return Path(cache_dir) / dataset / f"{modality}__{extractor}.h5"
-
-
-def canonical_params(params: dict[str, Any]) -> str:
-    return json.dumps(params, sort_keys=True, separators=(",", ":"))
-
-
-def identity_hash(identity: dict[str, Any]) -> str:
-    """A short digest of everything that changes the features."""
-    text = json.dumps(
-        {k: identity[k] for k in _IDENTITY_KEYS}, sort_keys=True, separators=(",", ":")
-    )
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def identity_of(attrs: dict[str, Any]) -> dict[str, Any]:
-    """The identity (modality, extractor, model, params dict) a cache's attributes record."""
-    params = attrs.get("params", "{}")
-    return {
-        "modality": attrs.get("modality"),
-        "extractor": attrs.get("extractor"),
-        "model": attrs.get("model", "none"),
-        "params": json.loads(params) if isinstance(params, str) else dict(params or {}),
-    }
-
-
-def identity_differences(expected: dict[str, Any], found: dict[str, Any],
-                         ignore: Sequence[str] = ()) -> list[str]:
-    """`key: expected X, cache has Y` for every identity key that differs (params key by key).
-
-    Both sides are identities as `identity_of` returns them; `ignore` names
-    params to leave out (e.g. `precision`, which follows the machine).
-    """
-    out = []
-    for key in ("modality", "extractor", "model"):
-        if expected.get(key) != found.get(key):
-            out.append(f"{key}: expected {expected.get(key)!r}, cache has {found.get(key)!r}")
-    a, b = dict(expected.get("params") or {}), dict(found.get("params") or {})
-    for key in sorted((set(a) | set(b)) - set(ignore)):
-        if a.get(key, "<unset>") != b.get(key, "<unset>"):
-            out.append(f"params.{key}: expected {a.get(key, '<unset>')!r}, "
-                       f"cache has {b.get(key, '<unset>')!r}")
-    return out
 
 
 # Every cache records these versions: h5py writes the file, numpy holds the features.

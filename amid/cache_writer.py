@@ -7,7 +7,7 @@ file makes it one writer per cache. `finalize` merges the shards, in manifest
 order, into the final file (again temporary name, then rename). The format
 itself is `amid.cache`.
 
-Each sample carries its source fingerprint (`amid.extract.sources`) into the
+Each sample carries its source fingerprint (`amid.samples`) into the
 shards and the final `/sources`, so a resumed run can tell a committed sample
 made from other media from one it can keep. The crash tests stop the process
 at named points (`amid.faults`): `shard-writing`/`shard-written` inside and
@@ -29,11 +29,9 @@ import h5py
 import numpy as np
 
 from amid.cache import (
-    _IDENTITY_KEYS,
     SOURCES,
     FeatureCache,
     attr_value,
-    identity_hash,
     read_cache,
     write_cache,
     write_cache_streaming,
@@ -41,6 +39,7 @@ from amid.cache import (
 )
 from amid.errors import CacheError
 from amid.faults import fault_point
+from amid.identity import IDENTITY_KEYS, identity_hash
 from amid.locking import ExclusiveLock
 from amid.storage import write_text
 
@@ -68,7 +67,7 @@ class CacheWriter:
         libraries: Sequence[str] = (),
     ) -> None:
         self.path = Path(path)
-        self.identity = {k: identity[k] for k in _IDENTITY_KEYS}
+        self.identity = {k: identity[k] for k in IDENTITY_KEYS}
         # whose versions the cache records (amid.cache.write_cache): the extractor's
         self.libraries = tuple(libraries)
         self.dtype = dtype

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -89,6 +90,18 @@ def errors(prog: str) -> Iterator[None]:
     except OSError as exc:
         where = exc.filename or "a file"
         raise fail(prog, write_failure(where, exc)) from None
+
+
+def duration(seconds: float) -> str:
+    """A span for progress lines: 3h02m, 2m36s, 41s (`unknown` when not finite)."""
+    if not math.isfinite(seconds):
+        return "unknown"
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
 
 
 def setup_logging(quiet: bool) -> None:

@@ -7,12 +7,15 @@ itself accepts silently), a key given twice, a wrong type or an out-of-range
 value is a `ConfigError` naming the dotted key, and the `--set` override it
 came from when it did.
 
-Each section is a dataclass whose fields carry their own range checks
-(`option(default, check=...)`; the engine is `amid.typed`). Each training
-method owns its options: they live under `methods.<name>` and are typed by
-the method's own `Options` dataclass (`amid.distill.methods`), which is why
-this module keeps that section as plain data and lets
-`load_config(..., check=...)` type it.
+Each section is a pydantic model (`amid.schema.Schema`) whose fields carry
+their own ranges (`option(default, ge=...)`). Each training method owns its
+options: they live under `methods.<name>` and are typed by the method's own
+`Options` model (`amid.distill.methods`), and each extractor's parameters by
+its `Params` model (`amid.extract.extractors`). The core does not import the
+stages, so this module keeps those two as plain (finite) data: the stage
+that reads them types them before it starts (`load_config(...,
+check=check_method_options)` in amid-train; `expected_identity` in
+amid-extract).
 `dvc.yaml` lists, per stage, the sections that stage reads.
 """
 
@@ -20,63 +23,59 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 
 from amid.errors import ConfigError
-from amid.sizes import check_demo_size, check_model_size
-from amid.typed import (
-    PATH_COMPONENT,
-    SEED,
+from amid.schema import (
     SEED_MAX,
-    SPLIT,
-    above,
+    FreeMap,
+    PathComponent,
+    Schema,
+    Split,
     apply_override,
-    at_least,
     check_path_component,
-    from_dict,
-    in_unit,
+    load,
     option,
     parse_yaml,
+    rule,
 )
+from amid.sizes import check_demo_size, check_model_size
 
 log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- sections
 
 
-@dataclass
-class DemoConfig:
+class DemoConfig(Schema):
     """The embedded demo dataset (`amid-extract demo`), built on sklearn's digits."""
 
     out: str = "data/demo"
-    n_per_class: int = option(60, check=at_least(5))  # 10 classes; 60/20/20 % train/val/test
-    frames: int = option(6, check=at_least(1))  # frames per video
-    frame_size: int = option(32, check=at_least(8))  # pixels, square
+    n_per_class: int = option(60, ge=5)  # 10 classes; 60/20/20 % train/val/test
+    frames: int = option(6, ge=1)  # frames per video
+    frame_size: int = option(32, ge=8)  # pixels, square
     # std of per-frame pixel noise (image in [0, 1])
-    visual_noise: float = option(0.9, check=at_least(0))
-    visual_blur: float = option(1.2, check=at_least(0))  # Gaussian blur sigma (8x8 digit pixels)
-    sample_rate: int = option(16000, check=at_least(8000))
-    duration: float = option(0.5, check=above(0))  # seconds of audio per sample
-    audio_noise: float = option(0.6, check=at_least(0))  # std of white noise (tone amplitude 1)
+    visual_noise: float = option(0.9, ge=0)
+    visual_blur: float = option(1.2, ge=0)  # Gaussian blur sigma (8x8 digit pixels)
+    sample_rate: int = option(16000, ge=8000)
+    duration: float = option(0.5, gt=0)  # seconds of audio per sample
+    audio_noise: float = option(0.6, ge=0)  # std of white noise (tone amplitude 1)
     # chance a transcript's cue word is replaced
-    text_noise: float = option(0.3, check=(lambda v: 0 <= v <= 1, "in [0, 1]"))
+    text_noise: float = option(0.3, ge=0, le=1)
     # fraction of training annotations that name a wrong class (the media show the true
     # one; validation and test stay correct): noisy labels a teacher can see through
-    label_noise: float = option(0.0, check=in_unit())
-    seed: int = option(0, check=SEED)
+    label_noise: float = option(0.0, ge=0, lt=1)
+    seed: int = option(0, ge=0, le=SEED_MAX)
 
 
-@dataclass
-class DatasetConfig:
+class DatasetConfig(Schema):
     """Which manifest, which cache folder, which modalities play which role."""
 
-    name: str = option("demo", check=PATH_COMPONENT)  # the cache's folder under cache_dir
+    name: PathComponent = "demo"  # the cache's folder under cache_dir
     adapter: str = "demo"  # how `amid-extract prepare` reads the layout (or "csv")
-    adapter_options: dict[str, Any] = option({})
+    adapter_options: FreeMap = option({})  # checked by the adapter's Options
     root: str = "data/demo"
     manifest: str = "data/manifests/demo.csv"  # the manifest `prepare` writes, everyone reads
     cache_dir: str = "cache"
@@ -86,76 +85,73 @@ class DatasetConfig:
     # Fewer labelled training samples, to study small-data regimes: a stratified
     # subsample of the TRAINING split only, drawn with train.seed (every method
     # sees the same rows for one seed); validation and test stay whole.
-    train_per_class: int | None = option(None, check=at_least(1))
-    train_fraction: float | None = option(None, check=in_unit(closed_right=True))
+    train_per_class: int | None = option(None, ge=1)
+    train_fraction: float | None = option(None, gt=0, le=1)
 
 
-@dataclass
-class ModalityExtractConfig:
+class ModalityExtractConfig(Schema):
     """How one modality's cache is made: extractor name and its parameters."""
 
     extractor: str = "pixels"
-    params: dict[str, Any] = option({})
-    batch_size: int = option(16, check=at_least(1))
+    params: FreeMap = option({})  # checked by the extractor's Params
+    batch_size: int = option(16, ge=1)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    num_workers: int = option(0, check=at_least(0))  # decoding threads; 0: the main thread
+    num_workers: int = option(0, ge=0)  # decoding threads; 0: the main thread
     dtype: Literal["float16", "float32"] = "float32"  # storage type in the cache
     amp: Literal["none", "bf16", "fp16"] = "bf16"  # autocast of neural extractors, GPU only
 
 
-@dataclass
-class ModelConfig:
+class ModelConfig(Schema):
     """Encoders, teacher head, classifier and discriminators (docs/method.md)."""
 
-    dim: int = option(128, check=at_least(1))  # representation dimension d
-    hidden: int = option(128, check=at_least(1))  # hidden width of RNNs and MLPs
+    dim: int = option(128, ge=1)  # representation dimension d
+    hidden: int = option(128, ge=1)  # hidden width of RNNs and MLPs
     student: Literal["gru", "lstm", "pool"] = "gru"
     # layers run one after another, each its own module: deeper stacks are a typo
-    rnn_layers: int = option(1, check=(lambda v: 1 <= v <= 100, "in [1, 100]"))
+    rnn_layers: int = option(1, ge=1, le=100)
     bidirectional: bool = False
-    dropout: float = option(0.1, check=in_unit())
+    dropout: float = option(0.1, ge=0, lt=1)
     teacher_encoders: Literal["shared", "separate"] = "shared"
     # encoder of a multi-step auxiliary modality; clip-level ones (T = 1) get an MLP
     auxiliary: Literal["gru", "lstm", "pool"] = "gru"
-    disc_hidden: int = option(128, check=at_least(1))  # width of both discriminators
+    disc_hidden: int = option(128, ge=1)  # width of both discriminators
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(Schema):
     """`amid-train`: optimisation, shared by every method (their own options: `methods`)."""
 
-    epochs: int = option(30, check=at_least(1))
-    batch_size: int = option(64, check=at_least(2))
-    lr: float = option(1e-3, check=above(0), per_member=True)
-    weight_decay: float = option(1e-4, check=at_least(0), per_member=True)
-    disc_lr: float = option(1e-4, check=above(0), per_member=True)  # discriminators' Adam
-    seed: int = option(0, check=SEED, per_member=True)
+    epochs: int = option(30, ge=1)
+    batch_size: int = option(64, ge=2)
+    lr: float = option(1e-3, gt=0, per_member=True)
+    weight_decay: float = option(1e-4, ge=0, per_member=True)
+    disc_lr: float = option(1e-4, gt=0, per_member=True)  # discriminators' Adam
+    seed: int = option(0, ge=0, le=SEED_MAX, per_member=True)
     device: str = "auto"
     amp: bool = True  # bf16 autocast, on CUDA only
-    eval_batch_size: int = option(512, check=at_least(1))
-    max_steps: int = option(512, check=at_least(1))  # longer sequences: evenly subsampled
+    eval_batch_size: int = option(512, ge=1)
+    max_steps: int = option(512, ge=1)  # longer sequences: evenly subsampled
     # torch.compile the method's forward and loss terms (falls back to eager with a
     # warning when compilation fails); pays off on a GPU, where eager steps are launch-bound
     compile: bool = False
-    model: ModelConfig = field(default_factory=ModelConfig)
+    # torch's CPU threads in amid-train; 0: torch's default (one per core). Models as
+    # small as the demo's train faster on 1 (a second thread waits more than it helps)
+    threads: int = option(0, ge=0, le=1024)
+    model: ModelConfig = option(ModelConfig())
 
 
-@dataclass
-class EvaluateConfig:
+class EvaluateConfig(Schema):
     """`amid-evaluate`: metrics and retrieval."""
 
-    ks: list[int] = option([1, 5, 10, 20, 50],
-                           check=(lambda v: len(v) > 0 and min(v) >= 1,
-                                  "a non-empty list of integers >= 1"))
-    chunk_size: int = option(4096, check=at_least(1))  # retrieval queries per chunk
-    gallery_chunk_size: int = option(8192, check=at_least(1))  # gallery items per block
-    split: str = option("test", check=SPLIT)  # the split that is scored (retrieval queries)
-    gallery_split: str = option("train", check=SPLIT)  # the retrieval gallery
+    ks: Annotated[list[int], rule(lambda v: len(v) > 0 and min(v) >= 1,
+                                  "a non-empty list of integers >= 1")] = option([1, 5, 10, 20, 50])
+    chunk_size: int = option(4096, ge=1)  # retrieval queries per chunk
+    gallery_chunk_size: int = option(8192, ge=1)  # gallery items per block
+    split: Split = "test"  # the split that is scored (retrieval queries)
+    gallery_split: Split = "train"  # the retrieval gallery
     projection: Literal["pca", "tsne"] = "pca"  # 2-D embedding plot data
 
 
-@dataclass
-class PipelineConfig:
+class PipelineConfig(Schema):
     """What `dvc repro` runs: the generated datasets, one train@/evaluate@ pair per method."""
 
     # the embedded demo is generated only when listed here ([demo]); [] for data on disk
@@ -163,13 +159,12 @@ class PipelineConfig:
     methods: list[str] = option(["baseline", "teacher", "ts", "ts_ta", "amid"])
     # each method trained again with these train.seed values (stages train-seed@<m>-<k>,
     # runs/<m>_seed<k>); the report gives mean ± std over train.seed and these
-    repeat_seeds: list[int] = option(
-        [], check=(lambda v: len(set(v)) == len(v) and all(0 <= s <= SEED_MAX for s in v),
-                   f"distinct seeds in [0, {SEED_MAX}]"))
+    repeat_seeds: Annotated[list[int], rule(
+        lambda v: len(set(v)) == len(v) and all(0 <= s <= SEED_MAX for s in v),
+        f"distinct seeds in [0, {SEED_MAX}]")] = option([])
 
 
-@dataclass
-class SweepConfig:
+class SweepConfig(Schema):
     """One named ablation grid: `amid-train --grid NAME`, DVC stage `sweep@NAME`.
 
     `grid` nests configuration keys down to lists of values, one axis per
@@ -178,21 +173,20 @@ class SweepConfig:
     `dvc exp run -S sweeps.NAME.grid.train.seed=[0,1]` edits one axis.
     """
 
-    method: str = option("amid", check=PATH_COMPONENT)
-    grid: dict[str, Any] = option({})
+    method: PathComponent = "amid"
+    grid: FreeMap = option({})
 
 
-@dataclass
-class Config:
-    demo: DemoConfig = field(default_factory=DemoConfig)
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    extract: dict[str, ModalityExtractConfig] = field(default_factory=dict)
-    train: TrainConfig = field(default_factory=TrainConfig)
+class Config(Schema):
+    demo: DemoConfig = option(DemoConfig())
+    dataset: DatasetConfig = option(DatasetConfig())
+    extract: dict[str, ModalityExtractConfig] = option({})
+    train: TrainConfig = option(TrainConfig())
     # methods.<name>: that method's own options (typed by amid.distill.methods)
-    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    sweeps: dict[str, SweepConfig] = field(default_factory=dict)
+    methods: dict[str, FreeMap] = option({})
+    evaluate: EvaluateConfig = option(EvaluateConfig())
+    pipeline: PipelineConfig = option(PipelineConfig())
+    sweeps: dict[str, SweepConfig] = option({})
 
 
 # Keys that moved, and where to: an old params.yaml fails with the new name.
@@ -249,10 +243,6 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("dataset.target must name at least one modality")
     if cfg.dataset.train_per_class is not None and cfg.dataset.train_fraction is not None:
         raise ConfigError("set dataset.train_per_class or dataset.train_fraction, not both")
-    for name, section in cfg.methods.items():
-        if not isinstance(section, dict):
-            raise ConfigError(f"methods.{name}: expected a mapping of that method's options, "
-                              f"got {section!r}")
     return cfg
 
 
@@ -282,7 +272,7 @@ def _extractors(data: dict[str, Any]) -> dict[str, Any]:
     sections = data.get("extract")
     if not isinstance(sections, dict):
         return {}
-    default = ModalityExtractConfig.extractor
+    default = ModalityExtractConfig.model_fields["extractor"].default
     return {m: v.get("extractor", default) for m, v in sections.items() if isinstance(v, dict)}
 
 
@@ -330,7 +320,7 @@ def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = 
     data = read_params(path)
 
     def build(raw: dict[str, Any]) -> Config:
-        cfg = validate(from_dict(Config, raw, moved=moved_key))
+        cfg = validate(load(Config, raw, moved=moved_key))
         if check is not None:
             check(cfg)
         return cfg

@@ -9,7 +9,6 @@ test_names_and_bounds.py compares it with torch's own count).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING
 
 from amid.errors import ConfigError
@@ -59,7 +58,7 @@ def check_model_size(model: ModelConfig) -> None:
     # name the key whose value does the most: the one that, at its default, shrinks it most
     keys = ("hidden", "dim", "rnn_layers", "disc_hidden")
     culprit = min(keys, key=lambda k: model_parameters(
-        dataclasses.replace(model, **{k: getattr(type(model)(), k)})))
+        model.model_copy(update={k: type(model).model_fields[k].default})))
     raise ConfigError(
         f"train.model.{culprit} is {getattr(model, culprit)}: the networks would have at least "
         f"{float(min(count, 10**300)):.3g} parameters, {need:.3g} GiB to train "

@@ -75,7 +75,11 @@ def _cpu():
     if log:
         cpu = sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
                                                      resource.getrusage(resource.RUSAGE_CHILDREN)))
-        with open(os.path.join(log, str(os.getpid())), "w") as f:
+        import tempfile  # here: not loaded into every process's start
+
+        # a fresh name per process: on a busy machine a pid comes round again within a run
+        fd, _ = tempfile.mkstemp(prefix=f"{{os.getpid()}}-", dir=log)
+        with os.fdopen(fd, "w") as f:
             json.dump({{"argv": [os.path.basename(sys.argv[0]), *sys.argv[1:]], "cpu": cpu}}, f)
 
 
@@ -96,6 +100,7 @@ class Run:
     stages: dict[str, float] = field(default_factory=dict)  # wall, from DVC's output
     stage_cpu: dict[str, float] = field(default_factory=dict)  # its processes' own CPU
     folder: Path | None = None
+    skipped: list[str] = field(default_factory=list)  # stages DVC found up to date
 
 
 def sh(*args: str, cwd: Path | None = None) -> str:
@@ -165,10 +170,15 @@ def repro(rev: str, work: Path, k: int) -> tuple[str, Run]:
     cpu0, t0 = children_cpu(), time.monotonic()
     proc = subprocess.Popen(["dvc", "repro"], cwd=folder / "repo", env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    current, since, lines = None, t0, []
+    current, since, lines, skipped = None, t0, [], []
     for line in proc.stdout:  # stage wall times from DVC's own "Running stage" lines
         lines.append(line)
         hit = re.match(r"Running stage '([^']+)'", line)
+        # a stage whose deps and committed outputs (metrics/, reports/: cache: false) match
+        # dvc.lock does not run: in a clean copy, the scoring stages of byte-identical runs
+        unchanged = re.match(r"Stage '([^']+)' didn't change, skipping", line)
+        if unchanged:
+            skipped.append(unchanged.group(1))
         if current is not None and line.startswith("> "):
             commands[" ".join(shlex.split(line[2:]))] = current
         if hit:
@@ -189,7 +199,7 @@ def repro(rev: str, work: Path, k: int) -> tuple[str, Run]:
         stage = commands.get(" ".join(data["argv"]))
         if stage is not None:
             stage_cpu[stage] = stage_cpu.get(stage, 0.0) + data["cpu"]
-    return label, Run(wall, cpu, stages, stage_cpu, folder / "repo")
+    return label, Run(wall, cpu, stages, stage_cpu, folder / "repo", skipped)
 
 
 def same_outputs(a: Path, b: Path) -> list[str]:
@@ -269,8 +279,12 @@ def report(runs: dict[str, list[Run]], labels: dict[str, str]) -> None:
                 cpus.setdefault(name, []).append(r.stage_cpu.get(name, 0.0))
         top = sorted(walls, key=lambda n: -statistics.median(cpus[n]))
         total = statistics.median(sum(r.stage_cpu.values()) for r in runs[side])
-        print(f"\n{side}: {len(walls)} stages, their commands' own CPU {total:.1f} s "
+        skipped = sorted({n for r in runs[side] for n in r.skipped})
+        print(f"\n{side}: {len(walls)} stages ran, their commands' own CPU {total:.1f} s "
               "(the rest of the CPU time is DVC's); by CPU (median, s):")
+        if skipped:
+            print(f"  up to date, not run (dvc.lock and the committed outputs agree): "
+                  f"{', '.join(skipped)}")
         for name in top[:10]:
             cpu, wall = statistics.median(cpus[name]), statistics.median(walls[name])
             print(f"  {cpu:7.1f} CPU {wall:7.1f} wall  {name}")

@@ -109,7 +109,7 @@ def _check_method(name: str, params: Path, overrides: list[str]) -> None:
     with a `method` key); refused in one line otherwise."""
     from amid.distill.methods import METHODS, check_method_options
     from amid.distill.methods.base import known_method
-    from amid.typed import check_path_component
+    from amid.schema import check_path_component
 
     check_path_component(name, "--method")
     if name in METHODS:
@@ -137,19 +137,17 @@ def _named_grid(params: Path, overrides: list[str], name: str,
 def method_listing(params: Path | None = None, overrides: list[str] | None = None) -> str:
     """Every method with its options, defaults, presets and per-member marks; then the
     variants the params file defines (when it loads)."""
-    import dataclasses
-
     from amid.config import TrainConfig
     from amid.distill.methods import METHODS, check_method_options
     from amid.distill.methods.base import registered_method
-    from amid.typed import per_member_keys
+    from amid.schema import per_member_keys
 
     lines = ["methods (options under methods.<name>; * may differ within one stack):"]
     for name in METHODS:
         cls = METHODS.get(name)
         free = {k.rsplit(".", 1)[1] for k in per_member_keys(cls.Options, "o")}
-        fields = [f"{f.name}={f.default!r}{'*' if f.name in free else ''}"
-                  for f in dataclasses.fields(cls.Options)]
+        fields = [f"{k}={f.get_default(call_default_factory=True)!r}{'*' if k in free else ''}"
+                  for k, f in cls.Options.model_fields.items()]
         doc = (cls.__doc__ or "").strip().splitlines()[0]
         lines.append(f"  {name:<9} {doc}")
         if fields:

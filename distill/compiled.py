@@ -75,7 +75,8 @@ def compile_method(method: torch.nn.Module, device: torch.device) -> dict[str, G
 
 
 def compile_stack(stack: Any, device: torch.device) -> dict[str, Guarded]:
-    """Replace a `Stack`'s `losses` by a guarded compiled version, in place.
+    """Give a `Stack` a guarded compiled version of its vmapped loss terms (`losses_call`),
+    computed on their own after the forward (`fuse` off), not with it.
 
     Dynamo refuses any frame that touches an nn.GRU/nn.LSTM module unless told
     otherwise; the stack only reads their weights (its RNNs run as unrolled
@@ -87,8 +88,8 @@ def compile_stack(stack: Any, device: torch.device) -> dict[str, Guarded]:
     _eager_like_random(device)
     # the loss terms only: Dynamo cannot yet fake-run the vmapped encoders' linear
     # layers (the forward falls back), while the terms are where the small kernels are
-    guards = {"losses": _guard("Stack.losses", stack.losses)}
-    stack.losses = guards["losses"]
+    guards = {"losses": _guard("Stack.losses", stack.vmapped_losses)}
+    stack.losses_call = guards["losses"]
     stack.fuse = False  # the losses must be the compiled call, not part of the forward's
     return guards
 

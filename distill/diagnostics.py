@@ -8,9 +8,9 @@ trainer logs per epoch, on the epoch's first (randomly drawn) batch,
 i.e. the gradient that term sends into the student encoder through every
 use of s (classifier, teacher head, the term itself); the encoder's
 parameters receive exactly this signal, back-propagated. It is taken at a
-zero "tap" the trainer adds to s (`models.Student.tap`), which sees every path. A term with
-weight 0 (logged only) or that does not reach s (the teacher's own CE with
-separate encoders) reports 0. Comparing them across epochs shows, from the
+zero "tap" added to s for that forward only (`stack.tapped`), which sees
+every path. A term with weight 0 (logged only) or that does not reach s (the
+teacher's own CE with separate encoders) reports 0. Comparing them across epochs shows, from the
 run folder alone, which term dominates the student's updates (see
 docs/results.md for L_TS at a small temperature).
 

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from amid.cache import FeatureCache
-from amid.distill.data import pad_sequences
+from amid.distill.features import pad_sequences
 from amid.distill.models import MultiModalEncoder, Student
 from amid.errors import CacheError, CheckpointError
 from amid.storage import replace_atomically
@@ -107,6 +107,13 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
+    if not path.exists() and (path.parent / "sweep.json").is_file():
+        # dvc.yaml's runs/<m> holds the method's seeds (--repeat-seeds), each a run of its own
+        runs = sorted(str(p.parent) for p in path.parent.glob(f"*/{path.name}"))
+        raise CheckpointError(f"{path.parent} holds the runs of a sweep or of --repeat-seeds "
+                              f"(sweep.json), not one run: give one of them "
+                              f"({', '.join(runs[:3]) or 'none has finished'}"
+                              f"{', ...' if len(runs) > 3 else ''})")
     if not path.exists():
         raise CheckpointError(f"{path} does not exist (is {path.parent} an amid-train run folder?)")
     try:

@@ -8,15 +8,13 @@ again comes last. This keeps every shape static and needs no `lengths.cpu()`
 `config()` returns, which is what `student.json` stores next to the safetensors.
 
 RNNs run as `nn.GRU`/`nn.LSTM` (one fused kernel, cuDNN on a GPU), except
-inside `unrolled_rnns()`: `torch.func.vmap` has no batching rule for those
-modules, so a stacked sweep (`amid.distill.stack`) runs the same modules'
-weights through their cell equations here, step by step (`rnn_cells`).
+when their weights are vmapped (a stacked sweep, `amid.distill.stack`):
+`torch.func.vmap` has no batching rule for those modules, so the same
+weights run through their cell equations here, step by step (`rnn_cells`).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -29,20 +27,6 @@ KINDS = ("gru", "lstm", "pool", "mlp")
 SLOPE = 0.2  # LeakyReLU everywhere (paper 4.2: steadier adversarial training)
 
 Inputs = dict[str, tuple[torch.Tensor, torch.Tensor]]  # modality -> (x (B,T,D), lengths (B,))
-
-
-_UNROLLED = [False]
-
-
-@contextlib.contextmanager
-def unrolled_rnns() -> Iterator[None]:
-    """Within this block, recurrent encoders use `rnn_cells` instead of the fused module."""
-    before = _UNROLLED[0]
-    _UNROLLED[0] = True
-    try:
-        yield
-    finally:
-        _UNROLLED[0] = before
 
 
 def rnn_cells(rnn: nn.GRU | nn.LSTM, x: torch.Tensor) -> torch.Tensor:
@@ -84,8 +68,11 @@ def rnn_cells(rnn: nn.GRU | nn.LSTM, x: torch.Tensor) -> torch.Tensor:
 
 
 def run_rnn(rnn: nn.GRU | nn.LSTM, x: torch.Tensor) -> torch.Tensor:
-    """Outputs (B, T, H) of a single-layer RNN: the fused module, or its cells when unrolled."""
-    return rnn_cells(rnn, x) if _UNROLLED[0] else rnn(x)[0]
+    """Outputs (B, T, H) of a single-layer RNN: the fused module, or its cell equations
+    when its weights are vmapped (one member's row of a stack: the module has no
+    batching rule, and the weights say so whatever called it)."""
+    vmapped = torch._C._functorch.is_batchedtensor(rnn.weight_ih_l0)
+    return rnn_cells(rnn, x) if vmapped else rnn(x)[0]
 
 
 def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
@@ -203,23 +190,15 @@ class MultiModalEncoder(nn.Module):
 
 
 class Student(nn.Module):
-    """What a run delivers: E_S and g; needs only the target modalities.
-
-    `tap`, when the trainer sets it, is a zero tensor (B, d) added to the
-    encoder's output: its gradient is what every use of s (classifier,
-    teacher head, losses) sends back into the encoder (`amid.distill.diagnostics`).
-    """
+    """What a run delivers: E_S and g; needs only the target modalities."""
 
     def __init__(self, encoder: MultiModalEncoder, classifier: nn.Linear) -> None:
         super().__init__()
         self.encoder = encoder
         self.classifier = classifier
-        self.tap: torch.Tensor | None = None
 
     def forward(self, inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.encoder(inputs)  # (B, d)
-        if self.tap is not None:
-            s = s + self.tap
         return s, self.classifier(s)  # (B, d), (B, C)
 
 

@@ -14,15 +14,21 @@ or clip changed in the manifest but not extracted again is refused, not trained 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from amid.cache import FeatureCache, identity_differences
+from amid.cache import FeatureCache
 from amid.config import Config, ModalityExtractConfig
-from amid.distill.data import TrainData
-from amid.errors import AmidError, CacheError
+from amid.errors import CacheError
+from amid.extract.extractors import EXTRACTORS
+from amid.extract.extractors import expected_identity as extractor_identity
+from amid.identity import identity_differences
 from amid.manifest import Manifest
+from amid.samples import media_items, sample_sources
+
+if TYPE_CHECKING:  # data.py loads the caches through this module's checks
+    from amid.distill.data import TrainData
 
 
 def expected_identity(modality: str, spec: ModalityExtractConfig) -> tuple[dict[str, Any], bool]:
@@ -32,15 +38,9 @@ def expected_identity(modality: str, spec: ModalityExtractConfig) -> tuple[dict[
     as the published UCF51 embeddings, or a test's synthetic one) only the
     extractor name and the params the configuration gives can be checked.
     """
-    try:
-        from amid.extract.extractors import expected_identity as from_extractor
-
-        return from_extractor(spec.extractor, spec.params, f"extract.{modality}.params"), True
-    except ImportError:  # an extract stage without expected_identity (older installs)
-        pass
-    except AmidError as exc:
-        if "unknown extractor" not in str(exc):
-            raise
+    if spec.extractor in EXTRACTORS:  # a bad parameter is a ConfigError naming it
+        return extractor_identity(spec.extractor, spec.params,
+                                  f"extract.{modality}.params"), True
     return {"modality": modality, "extractor": spec.extractor, "params": dict(spec.params)}, False
 
 
@@ -65,12 +65,9 @@ def stale_sources(manifest: Manifest, modality: str, cache: FeatureCache,
                   rows: np.ndarray) -> None:
     """Refuse a cache whose samples were made from other media or text than the manifest
     gives now (its `/sources` against the manifest's, as `amid-extract run` compares
-    them); `rows`: the cache row of each sample trained on (-1: absent)."""
+    them: `amid.samples`); `rows`: the cache row of each sample trained on (-1: absent)."""
     if cache.sources is None:  # an older cache: nothing recorded to compare
         return
-    from amid.extract.run import media_items
-    from amid.extract.sources import sample_sources
-
     row_of = {cache.ids[r]: int(r) for r in rows[rows >= 0]}
     # media no longer on disk cannot be compared (features kept, the raw files removed):
     # those samples train on what was extracted, as before

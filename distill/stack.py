@@ -1,13 +1,18 @@
 """How the trainer calls the methods: one run (`Lone`) or M stacked members (`Stack`).
 
-Both engines give the trainer the same interface, with a leading member
-dimension M on everything they return (M = 1 for a lone run):
+Both engines take the same calls and give the same types, with a leading
+member dimension M on every tensor they return (M = 1 for a lone run):
 
-    batch = engine.batch(idx)                         # idx (M, B) rows
-    out = engine.forward(batch)                       # {name: (M, B, ...)}
-    d = engine.discriminator_losses(batch, out, e)    # {name: (M,)} or None
-    terms, weights = engine.losses(batch, out, e)     # {name: (M,)}, {name: (M,)}
-    preds = engine.predict(rows, batch_size)          # per member, as predictions.predict_split
+    step = engine.forward(idx, epoch, tap, autocast)  # idx (M, B) rows -> Step
+    step.out                                          # {name: (M, B, ...)}, float32
+    step.disc                                         # {name: (M,)}, or None: no discriminator step
+    terms, weights = engine.losses(step, epoch)       # {name: (M,)}, {name: (M,)}
+    preds = engine.predict(rows, batch_size, autocast)  # per member, as predictions.predict_split
+
+A `Step` holds everything the forward computed, so nothing waits inside an
+engine between two calls. `tap` (M, B, d), when given, is a zero added to
+the student encoder's output for that forward only (`tapped`): its gradient
+is what every use of s sends into E_S (`diagnostics.term_gradients`).
 
 `Lone` calls the method directly (fused RNN kernels, cuDNN on a GPU).
 
@@ -20,23 +25,30 @@ optimisers update their rows in place, and each member keeps its own
 optimiser, checkpoint and run folder, exactly as a lone run (its gradient
 is its row of the stacked gradient, `share_grads`). Buffers live stacked
 too, copied back at `sync`. Options marked `per_member` (alpha, tau...)
-enter as per-member tensors. There is no second copy of any loss: a
-change to a method changes its stacked members too.
+enter the vmapped call as an argument, (M,) tensors, and the method reads
+them from `Stack.view` (the template's modules under a context of the
+stack's own, holding that call's values): the members' options objects are
+never changed. There is no second copy of any loss: a change to a method
+changes its stacked members too.
 
 What vmap needs, and where it is provided: RNN modules have no batching rule,
-so recurrent encoders run their cell equations (`models.unrolled_rnns`);
-random ops draw per member (`randomness="different"`), so with dropout a
-stacked member is an equally valid sample of its configuration but not its
-lone run's bit-for-bit twin (with dropout 0 it is, within float rounding;
-tests check every method that way); every sample must have every auxiliary
-modality (row selection would give members different shapes).
+so recurrent encoders given vmapped weights run their cell equations
+(`models.run_rnn`); random ops draw per member (`randomness="different"`),
+so with dropout a stacked member is an equally valid sample of its
+configuration but not its lone run's bit-for-bit twin (with dropout 0 it
+is, within float rounding; tests check every method that way); every sample
+must have every auxiliary modality (row selection would give members
+different shapes).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -45,11 +57,22 @@ from torch.func import functional_call, vmap
 
 from amid.distill.data import Batch, TrainData
 from amid.distill.methods.base import Method, Outputs
-from amid.distill.models import unrolled_rnns
 from amid.distill.predictions import as_split, predict_chunks, predict_split
-from amid.typed import per_member_keys
+from amid.schema import per_member_keys
 
 Tensor = torch.Tensor
+Terms = dict[str, Tensor]
+NO_AUTOCAST = contextlib.nullcontext()
+
+
+@dataclass
+class Step:
+    """One batch through every member: its outputs and what was computed with them."""
+
+    batch: Batch  # the members' inputs: (B, ...) for a lone run, (M, B, ...) for a stack
+    out: Outputs  # name -> (M, B, ...), float32
+    disc: Terms | None = None  # the discriminators' terms (M,) when this epoch trains them
+    terms: tuple[Terms, Terms] | None = None  # (terms, weights), when computed with `out`
 
 
 def _as_vector(value: Any, like: Tensor) -> Tensor:
@@ -60,11 +83,37 @@ def _as_vector(value: Any, like: Tensor) -> Tensor:
 
 
 def losses_and_weights(method: Method, batch: Batch, out: Outputs,
-                       epoch: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+                       epoch: int) -> tuple[Terms, Terms]:
     """The method's named terms and their weights, every weight a tensor."""
     terms = method.losses(batch, out, epoch)
     like = next(iter(terms.values()))
     return terms, {k: _as_vector(w, like) for k, w in method.weights(epoch).items()}
+
+
+@contextlib.contextmanager
+def tapped(encoder: nn.Module, tap: Tensor | None) -> Iterator[None]:
+    """Within the block, `encoder`'s output plus `tap` (a zero: same values, and its
+    gradient is the one every use of the output sends back). Nothing when tap is None."""
+    if tap is None:
+        yield
+        return
+    handle = encoder.register_forward_hook(lambda _module, _inputs, s: s + tap)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def forward_and_then(method: Method, batch: Batch, epoch: int) -> tuple[Outputs, Any]:
+    """The forward (under the caller's autocast), then the call that follows it in the
+    step when nothing comes between: the discriminators' terms in an epoch that trains
+    them, else the loss terms; that call runs as the trainer runs it, on float32
+    outputs, outside autocast."""
+    out = {k: v.float() for k, v in method(batch).items()}
+    with torch.autocast(out["s"].device.type, enabled=False):
+        if method.discriminator_step(epoch):
+            return out, method.discriminator_losses(batch, out, epoch)
+        return out, losses_and_weights(method, batch, out, epoch)
 
 
 class Lone:
@@ -73,44 +122,34 @@ class Lone:
     size = 1
 
     def __init__(self, method: Method, data: TrainData) -> None:
-        self.members = [method]
         self.method = method
         self.data = data
 
-    def batch(self, idx: Tensor) -> Batch:
-        return self.data.batch(idx[0])
+    def forward(self, idx: Tensor, epoch: int, tap: Tensor | None = None,
+                autocast: AbstractContextManager = NO_AUTOCAST) -> Step:
+        batch = self.data.batch(idx[0])  # (B, ...)
+        method = self.method
+        with autocast, tapped(method.student.encoder, None if tap is None else tap[0]):
+            raw = method(batch)  # s (B, d), logits_s (B, C), ...
+        out = {k: v.float() for k, v in raw.items()}
+        if method.discriminator_step(epoch):
+            d = method.discriminator_losses(batch, out, epoch)
+            return Step(batch, _one(out), disc=None if d is None else _one(d))
+        terms, weights = losses_and_weights(method, batch, out, epoch)
+        return Step(batch, _one(out), terms=(_one(terms), _one(weights)))
 
-    def labels(self, batch: Batch) -> Tensor:
-        return batch.labels[None]  # (1, B)
-
-    def aux_present(self, batch: Batch) -> Tensor:
-        return batch.aux_present[None]  # (1, B)
-
-    def forward(self, batch: Batch, tap: Tensor | None = None,
-                epoch: int | None = None) -> Outputs:
-        self.method.student.tap = None if tap is None else tap[0]
-        try:
-            return {k: v[None] for k, v in self.method(batch).items()}
-        finally:
-            self.method.student.tap = None
-
-    def discriminator_losses(self, batch: Batch, out: Outputs,
-                             epoch: int) -> dict[str, Tensor] | None:
-        if not self.method.discriminator_step(epoch):
-            return None
-        d = self.method.discriminator_losses(batch, {k: v[0] for k, v in out.items()}, epoch)
-        return None if d is None else {k: v[None] for k, v in d.items()}
-
-    def losses(self, batch: Batch, out: Outputs,
-               epoch: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        terms, weights = losses_and_weights(self.method, batch,
-                                            {k: v[0] for k, v in out.items()}, epoch)
-        return {k: v[None] for k, v in terms.items()}, {k: v[None] for k, v in weights.items()}
+    def losses(self, step: Step, epoch: int) -> tuple[Terms, Terms]:
+        if step.terms is not None:
+            return step.terms
+        out = {k: v[0] for k, v in step.out.items()}  # (B, ...)
+        terms, weights = losses_and_weights(self.method, step.batch, out, epoch)
+        return _one(terms), _one(weights)
 
     def end_epoch(self, epoch: int) -> list[dict[str, Tensor]]:
         return [self.method.end_epoch(epoch)]
 
-    def predict(self, rows: list[Tensor], batch_size: int, autocast: Any) -> list[dict]:
+    def predict(self, rows: list[Tensor], batch_size: int,
+                autocast: AbstractContextManager | None) -> list[dict]:
         return [predict_split(self.method, self.data, rows[0], batch_size, autocast)]
 
     def zero_grad(self) -> None:
@@ -126,30 +165,40 @@ class Lone:
         """Nothing to restack: the method's own buffers are live."""
 
 
+def _one(d: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A lone run's results with a member dimension of 1 in front."""
+    return {k: v[None] for k, v in d.items()}
+
+
 class _Call(nn.Module):
-    """`functional_call` runs `forward`; this dispatches to the method's other calls."""
+    """What `functional_call` runs: `fn(method, *args)`, with the tensors it is given."""
 
     def __init__(self, method: Method) -> None:
         super().__init__()
         self.method = method
 
-    def forward(self, what: str, *args: Any) -> Any:
-        if what == "losses":
-            return losses_and_weights(self.method, *args)
-        if what in ("forward+discriminators", "forward+losses"):
-            # one vmapped call for two of the step's calls; what follows the forward
-            # runs as the trainer runs it: on float32 outputs, outside autocast
-            batch, epoch = args
-            out = {k: v.float() for k, v in self.method(batch).items()}
-            with torch.autocast(out["s"].device.type, enabled=False):
-                if what == "forward+losses":
-                    return out, losses_and_weights(self.method, batch, out, epoch)
-                return out, self.method.discriminator_losses(batch, out, epoch)
-        return getattr(self.method, what)(*args)
+    def forward(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(self.method, *args)
+
+
+def _fields(batch: Batch) -> dict[str, Any]:
+    """A stacked batch as the pytree vmap maps over (every row has every modality)."""
+    return {"index": batch.index, "labels": batch.labels, "target": batch.target,
+            "auxiliary": batch.auxiliary, "aux_present": batch.aux_present}
 
 
 class Stack:
-    """M members of one method, same shapes, evaluated together under vmap."""
+    """M members of one method, same shapes, evaluated together under vmap.
+
+    What every vmapped call reads is held here, explicitly: `leaves` (each
+    parameter stacked, (M, *shape)), `buffers` (stacked likewise, from the
+    members at `restack`, back to them at `sync`) and `per_member` (the
+    per-member option values, (M,) each). `fuse` (True unless the losses are
+    compiled): the forward computes the call that follows it in the same vmapped
+    call (each costs a parameter swap and a batching set-up whatever the model's
+    size); `losses_call` computes the terms when it did not (`compile_stack`
+    swaps in a compiled one).
+    """
 
     def __init__(self, members: list[Method], datas: list[TrainData]) -> None:
         self.members = members
@@ -157,7 +206,15 @@ class Stack:
         self.data = datas[0]  # features are shared; train rows and statistics are the members'
         self.datas = datas
         self.template = members[0]
-        self.call = _Call(self.template)
+        # what the vmapped calls run: a shallow copy of the template (the same modules,
+        # whose tensors `functional_call` swaps for the members') with options of its
+        # own, which each call sets to its member's values; built here, where
+        # torch.compile need not trace it. A method's attributes are set in __init__
+        # (state lives in modules and buffers), so the copy's are the template's.
+        self.view = copy.copy(self.template)
+        self.options = copy.copy(self.template.opts)  # the view's own, never a member's
+        self.view.ctx = dataclasses.replace(self.template.ctx, opts=self.options)
+        self.call = _Call(self.view)
         self.names = [n for n, _ in self.template.named_parameters()]
         # the members' own Parameter objects (resumed before the stack is built)
         self._params = [[m.get_parameter(n) for n in self.names] for m in members]
@@ -169,8 +226,9 @@ class Stack:
             for k, n in enumerate(self.names):
                 for m, ps in enumerate(self._params):
                     ps[k].data = self.leaves[n][m]
-        self._ahead: tuple[str, Any] | None = None  # a result computed with the forward
-        self.fuse = True  # False: every call on its own (a compiled `losses` must run)
+        self.fuse = True
+        self.losses_call: Callable[[Batch, Outputs, int], tuple[Terms, Terms]] = \
+            self.vmapped_losses
         self.buffer_names = [n for n, _ in self.template.named_buffers()]
         # Shared modules (a teacher holding the student's encoder) are one object
         # reachable by two names: the state below names each tensor ONCE and
@@ -222,87 +280,67 @@ class Stack:
         return {k: torch.tensor([float(getattr(o, k)) for o in opts], device=device)
                 for k in keys}
 
-    @contextlib.contextmanager
-    def _options(self, values: dict[str, Tensor]) -> Iterator[None]:
-        """Inside vmap: the template's options with this member's per-member values."""
-        ctx = self.template.ctx
-        shared = ctx.opts
-        ctx.opts = dataclasses.replace(shared, **values)
-        try:
-            yield
-        finally:
-            ctx.opts = shared
-
-    def _vmap(self, what: str, batch: dict[str, Any], *args: Any, epoch: int | None = None,
+    def _vmap(self, fn: Callable[..., Any], batch: Batch, *args: Any,
               tap: Tensor | None = None, shared: bool = False) -> Any:
-        """vmap `method.<what>(Batch, *args[, epoch])` over the members (args: (M, ...));
-        `shared`: one batch (B, ...) read by every member, not theirs (M, B, ...)."""
-        student = self.template.student
-
-        def one(state: dict[str, Tensor], hp: dict[str, Tensor], b: dict[str, Any],
+        """`fn(method, batch, *args)` for every member at once (args: (M, ...)), `method`
+        holding that member's parameters, buffers and options; `tap` (M, B, d) as in
+        `tapped`; `shared`: one batch (B, ...) read by every member, not (M, B, ...)."""
+        def one(state: dict[str, Tensor], values: dict[str, Tensor], fields: dict[str, Any],
                 t: Tensor | None, *rest: Any) -> Any:
-            student.tap = t
+            # this call's member: its option values in the view's options for the call
+            # (as functional_call swaps its tensors in), the shared ones after; set
+            # without validation (they are tensors) and with no copy (torch.compile
+            # cannot trace one); the members' own options never change
+            shared = {k: getattr(self.options, k) for k in values}
+            for k, v in values.items():
+                object.__setattr__(self.options, k, v)
             try:
-                with self._options(hp):
-                    extra = () if epoch is None else (epoch,)
-                    return functional_call(self.call, state,
-                                           (what, Batch(**b, teacher_rows=None), *rest, *extra),
+                with tapped(self.view.student.encoder, t):
+                    return functional_call(self.call, state, (fn, Batch(**fields), *rest),
                                            tie_weights=False)
             finally:
-                student.tap = None
+                for k, v in shared.items():
+                    object.__setattr__(self.options, k, v)
 
         dims = (0, 0, None if shared else 0, None if tap is None else 0, *[0] * len(args))
-        with unrolled_rnns():
-            return vmap(one, in_dims=dims, randomness="different")(
-                self._state, self.per_member, batch, tap, *args)
+        return vmap(one, in_dims=dims, randomness="different")(
+            self._state, self.per_member, _fields(batch), tap, *args)
 
     # ------------------------------------------------------------ calls
-    def batch(self, idx: Tensor) -> dict[str, Any]:
-        """The members' batches as one pytree of (M, B, ...) tensors (vmap's input)."""
+    def batch(self, idx: Tensor) -> Batch:
+        """The rows `idx` of every member's data, (M, B) -> tensors (M, B, ...)."""
         d = self.data
 
         def take(mods: dict) -> dict:
             return {m: (v.x[idx], v.lengths[idx]) for m, v in mods.items()}
 
-        return {"index": idx, "labels": d.labels[idx], "target": take(d.target),
-                "auxiliary": take(d.auxiliary), "aux_present": d.aux_present[idx]}
+        return Batch(idx, d.labels[idx], take(d.target), take(d.auxiliary), d.aux_present[idx])
 
-    def labels(self, batch: dict[str, Any]) -> Tensor:
-        return batch["labels"]  # (M, B)
+    def forward(self, idx: Tensor, epoch: int, tap: Tensor | None = None,
+                autocast: AbstractContextManager = NO_AUTOCAST) -> Step:
+        batch = self.batch(idx)
+        disc_epoch = self.template.discriminator_step(epoch)  # the epoch decides, for all
+        if self.fuse:
+            with autocast:
+                out, then = self._vmap(lambda m, b: forward_and_then(m, b, epoch), batch,
+                                       tap=tap)
+            return Step(batch, out, disc=then, terms=None) if disc_epoch \
+                else Step(batch, out, terms=then)
+        with autocast:
+            raw = self._vmap(lambda m, b: m(b), batch, tap=tap)
+        out = {k: v.float() for k, v in raw.items()}
+        disc = self._vmap(lambda m, b, o: m.discriminator_losses(b, o, epoch), batch, out) \
+            if disc_epoch else None
+        return Step(batch, out, disc=disc)
 
-    def aux_present(self, batch: dict[str, Any]) -> Tensor:
-        return batch["aux_present"]  # (M, B)
-
-    def forward(self, batch: dict[str, Any], tap: Tensor | None = None,
-                epoch: int | None = None) -> Outputs:
-        """The members' outputs; with the epoch, the call that follows in the step
-        (the discriminators' terms, or else the losses) is computed in the same vmapped
-        call and kept for the trainer's next request (fewer calls: each costs a
-        parameter swap and a batching set-up whatever the model's size)."""
-        self._ahead = None
-        if epoch is None or not self.fuse:
-            return self._vmap("forward", batch, tap=tap)
-        what = ("forward+discriminators" if self.template.discriminator_step(epoch)
-                else "forward+losses")
-        out, ahead = self._vmap(what, batch, tap=tap, epoch=epoch)
-        self._ahead = (what, ahead)
-        return out
-
-    def discriminator_losses(self, batch: dict[str, Any], out: Outputs,
-                             epoch: int) -> dict[str, Tensor] | None:
-        if not self.template.discriminator_step(epoch):  # the epoch decides, for every member
-            return None
-        if self._ahead is not None and self._ahead[0] == "forward+discriminators":
-            return self._ahead[1]
-        return self._vmap("discriminator_losses", batch, out, epoch=epoch)
-
-    def losses(self, batch: dict[str, Any], out: Outputs,
-               epoch: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        if self._ahead is not None and self._ahead[0] == "forward+losses":
-            return self._ahead[1]
+    def losses(self, step: Step, epoch: int) -> tuple[Terms, Terms]:
         # the discriminators may have stepped since the forward: their rows were updated
         # in place, so the state already holds their new weights
-        return self._vmap("losses", batch, out, epoch=epoch)
+        return step.terms if step.terms is not None \
+            else self.losses_call(step.batch, step.out, epoch)
+
+    def vmapped_losses(self, batch: Batch, out: Outputs, epoch: int) -> tuple[Terms, Terms]:
+        return self._vmap(lambda m, b, o: losses_and_weights(m, b, o, epoch), batch, out)
 
     def end_epoch(self, epoch: int) -> list[dict[str, Tensor]]:
         """Each member's own hook on its own buffers (w_f, w_e...), then restacked."""
@@ -311,7 +349,8 @@ class Stack:
         self.restack()
         return extras
 
-    def predict(self, rows: list[Tensor], batch_size: int, autocast: Any) -> list[dict]:
+    def predict(self, rows: list[Tensor], batch_size: int,
+                autocast: AbstractContextManager | None) -> list[dict]:
         """Every member's eval-mode predictions on its rows, as `predict_split` gives them.
 
         Members that score the same rows (a shared validation split: the usual case) run
@@ -325,7 +364,8 @@ class Stack:
                     for m, d, r in zip(self.members, self.datas, rows, strict=True)]
         d, shared = self.data, rows[0]
         chunks = predict_chunks(  # the template's modes are what the vmapped calls read
-            self.template, lambda batch: self._vmap("predict", batch, shared=True),
+            self.template, lambda batch: self._vmap(lambda m, b: m.predict(b), batch,
+                                                    shared=True),
             self.batch, shared, max(1, batch_size // self.size), autocast,
             weights=self.leaves.values())  # what the vmapped calls read
         # role -> (emb (M, b, d), logits (M, b, C)) per chunk; each member its row

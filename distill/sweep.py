@@ -28,7 +28,7 @@ import itertools
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +39,17 @@ from amid.distill.checkpoint import flatten_config, read_torch_file
 from amid.distill.methods import check_method_options
 from amid.distill.methods.base import method_class
 from amid.errors import AmidError, ConfigError
+from amid.schema import parse_yaml, per_member_keys, to_dict
 from amid.storage import write_json
-from amid.typed import parse_yaml, per_member_keys
 
 log = logging.getLogger("amid.distill")
 
 
 @dataclass
-class Member:
+class GridPoint:
+    """One point of a sweep's grid: its folder name, the axis values it sets, its checked
+    configuration and its run folder."""
+
     name: str
     overrides: dict[str, Any]
     cfg: Config
@@ -130,11 +133,11 @@ def member_name(assign: dict[str, Any]) -> str:
 
 
 def expand(params: Path, overrides: list[str], axes: list[tuple[str, list[Any]]],
-           out: Path, name_of: Callable[[dict[str, Any]], str] = member_name) -> list[Member]:
+           out: Path, name_of: Callable[[dict[str, Any]], str] = member_name) -> list[GridPoint]:
     """Every member's checked configuration; errors name the member's overrides.
 
     `name_of` names a member's folder from its axis values (default `member_name`)."""
-    members: list[Member] = []
+    members: list[GridPoint] = []
     keys = [k for k, _ in axes]
     for combo in itertools.product(*[v for _, v in axes]):
         assign = dict(zip(keys, combo, strict=True))
@@ -148,13 +151,13 @@ def expand(params: Path, overrides: list[str], axes: list[tuple[str, list[Any]]]
         if twin is not None:
             raise ConfigError(f"the grid has the point {name} twice (a value repeated in "
                               f"{', '.join(keys)}); each member needs its own run folder")
-        members.append(Member(name, assign, cfg, out / name))
+        members.append(GridPoint(name, assign, cfg, out / name))
     return members
 
 
 def stack_key(method: str, cfg: Config) -> str:
     """Members with equal keys may share a stack: everything but per-member values."""
-    from amid.distill.train import run_config
+    from amid.distill.runstate import run_config
 
     cls = method_class(method, cfg.methods.get(method))  # a variant: the method it trains
     free = set(per_member_keys(TrainConfig, "train")) | set(
@@ -165,7 +168,7 @@ def stack_key(method: str, cfg: Config) -> str:
 
 
 def _data_key(cfg: Config) -> str:
-    d = asdict(cfg)
+    d = to_dict(cfg)
     return json.dumps([d["dataset"], d["extract"], d["train"]["max_steps"], d["train"]["device"]],
                       sort_keys=True, default=str)
 
@@ -195,7 +198,7 @@ def run_sweep(method: str, params: Path, overrides: list[str], axes: list[tuple[
             datas[key] = data_from_config(cfg, resolve_device(cfg.train.device))
         return datas[key]
 
-    groups: dict[tuple[str, int], list[Member]] = {}
+    groups: dict[tuple[str, int], list[GridPoint]] = {}
     for m in members:  # same shapes and same progress: one stack
         groups.setdefault((stack_key(method, m.cfg), _epoch_done(m.run)), []).append(m)
     for group in groups.values():
@@ -253,7 +256,7 @@ def run_repeats(method: str, params: Path, overrides: list[str], out: Path, *,
                      live=live, name_of=name_of)
 
 
-def _why_not(method: str, group: list[Member], data: Any) -> str | None:
+def _why_not(method: str, group: list[GridPoint], data: Any) -> str | None:
     """Why these members cannot share a stack (checked on their training rows)."""
     from amid.distill.subsample import train_rows_for
 

@@ -1,62 +1,57 @@
 """The training loop of `amid-train`: one method, one run folder per member, resumable.
 
-Reads top to bottom: device and data; per member its seed, training rows,
-method and optimisers; resume; then per epoch: seeded permutations, batches
-as index slices, one forward per batch, the discriminator step (when the
-method has one that epoch) before the networks' step, the weighted sum of the
-method's named terms, metrics kept as device tensors (one host sync per
-epoch), evaluation, checkpoint, log. At the end each member's modules go out
-as safetensors + JSON and the predictions of the LAST epoch as `outputs.h5`
-(test data is never used to pick anything).
+`_train` reads top to bottom. Setup: device and data; per run its seed,
+training rows, method and optimisers (`runstate.build_run`); resume; the engine that
+calls the method (`_engine`). Per epoch: `_train_epoch` (seeded
+permutations, batches as index slices, one forward per batch, the
+discriminator step when the method has one that epoch before the networks'
+step, the weighted sum of the method's named terms, metrics kept on the
+device), `_evaluate` (validation, the epoch's one host sync), `_record`
+(history, the method's hook, live log), `_save`. At the end each run's
+modules as safetensors + JSON and the LAST epoch's predictions as
+`outputs.h5` (test data is never used to pick anything).
 
-A plain run is a stack of one (`stack.Lone`: the method's own calls); a
-sweep trains M members that differ only in per-member values in the same
-loop (`stack.Stack`: the same calls under vmap). Each member keeps its own
-optimisers, batch order, checkpoint and run folder.
+Shapes carry a leading member dimension M: a plain run is M = 1 (`stack.Lone`:
+the method's own calls); a sweep's stack trains M members that differ only
+in per-member values (`stack.Stack`: the same calls under vmap), each with
+its own optimisers, batch order, checkpoint and run folder. Why the
+configuration, not the machine's speed, decides between the two: see
+`train_members`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from amid.cli import duration
 from amid.config import Config
 from amid.devices import amp_allowed, keep_large_blocks_in_heap
 from amid.devices import resolve_device as _resolve
-from amid.distill import diagnostics
-from amid.distill.checkpoint import (
-    load_checkpoint,
-    own_storage,
-    remove_strays,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from amid.distill import compiled, diagnostics
+from amid.distill.checkpoint import save_checkpoint
 from amid.distill.data import TrainData, load_data
 from amid.distill.epoch_stats import EpochSums, TrainingHits
-from amid.distill.methods import (
-    Method,
-    MethodContext,
-    method_options,
-    weighted_total,
-)
-from amid.distill.methods.base import method_class, method_record
+from amid.distill.methods import weighted_total
 from amid.distill.predictions import finish_run, split_metrics
 from amid.distill.runlog import log_epoch, open_live, run_header
+from amid.distill.runstate import (  # seed_everything: the trainer's seeding, for callers
+    RunState,
+    build_run,
+    checkpoint_state,
+    resume,
+    seed_everything,  # noqa: F401
+)
 from amid.distill.stack import Lone, Stack
-from amid.distill.subsample import train_rows_for
-from amid.errors import AmidError, CheckpointError
+from amid.errors import AmidError
 from amid.faults import fault_point
 from amid.locking import ExclusiveLock
 from amid.storage import write_json
-from amid.typed import to_dict
 
 log = logging.getLogger("amid.distill")
 
@@ -76,18 +71,6 @@ def mixed_precision(device: torch.device, amp: bool) -> tuple[bool, Any]:
     return False, contextlib.nullcontext()
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed torch, numpy and random; the returned generator draws the batch order."""
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
 def data_from_config(cfg: Config, device: torch.device) -> TrainData:
     """The caches `cfg` names, loaded onto `device`, each checked against `extract.<m>`."""
     from amid.distill.provenance import check_cache_identities
@@ -100,36 +83,6 @@ def data_from_config(cfg: Config, device: torch.device) -> TrainData:
     return data
 
 
-def run_config(cfg: Config, method: str) -> dict[str, Any]:
-    """What a run was made from: dataset, extraction, training, and ITS method's options
-    (resolved: `preset` where the method has presets, and `method`, the registered
-    method trained, which differs from the name for a variant)."""
-    d = to_dict(cfg)
-    return {"dataset": d["dataset"], "extract": d["extract"], "train": d["train"],
-            "methods": {method: method_record(method, cfg.methods.get(method))}}
-
-
-@dataclass
-class Member:
-    """One run of the loop: configuration, folder, and its training state."""
-
-    cfg: Config
-    run: Path
-    data: TrainData | None = None  # the member's view: its training rows and statistics
-    method: Method | None = None
-    opt: torch.optim.Optimizer | None = None
-    disc_opt: torch.optim.Optimizer | None = None
-    generator: torch.Generator | None = None
-    config: dict[str, Any] = field(default_factory=dict)
-    history: list[dict[str, float]] = field(default_factory=list)
-    error: str | None = None
-    live: Any = None
-
-    @property
-    def ckpt(self) -> Path:
-        return self.run / "checkpoint.pt"
-
-
 def train(method_name: str, cfg: Config, run: str | Path, *, data: TrainData | None = None,
           live: bool = True) -> list[dict[str, float]]:
     """Train `method_name` into folder `run`, resuming from `run/checkpoint.pt` if present.
@@ -137,19 +90,27 @@ def train(method_name: str, cfg: Config, run: str | Path, *, data: TrainData | N
     Returns the per-epoch metric history. `data` may be passed to reuse loaded
     caches (tests, several runs in one process); it must be on the device.
     """
-    (member,) = train_members(method_name, [cfg], [Path(run)], data=data, live=live,
-                              stacked=False)
-    return member.history
+    (state,) = train_members(method_name, [cfg], [Path(run)], data=data, live=live,
+                             stacked=False)
+    return state.history
 
 
 def train_members(method_name: str, cfgs: list[Config], runs: list[Path], *,
                   data: TrainData | None = None, live: bool = True,
-                  stacked: bool = True) -> list[Member]:
+                  stacked: bool = True) -> list[RunState]:
     """Train every (config, run folder) pair; together as a stack when `stacked`.
 
     One trainer per run folder: a folder being trained by another process is
     refused. In a stack, a member whose loss turns NaN stops (its `error`
     says why) and the others go on; a lone run raises instead.
+
+    Stacked or one after another is the caller's choice (`sweep.py`: stacked
+    when the shapes allow), not picked by which is faster on this machine:
+    the two give different numbers (a stacked member draws its dropout per
+    member under vmap and runs its RNNs as cell equations: an equally valid
+    sample, not its lone run's bit-for-bit twin), so a choice by timing
+    would make a run's results depend on the machine and its load.
+    `bench/stack_vs_sequential.py` measures both on the same members.
     """
     with contextlib.ExitStack() as locks:
         for run in runs:
@@ -160,144 +121,119 @@ def train_members(method_name: str, cfgs: list[Config], runs: list[Path], *,
             locks.enter_context(ExclusiveLock(run / ".lock", AmidError(
                 f"{run} is being trained by another amid-train (lock {run / '.lock'}); wait "
                 "for it or choose another --out")))
-        return _train(method_name, [Member(c, r) for c, r in zip(cfgs, runs, strict=True)],
+        return _train(method_name, [RunState(c, r) for c, r in zip(cfgs, runs, strict=True)],
                       data, live, stacked)
 
 
-def _train(name: str, members: list[Member], data: TrainData | None, live: bool,
-           stacked: bool) -> list[Member]:
-    tc = members[0].cfg.train
+def _train(name: str, runs: list[RunState], data: TrainData | None, live: bool,
+           stacked: bool) -> list[RunState]:
+    tc = runs[0].cfg.train  # the members differ in per-member values only
     # ---------------------------------------------------------------- setup
     device = resolve_device(tc.device)
     if device.type == "cpu":
         keep_large_blocks_in_heap()  # large batches reused, not faulted in afresh
-    if data is None:
-        data = data_from_config(members[0].cfg, device)
+        if tc.threads:
+            torch.set_num_threads(tc.threads)
+    data = data if data is not None else data_from_config(runs[0].cfg, device)
     use_amp, autocast = mixed_precision(device, tc.amp)
-    for mb in members:  # each member built as its lone run would be: same seed, same init
-        mb.generator = seed_everything(mb.cfg.train.seed)
-        subset = train_rows_for(data, mb.cfg)  # dataset.train_per_class / train_fraction
-        mb.data = data if subset is None else data.with_train_rows(subset)
-        opts = method_options(name, mb.cfg.methods.get(name))
-        ctx = MethodContext(mb.data, mb.cfg.train.model, opts, mb.cfg.train.epochs, name)
-        mb.method = method_class(name, mb.cfg.methods.get(name))(ctx).to(device)
-        # fused: one kernel per parameter for the whole update (CPU and GPU), where
-        # PyTorch's default on the CPU loops in Python; several times faster, same rule
-        mb.opt = torch.optim.AdamW(mb.method.network_parameters(), lr=mb.cfg.train.lr,
-                                   weight_decay=mb.cfg.train.weight_decay, fused=True)
-        if mb.method.discriminators is not None:
-            mb.disc_opt = torch.optim.Adam(mb.method.discriminators.parameters(),
-                                           lr=mb.cfg.train.disc_lr, betas=(0.5, 0.999),
-                                           fused=True)
-        mb.config = run_config(mb.cfg, name)
-    if tc.compile and not stacked:  # forward + losses compiled, eager fallback
-        from amid.distill.compiled import compile_method
-
-        compile_method(members[0].method, device)
-    # ---------------------------------------------------------------- resume
-    start = _resume(name, members)
-    for mb in members:  # written only now: a refused resume must not overwrite it
-        write_json(mb.run / "config.json",
-                   {"method": name, "config": mb.config, "inputs": mb.data.inputs})
+    for rs in runs:  # each member built as its lone run would be: same seed, same init
+        build_run(rs, name, data, device)
+    start = resume(name, runs)
+    for rs in runs:  # written only now: a refused resume must not overwrite it
+        write_json(rs.run / "config.json",
+                   {"method": name, "config": rs.config, "inputs": rs.data.inputs})
         # a lone run logs each epoch as it ends; a stack's members write their whole
         # history at the end (dvclive's files per epoch and member cost more than the step)
-        mb.live = open_live(mb.run, mb.history) if live and not stacked else None
-    engine = Stack([m.method for m in members], [m.data for m in members]) if stacked \
-        else Lone(members[0].method, members[0].data)
-    if tc.compile and stacked:  # the stack's vmapped forward + losses, eager fallback
-        from amid.distill.compiled import compile_stack
+        rs.live = open_live(rs.run, rs.history) if live and not stacked else None
+    engine = _engine(runs, stacked, tc.compile, device)  # built on the resumed weights
+    rows = torch.stack([rs.data.splits["train"] for rs in runs])  # (M, n) training rows
+    starts = _batch_starts(int(rows.shape[1]), tc.batch_size)  # each batch's first position
+    log.info("%s", run_header(name, runs, device, use_amp, start))
+    last_save, t_start = clock(), time.monotonic()
+    # ---------------------------------------------------------------- epochs
+    for epoch in range(start, tc.epochs):
+        means, bad = _train_epoch(engine, runs, rows, starts, epoch, autocast)  # (M,) each
+        logged = _evaluate(engine, runs, epoch, means, autocast if use_amp else None)
+        _record(engine, runs, logged, bad, epoch, stacked)
+        _log_progress(name, runs, epoch, start, time.monotonic() - t_start)
+        if all(rs.error is not None for rs in runs):
+            break
+        if not stacked or epoch + 1 == tc.epochs or clock() - last_save >= SAVE_EVERY_S:
+            _save(engine, runs, name, epoch + 1)
+            last_save = clock()
+    # ---------------------------------------------------------------- finish
+    engine.sync()  # the stacked buffers back into each member
+    for rs in runs:
+        if live and stacked:
+            rs.live = open_live(rs.run, rs.history)
+        if rs.live is not None:
+            rs.live.end()
+        if rs.error is None:
+            finish_run(rs.method, name, rs.data, rs.cfg, rs.run)
+    return runs
 
-        compile_stack(engine, device)
-    rows = torch.stack([mb.data.splits["train"] for mb in members])  # (M, n)
-    n, bs = int(rows.shape[1]), tc.batch_size
+
+def _engine(runs: list[RunState], stacked: bool, compile_: bool,
+            device: torch.device) -> Lone | Stack:
+    """The lone run's own calls, or the members' stack; with `train.compile`, the
+    forward and loss terms compiled (eager fallback)."""
+    if not stacked:
+        if compile_:
+            compiled.compile_method(runs[0].method, device)
+        return Lone(runs[0].method, runs[0].data)
+    engine = Stack([rs.method for rs in runs], [rs.data for rs in runs])
+    if compile_:
+        compiled.compile_stack(engine, device)
+    return engine
+
+
+def _batch_starts(n: int, bs: int) -> range:
+    """Where each batch of an epoch starts in the shuffled rows (its step: the batch size)."""
     if bs > n:  # clamped, not an error: a small dataset (or fold) is still trainable
         log.warning("train.batch_size %d > %d training samples: one batch of %d per epoch",
                     bs, n, n)
     n_used = n - 1 if n % bs == 1 and n > 1 else n  # a last batch of one has no pairs
-    log.info("%s", run_header(name, members, device, use_amp, start))
-    last_save, t_start = clock(), time.monotonic()
-    # ---------------------------------------------------------------- epochs
-    for epoch in range(start, tc.epochs):
-        for mb in members:
-            mb.method.begin_epoch(epoch)  # phases: freeze a fixed teacher, reset sums
-            mb.method.train()
-        engine.restack()
-        perm = torch.stack([torch.randperm(n, generator=mb.generator)
-                            for mb in members]).to(device)  # (M, n)
-        sums = EpochSums()  # per-term sums (M, K) and first non-finite batches, on the device
-        hits = TrainingHits()  # right answers on the training batches, as they trained
-        for b, lo in enumerate(range(0, n_used, bs)):
-            idx = torch.gather(rows, 1, perm[:, lo:lo + bs])  # (M, B)
-            batch = engine.batch(idx)
-            # first batch: a zero added to s, whose gradient is what each term sends into E_S
-            tap = torch.zeros(*idx.shape, tc.model.dim, device=device, requires_grad=True) \
-                if b == 0 else None
-            with autocast:
-                out = engine.forward(batch, tap, epoch)  # s, t, a: (M, B, d); logits_*: (M, B, C)
-            out = {k: v.float() for k, v in out.items()}
-            terms: dict[str, torch.Tensor] = {}  # name -> (M,)
-            d = engine.discriminator_losses(batch, out, epoch)  # t, s detached inside
-            if d is not None:
-                _step(engine, [mb.disc_opt for mb in members], d["total"].sum())
-                terms |= {k if k.startswith("disc") else f"disc_{k}": v for k, v in d.items()}
-            parts, weights = engine.losses(batch, out, epoch)  # (M,) each
-            total = weighted_total(parts, weights)  # (M,)
-            terms |= {f"loss_{k}": v for k, v in parts.items()} | {"loss_total": total}
-            if b == 0:  # on the epoch's first batch: one extra backward per term
-                grads = diagnostics.term_gradients(parts, weights, tap)  # grad_<term>: (M,)
-            _step(engine, [mb.opt for mb in members], total.sum())
-            sums.add(terms, b)
-            hits.add(engine.labels(batch), engine.aux_present(batch), out)
-        n_batches = b + 1
-        # ------------------------------------------------ end of epoch: the one sync
-        extras = engine.end_epoch(epoch)  # e.g. w_f, w_e, per member
-        # eval mode on validation (the training split only when there is no validation
-        # split: gap and cosine need one); training accuracy came from its batches
-        scored = ("val",) if "val" in data.splits else ("train",)
-        preds = {s: engine.predict([mb.data.splits[s] for mb in members], tc.eval_batch_size,
-                                   autocast if use_amp else None) for s in scored}
-        means = sums.means(n_batches) | grads | hits.accuracies()  # name -> (M,)
-        scalars = [{**{k: v[m] for k, v in means.items()},
-                    **split_metrics({s: p[m] for s, p in preds.items()}), **extras[m]}
-                   for m in range(len(members))]
-        values = torch.stack([torch.stack([v.float().reshape(()) for v in s.values()])
-                              for s in scalars]).tolist()
-        bad = sums.first_bad()  # name -> [first non-finite batch per member, or -1]
-        for m, mb in enumerate(members):
-            if mb.error is not None:
-                continue
-            _check_finite(mb, {k: v[m] for k, v in bad.items()}, epoch, stacked)
-            if mb.error is not None:
-                continue
-            row = {"epoch": epoch, **dict(zip(scalars[m], values[m], strict=True))}
-            mb.history.append(row)
-            mb.method.after_validation(epoch, row)
-            if mb.live is not None:
-                log_epoch(mb.live, row)
-        elapsed = time.monotonic() - t_start
-        done = epoch + 1 - start
-        log.info("%s epoch %d/%d: %s (%.2f s/epoch, ETA %s)", name, epoch + 1, tc.epochs,
-                 _short(members[0].history[-1] if members[0].history else {}), elapsed / done,
-                 _eta(elapsed / done * (tc.epochs - epoch - 1)))
-        if all(mb.error is not None for mb in members):
-            break
-        if not stacked or epoch + 1 == tc.epochs or clock() - last_save >= SAVE_EVERY_S:
-            engine.sync()
-            for mb in members:
-                if mb.error is None:
-                    save_checkpoint(mb.ckpt, checkpoint_state(mb, name, epoch + 1))
-            last_save = clock()
-            fault_point("epoch-saved")  # crash tests: between two epochs
-    # ---------------------------------------------------------------- finish
-    engine.sync()
-    for mb in members:
-        if live and stacked:
-            mb.live = open_live(mb.run, mb.history)
-        if mb.live is not None:
-            mb.live.end()
-        if mb.error is None:
-            finish_run(mb.method, name, mb.data, mb.cfg, mb.run)
-    return members
+    return range(0, n_used, bs)
+
+
+def _train_epoch(engine: Lone | Stack, runs: list[RunState], rows: torch.Tensor,
+                 starts: range, epoch: int,
+                 autocast: Any) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]]:
+    """One pass over the training rows (M, n), each member in its own order: per batch
+    the discriminators' step (in an epoch that trains them), then the networks' step.
+
+    Returns name -> (M,): the mean of each term, each term's gradient norm at s
+    (first batch) and the training accuracies; and each term's first non-finite
+    batch per member (-1: none).
+    """
+    for rs in runs:
+        rs.method.begin_epoch(epoch)  # phases: freeze a fixed teacher, reset sums
+        rs.method.train()
+    engine.restack()
+    data, dim = runs[0].data, runs[0].cfg.train.model.dim
+    perm = torch.stack([torch.randperm(rows.shape[1], generator=rs.generator)
+                        for rs in runs]).to(rows.device)  # (M, n)
+    sums = EpochSums()  # per-term sums (M, K) and first non-finite batches, on the device
+    hits = TrainingHits()  # right answers on the training batches, as they trained
+    for b, lo in enumerate(starts):
+        idx = torch.gather(rows, 1, perm[:, lo:lo + starts.step])  # (M, B)
+        # first batch: a zero added to s, whose gradient is what each term sends into E_S
+        tap = torch.zeros(*idx.shape, dim, device=rows.device, requires_grad=True) \
+            if b == 0 else None
+        step = engine.forward(idx, epoch, tap, autocast)  # s, t, a (M, B, d); logits (M, B, C)
+        terms: dict[str, torch.Tensor] = {}  # name -> (M,)
+        if step.disc is not None:  # the discriminators first, on t and s detached
+            _step(engine, [rs.disc_opt for rs in runs], step.disc["total"].sum())
+            terms |= {k if k.startswith("disc") else f"disc_{k}": v for k, v in step.disc.items()}
+        parts, weights = engine.losses(step, epoch)  # (M,) each
+        total = weighted_total(parts, weights)  # (M,)
+        terms |= {f"loss_{k}": v for k, v in parts.items()} | {"loss_total": total}
+        if b == 0:  # on the epoch's first batch: one extra backward per term
+            grads = diagnostics.term_gradients(parts, weights, tap)  # grad_<term>: (M,)
+        _step(engine, [rs.opt for rs in runs], total.sum())
+        sums.add(terms, b)
+        hits.add(data.labels[idx], data.aux_present[idx], step.out)  # labels (M, B)
+    return sums.means(b + 1) | grads | hits.accuracies(), sums.first_bad()
 
 
 def _step(engine: Lone | Stack, optimisers: list[torch.optim.Optimizer | None],
@@ -312,75 +248,76 @@ def _step(engine: Lone | Stack, optimisers: list[torch.optim.Optimizer | None],
         o.step()
 
 
-def _resume(name: str, members: list[Member]) -> int:
-    """Load each member's checkpoint; every member must have reached the same epoch."""
-    epochs = []
-    for mb in members:
-        remove_strays(mb.run)  # temporaries of a killed run
-        if not mb.ckpt.exists():
-            epochs.append(0)
+def _evaluate(engine: Lone | Stack, runs: list[RunState], epoch: int,
+              means: dict[str, torch.Tensor], autocast: Any) -> list[dict[str, float]]:
+    """Each member's row of epoch `epoch`: its training `means` (name -> (M,)), its
+    validation metrics and its method's extras, as floats (the epoch's one host sync)."""
+    extras = engine.end_epoch(epoch)  # e.g. w_f, w_e, per member
+    # eval mode on validation (the training split only when there is no validation
+    # split: gap and cosine need one); training accuracy came from its batches
+    scored = ("val",) if "val" in runs[0].data.splits else ("train",)
+    bs = runs[0].cfg.train.eval_batch_size
+    preds = {s: engine.predict([rs.data.splits[s] for rs in runs], bs, autocast)
+             for s in scored}
+    scalars = [{**{k: v[m] for k, v in means.items()},
+                **split_metrics({s: p[m] for s, p in preds.items()}), **extras[m]}
+               for m in range(len(runs))]
+    values = torch.stack([torch.stack([v.float().reshape(()) for v in s.values()])
+                          for s in scalars]).tolist()
+    return [{"epoch": epoch, **dict(zip(s, v, strict=True))}
+            for s, v in zip(scalars, values, strict=True)]
+
+
+def _record(engine: Lone | Stack, runs: list[RunState], logged: list[dict[str, float]],
+            bad: dict[str, list[int]], epoch: int, stacked: bool) -> None:
+    """Each member's row into its history, its method's hook and its live log; a member
+    whose loss turned NaN stops instead (a lone run raises)."""
+    engine.sync()  # the hooks read each member's own weights and buffers
+    for m, (rs, row) in enumerate(zip(runs, logged, strict=True)):
+        if rs.error is not None:
             continue
-        ckpt = load_checkpoint(mb.ckpt, name, mb.config, mb.data.inputs)
-        if int(ckpt["epoch"]) > mb.cfg.train.epochs:  # its weights are not a run this long
-            raise CheckpointError(
-                f"{mb.run} holds a run of {ckpt['epoch']} epochs, more than train.epochs "
-                f"{mb.cfg.train.epochs}: use another --out folder (or delete {mb.ckpt} to "
-                "train this one again)")
-        mb.method.load_state_dict(ckpt["method_state"])
-        mb.opt.load_state_dict(ckpt["optimizer"])
-        if mb.disc_opt is not None:
-            mb.disc_opt.load_state_dict(ckpt["disc_optimizer"])
-        set_rng_state(ckpt["rng"], mb.generator)
-        mb.history = ckpt["history"]
-        epochs.append(int(ckpt["epoch"]))
-        log.info("resuming %s in %s after epoch %d", name, mb.run, ckpt["epoch"])
-    if len(set(epochs)) > 1:
-        raise AmidError(f"the members of this stack stopped after different epochs "
-                        f"({dict(zip((str(m.run) for m in members), epochs, strict=True))}); "
-                        "they are resumed one by one by amid-train --sweep")
-    if len(members) > 1 and epochs[0]:  # the stack's shared dropout stream: member 0's
-        set_rng_state(load_checkpoint(members[0].ckpt, name, members[0].config)["rng"],
-                      members[0].generator)
-    return epochs[0]
+        _check_finite(rs, {k: v[m] for k, v in bad.items()}, epoch, stacked)
+        if rs.error is not None:
+            continue
+        rs.history.append(row)
+        rs.method.after_validation(epoch, row)  # e.g. keep the best teacher so far
+        if rs.live is not None:
+            log_epoch(rs.live, row)
+    engine.restack()  # what a hook changed in a member's buffers goes into the stack
 
 
-def checkpoint_state(mb: Member, name: str, epoch: int) -> dict[str, Any]:
-    return {
-        "method": name,
-        "epoch": epoch,
-        "history": mb.history,
-        "config": mb.config,
-        "inputs": mb.data.inputs,
-        "method_state": own_storage(mb.method.state_dict()),
-        "optimizer": mb.opt.state_dict(),
-        "disc_optimizer": mb.disc_opt.state_dict() if mb.disc_opt is not None else None,
-        "rng": rng_state(mb.generator),
-    }
+def _log_progress(name: str, runs: list[RunState], epoch: int, start: int,
+                  elapsed: float) -> None:
+    epochs = runs[0].cfg.train.epochs
+    per_epoch = elapsed / (epoch + 1 - start)
+    row = runs[0].history[-1] if runs[0].history else {}
+    shown = ", ".join(f"{k}={row[k]:.4f}" for k in
+                      ("loss_total", "val_acc_student", "val_acc_teacher") if k in row)
+    log.info("%s epoch %d/%d: %s (%.2f s/epoch, ETA %s)", name, epoch + 1, epochs, shown,
+             per_epoch, duration(per_epoch * (epochs - epoch - 1)))
 
 
-def _check_finite(mb: Member, first_bad: dict[str, int], epoch: int, stacked: bool) -> None:
+def _save(engine: Lone | Stack, runs: list[RunState], name: str, epochs_done: int) -> None:
+    """Every running member's checkpoint after `epochs_done` epochs."""
+    engine.sync()  # the stacked buffers back into each member
+    for rs in runs:
+        if rs.error is None:
+            save_checkpoint(rs.ckpt, checkpoint_state(rs, name, epochs_done))
+    fault_point("epoch-saved")  # crash tests: between two epochs
+
+
+def _check_finite(rs: RunState, first_bad: dict[str, int], epoch: int, stacked: bool) -> None:
     """Stop a member whose loss turned NaN/inf: raise for a lone run, mark it in a stack."""
     hits = [(b, k != "loss_total", k) for k, b in first_bad.items() if b >= 0]
     if not hits:
         return
     b, _, key = min(hits, key=lambda h: (h[0], not h[1]))
-    kept = f"the last good checkpoint {mb.ckpt} is kept" if mb.ckpt.exists() \
+    kept = f"the last good checkpoint {rs.ckpt} is kept" if rs.ckpt.exists() \
         else "no checkpoint yet"
     message = (f"loss term {key!r} became NaN or infinite in epoch {epoch} (batch {b}); "
                f"training stopped, {kept}. Try a smaller train.lr or check the features.")
     if not stacked:
         raise AmidError(message)
-    mb.error = message
-    log.warning("sweep member %s stopped: %s", mb.run, message)
+    rs.error = message
+    log.warning("sweep member %s stopped: %s", rs.run, message)
 
-
-def _short(row: dict[str, float]) -> str:
-    keys = [k for k in ("loss_total", "val_acc_student", "val_acc_teacher") if k in row]
-    return ", ".join(f"{k}={row[k]:.4f}" for k in keys)
-
-
-def _eta(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    minutes, sec = divmod(int(round(seconds)), 60)
-    return f"{minutes} min {sec:02d} s" if minutes else f"{sec} s"

@@ -22,6 +22,9 @@ from amid.config import Config, EvaluateConfig, load_config
 from amid.errors import AmidError
 from amid.evaluate import predict_cli
 
+# Each command imports its work inside the function: `--help` loads no torch or
+# matplotlib, and each stage loads only the modules it runs (dvc.yaml's deps;
+# tests/test_pipeline.py).
 PROG = "amid-evaluate"
 predict_app = predict_cli.predict_app  # the `amid-predict` app, for callers of this module
 log = logging.getLogger(__name__)

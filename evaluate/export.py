@@ -4,7 +4,7 @@ The exported model takes flat tensors, two per target modality in the order
 recorded with it: features `x_<m>` (B, T, D) float32, zero-padded, and
 `len_<m>` (B,) int64; it returns (embeddings (B, d), logits (B, C),
 probabilities (B, C)). Sequences longer than the run's `max_steps` should be
-subsampled the way `amid.distill.data.pad_sequences` does before calling it.
+subsampled the way `amid.distill.features.pad_sequences` does before calling it.
 The metadata (modalities, feature dims, classes, max_steps) travels inside
 the TorchScript file (`meta.json` extra file) and next to either export as
 `<file>.json`, with the SHA-256 of the model file it belongs to; the two are
@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from amid.distill.inference import load_student
 from amid.errors import AmidError, OutputError
 from amid.storage import replace_together
 
@@ -97,8 +98,6 @@ def onnx_axes(info: dict[str, Any]) -> dict[str, dict[int, str]]:
 def export_student(run_dir: str | Path, fmt: str = "torchscript", out: str | Path | None = None
                    ) -> Path:
     """Export the run's student; returns the written file (metadata beside it as .json)."""
-    from amid.distill.inference import load_student
-
     if fmt not in FORMATS:
         raise AmidError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
     if fmt == "onnx" and importlib.util.find_spec("onnx") is None:

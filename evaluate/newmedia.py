@@ -28,9 +28,13 @@ from typing import Any
 import pandas as pd
 
 from amid.cache import read_errors
+from amid.devices import resolve_device
 from amid.errors import AmidError, ConfigError, ManifestError
 from amid.evaluate.predict import Student
 from amid.evaluate.runfolder import IGNORED_IDENTITY_PARAMS, expected_identity, recorded_inputs
+from amid.extract.extractors import build_extractor
+from amid.extract.extractors.weights import TorchExtractor
+from amid.extract.run import run_extraction
 from amid.manifest import Manifest, read_manifest, validate
 
 log = logging.getLogger(__name__)
@@ -140,11 +144,6 @@ def extract_caches(student: Student, manifest: Manifest, cache_dir: Path, device
     Returns the cache paths and, per modality, the samples that could not be
     decoded with the reason (the caches' errors sidecars).
     """
-    from amid.devices import resolve_device
-    from amid.extract.extractors import build_extractor
-    from amid.extract.extractors.weights import TorchExtractor
-    from amid.extract.run import run_extraction
-
     torch_device = resolve_device(device, "--device")
     paths, failed = {}, {}
     for modality in student.target:

@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 
 from amid.cache import cache_path, read_cache, read_info
+from amid.devices import resolve_device
+from amid.distill.inference import load_student, predict_student
 from amid.errors import AmidError, CheckpointError, OutputError
 from amid.evaluate.runfolder import RunConfig, check_cache, expected_identity, recorded_inputs
 from amid.faults import fault_point
@@ -52,23 +54,13 @@ class Student:
     warnings: list[str] = field(default_factory=list)
 
 
-def _inference() -> Any:
-    try:
-        from amid.distill import inference
-    except ImportError as exc:  # the trainer stage is not installed or incomplete
-        raise AmidError(f"amid.distill.inference is not available ({exc})") from None
-    return inference
-
-
 def load(run_dir: str | Path, device: str = "cpu") -> Student:
     """The run's student, its target modalities and classes; config.json checked if present."""
-    from amid.devices import resolve_device
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise AmidError(f"run folder {run_dir} does not exist (give the --out of amid-train)")
     torch_device = str(resolve_device(device, "--device"))
-    model, meta = _inference().load_student(run_dir, device=torch_device)
+    model, meta = load_student(run_dir, device=torch_device)
     config = RunConfig(run_dir) if (run_dir / "config.json").exists() else None
     where = run_dir / "student.json"
     target = meta.get("target")
@@ -159,7 +151,7 @@ def predict(
     for warning in check_inputs(student, paths):
         log.warning("%s", warning)
     loaded = {m: read_cache(p) for m, p in paths.items()}
-    result = _inference().predict_student(student.model, student.meta, loaded,
+    result = predict_student(student.model, student.meta, loaded,
                                           batch_size=batch_size)
     n_classes = np.asarray(result["probabilities"]).shape[1]
     classes = student.classes if len(student.classes) == n_classes else [

@@ -21,6 +21,8 @@ import typer
 from amid.cli import errors, quiet_option, setup_logging
 from amid.errors import AmidError
 
+# The commands import their work inside the function: `--help` (and `amid-evaluate`,
+# which registers these commands) loads no torch.
 PROG = "amid-predict"
 HELP = ("Predicted class, probabilities and embeddings from the student's target modality "
         "alone: from a folder or CSV of new media (--media), or from feature caches "

@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from amid.cache import identity_differences, identity_of
 from amid.errors import CacheError, CheckpointError
+from amid.identity import identity_differences, identity_of
 
 # A cache's precision follows the machine it was extracted on (bf16 autocast on a
 # GPU); the features differ at rounding level only, so it is not a reason to refuse.

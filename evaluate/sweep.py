@@ -101,17 +101,27 @@ def _cell(summary: dict[str, Any], block: str, *path: str) -> str:
 
 
 def ablation_table(result: dict[str, Any]) -> str:
-    """Markdown: one row per group, percentages as mean ± std over its seeds."""
+    """Markdown: one row per group, percentages as mean ± std over its seeds.
+
+    The run is named by its label, as in the report (`amid (recommended)` for
+    members at a preset other than the paper's: `labels.display_label`, which
+    each member's metrics file records): in the title when every group has the
+    same one, else in a column of its own (a sweep over `preset`)."""
+    labels = {g: s.get("label") or result["method"] for g, s in result["groups"].items()}
+    one = len(set(labels.values())) == 1
+    title = next(iter(labels.values())) if one else result["method"]
     lines = [
-        f"# Sweep {result['sweep']} ({result['method']}, {result['split']} split)",
+        f"# Sweep {result['sweep']} ({title}, {result['split']} split)",
         "",
         "Mean ± std over seeds (population std); n = seeds in the group.",
         "",
-        "| group | n | student top-1 | student UA | student R@1 | teacher top-1 |",
-        "|---|---|---|---|---|---|",
+        f"| group |{'' if one else ' run |'} n | student top-1 | student UA | student R@1 "
+        "| teacher top-1 |",
+        f"|---|{'' if one else '---|'}---|---|---|---|---|",
     ]
     for name, s in result["groups"].items():
-        lines.append(f"| {name} | {s['n']} | {_cell(s, 'student', 'top1')} | "
+        run = "" if one else f" {labels[name]} |"
+        lines.append(f"| {name} |{run} {s['n']} | {_cell(s, 'student', 'top1')} | "
                      f"{_cell(s, 'student', 'ua')} | {_cell(s, 'student', 'retrieval', 'R@1')} | "
                      f"{_cell(s, 'teacher', 'top1')} |")
     if result["failed"]:

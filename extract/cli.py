@@ -8,7 +8,6 @@ line, `amid-extract: error: ...`, and exit status 2.
 from __future__ import annotations
 
 import datetime
-import inspect
 import json
 import os
 from pathlib import Path
@@ -29,8 +28,12 @@ from amid.cli import (
 )
 from amid.config import DemoConfig, load_config
 from amid.errors import ConfigError
-from amid.typed import to_dict
+from amid.manifest import read_manifest, validate, write_manifest
+from amid.schema import parse_yaml, to_dict
 
+# Each command imports its work inside the function: `--help` loads no torch, and a
+# stage loads only the modules it runs (dvc.yaml's deps; tests/test_pipeline.py),
+# so that `amid-extract run` does not depend on the adapters or the importers.
 PROG = "amid-extract"
 app = typer.Typer(
     help="Stage one: turn a dataset's raw media into per-modality HDF5 feature caches.",
@@ -49,23 +52,21 @@ def _options(pairs: list[str] | None, where: str) -> dict[str, Any]:
             raise ConfigError(f"{where} {pair!r} is not of the form key=value")
         key, value = pair.split("=", 1)
         try:
-            out[key] = yaml.safe_load(value)
+            out[key] = parse_yaml(value)  # as --set reads values: 1e-3 is a number
         except yaml.YAMLError:
             raise ConfigError(f"{where} {pair!r}: the value is not valid YAML") from None
     return out
 
 
 def adapter_options(name: str, adapter: Any, options: dict[str, Any], where: str) -> dict:
-    """Check option names against the adapter's parameters (a typo is an error, not a crash)."""
+    """The adapter's options checked against its `Options` (a typo is an error, not a crash)."""
+    from amid.extract.adapters.registry import check_options
+
     for old, (new, meaning) in getattr(adapter, "renamed", {}).items():
         if old in options:
             raise ConfigError(f"{where}: the {name!r} adapter's option `{old}` is now called "
                               f"`{new}` ({meaning})")
-    known = [p for p in inspect.signature(adapter).parameters if p != "root"]
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ConfigError(f"{where}: unknown option(s) {', '.join(unknown)} for the {name!r} "
-                          f"adapter; its options: {', '.join(known) or 'none'}")
+    check_options(name, options, where)
     return options
 
 
@@ -119,7 +120,6 @@ def prepare(
     params, overrides = group_options(ctx, params, overrides)
     with errors(PROG):
         from amid.extract.adapters import ADAPTERS
-        from amid.manifest import validate, write_manifest
 
         cfg = load_config(params, overrides).dataset if params.exists() else None
         if cfg is None and (dataset is None or root is None or out is None):
@@ -221,7 +221,6 @@ def _run(modality: str, params: Path, overrides: list[str], out: Path | None, sh
 
     from amid.devices import resolve_device
     from amid.extract.run import run_extraction
-    from amid.manifest import read_manifest
 
     cfg = load_config(params, overrides)
     if modality not in cfg.extract:
@@ -260,7 +259,6 @@ def merge(
     params, overrides = group_options(ctx, params, overrides)
     with errors(PROG):
         from amid.extract.run import merge_parts
-        from amid.manifest import read_manifest
 
         cfg = load_config(params, overrides)
         manifest = read_manifest(cfg.dataset.manifest, cfg.dataset.root, check_media=False)
@@ -310,32 +308,22 @@ def info(path: Path = typer.Argument(..., help="A feature cache (.h5).")) -> Non
 @app.command("list")
 def list_() -> None:
     """List the feature extractors and dataset adapters, with their parameters."""
-    import dataclasses
-
     from amid.extract.adapters import ADAPTERS
+    from amid.extract.adapters.registry import options_of
     from amid.extract.extractors import EXTRACTORS
 
     typer.echo("extractors:")
     for name in EXTRACTORS:
         cls = EXTRACTORS.get(name)
-        fields = ", ".join(f"{f.name}={_default(f)}" for f in dataclasses.fields(cls.Params))
-        typer.echo(f"  {name:<20} [{cls.modality}] {fields}")
+        typer.echo(f"  {name:<20} [{cls.modality}] {_defaults(cls.Params)}")
     typer.echo("dataset adapters (--option / dataset.adapter_options):")
     for name in ADAPTERS:
-        parameters = inspect.signature(ADAPTERS.get(name)).parameters.values()
-        shown = ", ".join(f"{p.name}={p.default}" for p in parameters
-                          if p.name != "root" and p.default is not inspect.Parameter.empty)
-        typer.echo(f"  {name:<20} {shown or '(no options)'}")
+        typer.echo(f"  {name:<20} {_defaults(options_of(ADAPTERS.get(name))) or '(no options)'}")
 
 
-def _default(field: Any) -> Any:
-    import dataclasses
-
-    if field.default is not dataclasses.MISSING:
-        return field.default
-    if field.default_factory is not dataclasses.MISSING:
-        return field.default_factory()
-    return "<required>"
+def _defaults(model: Any) -> str:
+    return ", ".join(f"{k}={f.get_default(call_default_factory=True)}"
+                     for k, f in model.model_fields.items())
 
 
 def main() -> None:

@@ -37,9 +37,9 @@ from amid.config import DemoConfig
 from amid.errors import ConfigError
 from amid.extract.adapters.demo import prepare_demo
 from amid.manifest import write_manifest
+from amid.schema import load
 from amid.sizes import check_demo_size
 from amid.storage import replace_atomically, write_text
-from amid.typed import from_dict
 
 # what a failed encoder write raises besides OSError (a full disk inside FFmpeg/libsndfile)
 _WRITE_ERRORS = (OSError, av.FFmpegError, RuntimeError)
@@ -135,7 +135,7 @@ def _transcript(label: int, spec: DemoSpec, rng: np.random.Generator) -> str:
 def make_demo(out: str | Path, spec: DemoSpec) -> pd.DataFrame:
     """Write the demo's media and `manifest.csv` under `out`; return the manifest."""
     # the ranges and size bounds of `demo.*`, for callers that did not load a config
-    check_demo_size(from_dict(DemoConfig, asdict(spec), "demo"))
+    check_demo_size(load(DemoConfig, asdict(spec), "demo"))
     out = Path(out)
     digits = load_digits()
     rng = np.random.default_rng(spec.seed)

@@ -35,8 +35,8 @@ from amid.extract.audio import (  # noqa: F401  (audio entry points, re-exported
     probe_audio,
     stream_audio,
 )
+from amid.samples import IMAGE_SUFFIXES  # frames of a frame folder
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})  # frames of a frame folder
 _DECODE_ERRORS = DECODE_ERRORS
 _check_file, _check_segment = check_file, check_segment
 

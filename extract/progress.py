@@ -15,18 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from amid.cli import duration  # the one duration formatter of the commands
+
 log = logging.getLogger("amid.extract")
 LOG_EVERY = 10.0  # seconds between progress lines when stderr is not a terminal
-
-
-def duration(seconds: float) -> str:
-    """3h02m, 2m36s, 41s."""
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
 
 
 class Progress:

@@ -4,7 +4,7 @@ Work is committed in shards as it goes (amid.cache_writer.CacheWriter), so killi
 process loses at most one shard of work and rerunning picks up where it
 stopped. A finished cache with the same identity (extractor, model, params)
 is reused: samples whose source fingerprint (media path and content, segment,
-text: `amid.extract.sources`) is unchanged are kept, new or changed ones are
+text: `amid.samples`) is unchanged are kept, new or changed ones are
 extracted, and ids gone from the manifest are dropped. A cache made with
 other parameters is re-extracted and replaced only once the new one is
 complete, never mixed with new features.
@@ -24,17 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from amid.cache import identity_hash, read_cache, read_error_sources, read_errors
+from amid.cache import read_cache, read_error_sources, read_errors
 from amid.cache_writer import CacheWriter
 from amid.errors import CacheError
 from amid.extract.extractors.base import Extractor, MediaError, MediaItem, libraries_of
 from amid.extract.parts import merge_parts, part_path  # noqa: F401  (re-exported)
 from amid.extract.progress import Progress
-from amid.extract.sources import sample_sources
+from amid.identity import identity_hash
 from amid.manifest import Manifest
+from amid.samples import media_items, sample_sources
 
 log = logging.getLogger(__name__)
 BUCKET_WINDOW = 4  # batches decoded ahead and sorted by length before embedding (memory: 4 batches)
@@ -49,41 +49,6 @@ class ExtractionReport:
     extracted: int  # samples computed by this call
     errors: int
     seconds: float
-
-
-def _bound(value: Any) -> float | None:
-    return None if value is None or np.isnan(value) else float(value)
-
-
-def media_items(manifest: Manifest, modality: str) -> list[MediaItem]:
-    """One MediaItem per manifest row, media resolved for `modality`.
-
-    `start`/`end` locate a sample inside its media, whichever file that is: the
-    video, the video's soundtrack, or the row's own audio file. A row whose
-    audio file lies on another time line than its video (IEMOCAP: the
-    utterance's own wav, the dialog's video) gives the audio's bounds in
-    `audio_start`/`audio_end` (empty: the file's start or end).
-    """
-    df = manifest.df
-    own = ("audio_start" in df.columns) or ("audio_end" in df.columns)
-    items = []
-    for row in range(len(df)):
-        start, end = _bound(df.at[row, "start"]), _bound(df.at[row, "end"])
-        if modality == "audio" and own and df.at[row, "audio_path"]:
-            a, b = (_bound(df.at[row, c]) if c in df.columns else None
-                    for c in ("audio_start", "audio_end"))
-            if a is not None or b is not None:
-                start, end = a, b
-        items.append(
-            MediaItem(
-                sample_id=df.at[row, "sample_id"],
-                path=manifest.media_path(row, modality),
-                start=start,
-                end=end,
-                text=df.at[row, "text"] or None,
-            )
-        )
-    return items
 
 
 def portable(reason: str, root: Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,17 @@ from amid.extract.demo import DemoSpec, make_demo
 # same CPU numerics for both (the entry points pin them; importing amid does not).
 pin_cpu_numerics()
 
+# One torch thread per xdist worker (and per console script or `dvc repro` it starts: they
+# inherit the variable): `pytest -n auto` already runs one worker per core, and a second
+# thread each only spins against the other worker in OpenMP's busy wait. Tests compare what
+# they computed in the same run, never committed bytes (logmel's FFT differs in the last
+# bit between 1 and 2 threads; training on the same caches does not).
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    import torch
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -22,3 +34,14 @@ def small_demo(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")
     make_demo(out, DemoSpec(n_per_class=10))
     return out
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files holding end-to-end (`slow`) tests first, each file's tests in their order.
+
+    With `--dist loadfile --no-loadscope-reorder` (pyproject.toml) xdist hands the files to
+    the workers in this order, so the long ones start early and the many short ones even out
+    the workers' ends (xdist's default order, most tests first, sent the one-test end-to-end
+    files last, where one worker ran them while the other sat idle)."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)  # stable: the rest keep their order

@@ -36,8 +36,8 @@ def build_demo(work: Path, overrides: Sequence[str] = ()) -> Path:
     """The demo project in `work` (the repo's params.yaml with `overrides`), caches built once."""
     import yaml
 
+    from amid.schema import apply_override
     from amid.storage import write_text
-    from amid.typed import apply_override
 
     work.mkdir(parents=True, exist_ok=True)
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))

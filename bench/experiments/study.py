@@ -36,6 +36,9 @@ Parts, in order (each needs the ones before it for every dataset):
 - `rulec`: rule C's candidates (positives x teacher mode x alpha, amid, at rule A's tau)
   in every regime; `rulec_demo`: rule C part 2 on demo_noisy (rule B's grid x positives);
   `rulec_verify`: rule C's pick and the baseline again on seeds 5-9, which no rule read.
+- `ruled`: rule D's candidates (`teacher_pick: best` x teacher epochs x alpha, amid) and
+  rule C's pick beside them, with the baseline rerun, in every regime; `ruled_verify`:
+  rule D's pick and the baseline on seeds 5-9.
 - `report`: the tables and figures of docs/results.md and the chosen defaults.
 
 Every setting is the repository's params.yaml with PINS (the method options as they
@@ -51,7 +54,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from _common import REPO, RESULTS, Runner, build_demo, load_results
+from _common import REPO, RESULTS, SEEDS, Runner, build_demo, load_results
+from study_rule_d import RULE_D_BASELINE, rule_d_grid
 from study_rules import (
     ALPHAS,
     DEMO,
@@ -93,8 +97,8 @@ def make_controlled(work: Path, name: str, n_per_class: int = 300, seed: int = 0
 
     from amid.cache import write_cache
     from amid.manifest import write_manifest
+    from amid.schema import apply_override
     from amid.storage import write_text
-    from amid.typed import apply_override
 
     signal, offset, noise = CONTROLLED[name]
     classes, dim, steps = [f"c{k}" for k in range(10)], 32, 8
@@ -246,6 +250,40 @@ def rule_c_verify(runner: Runner, chosen: dict) -> None:
                        seeds=FRESH_SEEDS, extra={"size": size, "setting": setting})
 
 
+def rule_d(runner: Runner, chosen: dict, sizes: tuple = (SMALL, None),
+           seeds: tuple = SEEDS, stacks: tuple | None = None) -> None:
+    """Rule D: the six candidates and rule C's pick, each (teacher epochs, pick) one stack
+    of its alphas x seeds per size; the baseline rerun beside them (the gains' reference).
+    `sizes`, `seeds` and `stacks` ("baseline", "best:5", ...: one process per stack on a
+    busy machine) cut the grid where time is short (docs/results.md says where)."""
+    grid = rule_d_grid("amid", chosen["tau"])
+    for size in sizes:
+        if stacks is None or "baseline" in stacks:
+            runner.run(f"{RULE_D_BASELINE} @ {label(size)}", "baseline", _size(size), seeds,
+                       extra={"size": size, "setting": RULE_D_BASELINE})
+        for pick, epochs in dict.fromkeys((p, e) for p, e, _ in grid):
+            if stacks is not None and f"{pick}:{epochs}" not in stacks:
+                continue
+            runner.run_many("amid", [
+                (f"{name} @ {label(size)}", [*o, *_size(size)],
+                 {"size": size, "setting": name, "alpha": a, "teacher_epochs": e,
+                  "teacher_pick": p})
+                for (p, e, a), (name, o) in grid.items() if (p, e) == (pick, epochs)], seeds)
+
+
+def rule_d_verify(runner: Runner, chosen: dict, sizes: tuple = (SMALL, None),
+                  seeds: tuple = FRESH_SEEDS) -> None:
+    """Rule D's pick and the baseline on seeds 5-9, which the rule never read (the
+    baseline's are rule C's check's, already recorded: the same runs)."""
+    d = chosen["rule_d"]
+    for size in sizes:
+        for setting, method, overrides in (
+                (f"baseline{FRESH}", "baseline", []),
+                (f"{d['setting']}{FRESH}", "amid", d["overrides"]["amid"])):
+            runner.run(f"{setting} @ {label(size)}", method, [*overrides, *_size(size)],
+                       seeds=seeds, extra={"size": size, "setting": setting})
+
+
 def results_of(names: list[str]) -> dict[str, list[dict]]:
     return {n: load_results(RESULTS / f"study_{n}.jsonl") for n in names}
 
@@ -254,10 +292,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, default=Path("/tmp/amid_study"))
     p.add_argument("--parts", default="curves,tau,alpha,kd,tune,verify,lead,rulec,rulec_demo,"
-                                      "rulec_verify,report")
+                                      "rulec_verify,ruled,ruled_verify,report")
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--figures", type=Path, default=REPO / "docs" / "figures")
+    p.add_argument("--sizes", default="8,all", help="ruled, ruled_verify: the regimes' sizes")
+    p.add_argument("--seeds", default="", help="ruled, ruled_verify: seeds (default: "
+                                                "0-4, and 5-9 for ruled_verify)")
+    p.add_argument("--stacks", default="", help="ruled: only these stacks (baseline, "
+                                                 "best:5, best:10, best:15, last:5)")
     args = p.parse_args()
+    stacks = tuple(args.stacks.split(",")) if args.stacks else None
+    sizes = tuple(None if s == "all" else int(s) for s in args.sizes.split(","))
+    seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
     parts = args.parts.split(",")
     names = args.datasets.split(",")
     for part in parts:
@@ -268,7 +314,8 @@ def main() -> None:
         chosen = choose(results_of(list(DATASETS))) if part in ("alpha", "tune", "verify",
                                                                 "lead", "rulec",
                                                                 "rulec_demo",
-                                                                "rulec_verify") \
+                                                                "rulec_verify", "ruled",
+                                                                "ruled_verify") \
             else None
         if part in ("tune", "rulec_demo"):
             names = [DEMO] if DEMO in names else []
@@ -294,6 +341,10 @@ def main() -> None:
                 tune(runner, chosen["rule_c"]["alpha"], ("class", "instance"))
             elif part == "rulec_verify":
                 rule_c_verify(runner, chosen)
+            elif part == "ruled":
+                rule_d(runner, chosen, sizes, seeds or SEEDS, stacks)
+            elif part == "ruled_verify":
+                rule_d_verify(runner, chosen, sizes, seeds or FRESH_SEEDS)
             else:
                 p.error(f"--parts: unknown part {part!r}")
 

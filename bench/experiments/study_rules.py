@@ -129,15 +129,17 @@ def gain(records: list[dict], setting: str, size: int | None, split: str = "val"
     return float(np.mean(diffs)), float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
 
 
-def worst_gains(by_dataset: dict[str, list[dict]], settings: dict[Any, str]
+def worst_gains(by_dataset: dict[str, list[dict]], settings: dict[Any, str],
+                baseline: str = "baseline"
                 ) -> tuple[dict[Any, float], dict[Any, dict[str, float]]]:
     """For each candidate (key -> setting name): its smallest gain over the regimes, and
-    every regime's gain. A candidate missing in any regime is an error: the rule needs all."""
+    every regime's gain (against `baseline`, paired by seed). A candidate missing in any
+    regime is an error: the rule needs all."""
     table: dict[Any, dict[str, float]] = {}
     for key, setting in settings.items():
         for name, records in by_dataset.items():
             for size in (SMALL, None):
-                g = gain(records, setting, size)
+                g = gain(records, setting, size, baseline=baseline)
                 if g is None:
                     raise LookupError(f"{setting!r} has no runs on {name} @ {label(size)}: "
                                       "run the study's earlier parts first")
@@ -192,6 +194,12 @@ def choose(by_dataset: dict[str, list[dict]]) -> dict[str, Any]:
     demo = choose_demo(by_dataset[DEMO], out, rule_c=True)
     if demo is not None:
         out["demo_c"], out["demo_c_table"] = demo
+    from study_rule_d import choose_d  # rule D reads what this module decides
+
+    try:
+        out["rule_d"], out["rule_d_table"] = choose_d(by_dataset, out)
+    except LookupError:
+        return out
     return out
 
 
@@ -374,6 +382,10 @@ def report(by_dataset: dict[str, list[dict]], out: Path) -> dict[str, Any]:
             for setting, g in gains.items():
                 mark = "  <- picked" if setting == chosen["demo_c"][method]["setting"] else ""
                 print(f"  {setting:60s} {g:+6.1f}{mark}")
+    if "rule_d_table" in chosen:
+        from study_rule_d import rule_d_report
+
+        rule_d_report(by_dataset, chosen)
     summary = {k: v for k, v in chosen.items() if not k.endswith("_table")}
     print("\nchosen:", json.dumps(summary))
     write_json(RESULTS / "chosen.json", chosen)

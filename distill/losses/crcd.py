@@ -17,7 +17,7 @@ before calling), for a teacher anchor a, a sample j and a candidate k::
 (the authors write ``s_j - t_a`` and ``t_k - t_a``; flipping both signs
 leaves every dot product unchanged). Anchors a are the first
 ``max_anchors`` rows (the batch is shuffled). Shapes: f_s, f_t (N, d) ->
-scalar; memory (M, N-1, N-1) logits for M anchors.
+scalar; memory (M, N, N) logits for M anchors.
 
 Differences from the authors' code, and why:
 
@@ -48,13 +48,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from amid.distill.losses.checks import check_temperature
+
 __all__ = ["crcd_loss"]
-
-
-def _others(n: int, m: int, device: torch.device) -> torch.Tensor:
-    """(M, N-1) index matrix: row a lists every j != a in order (static shapes: vmap-able)."""
-    cols = torch.arange(n - 1, device=device)[None, :]  # (1, N-1)
-    return cols + (cols >= torch.arange(m, device=device)[:, None]).long()
 
 
 def crcd_loss(
@@ -69,8 +65,7 @@ def crcd_loss(
             "crcd_loss needs student and teacher representations of the same shape (N, d), got "
             f"{tuple(f_s.shape)} and {tuple(f_t.shape)}; project them to a common d first"
         )
-    if not float(temperature) > 0.0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    check_temperature(temperature)
     if max_anchors is not None and max_anchors < 1:
         raise ValueError(f"max_anchors must be >= 1 or None, got {max_anchors}")
     n = f_s.shape[0]
@@ -79,10 +74,17 @@ def crcd_loss(
         return f_s.sum() * 0.0
     m = n if max_anchors is None else min(n, max_anchors)
     z_s, z_t = F.normalize(f_s, dim=1), F.normalize(f_t, dim=1)
-    others = _others(n, m, f_s.device)  # (M, N-1)
+    # Every relation, j = a and k = a included, then those masked: a gather of the
+    # N - 1 others (z_s[others]) would backpropagate through a scatter-add, whose
+    # accumulation order follows the threads, so two identical runs would differ.
+    # Broadcasting backpropagates through plain sums, in a fixed order.
     anchor = z_t[:m, None, :]  # (M, 1, d): the teacher anchors
-    r_s = F.normalize(anchor - z_s[others], dim=2)  # (M, N-1, d)
-    r_t = F.normalize(anchor - z_t[others], dim=2)  # (M, N-1, d)
-    logits = torch.einsum("mjd,mkd->mjk", r_s, r_t) / temperature  # (M, N-1, N-1)
-    target = torch.arange(n - 1, device=f_s.device).expand(m, n - 1)
-    return F.cross_entropy(logits.reshape(-1, n - 1), target.reshape(-1))
+    r_s = F.normalize(anchor - z_s[None], dim=2)  # (M, N, d)
+    r_t = F.normalize(anchor - z_t[None], dim=2)  # (M, N, d); row k = a is 0
+    logits = torch.einsum("mjd,mkd->mjk", r_s, r_t) / temperature  # (M, N, N)
+    rows = torch.arange(n, device=f_s.device)
+    is_anchor = torch.arange(m, device=f_s.device)[:, None] == rows[None, :]  # (M, N)
+    logits = logits.masked_fill(is_anchor[:, None, :], float("-inf"))  # k = a: no candidate
+    per = F.cross_entropy(logits.reshape(m * n, n), rows.repeat(m), reduction="none")
+    # j = a: no relation (its target is the masked k = a: +inf, dropped, no gradient)
+    return per.reshape(m, n).masked_fill(is_anchor, 0.0).sum() / (m * (n - 1))

@@ -14,18 +14,14 @@ import math
 
 import torch
 
+from amid.distill.losses.checks import check_pair
+
 __all__ = ["jsd_loss"]
 
 
 def jsd_loss(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
     """Batch-mean JSD between ``softmax(logits_p)`` and ``softmax(logits_q)``, both (N, C)."""
-    if logits_p.dim() != 2 or logits_p.shape != logits_q.shape:
-        raise ValueError(
-            "jsd_loss needs two (N, C) logit tensors of the same shape, got "
-            f"{tuple(logits_p.shape)} and {tuple(logits_q.shape)}"
-        )
-    if logits_p.shape[0] == 0:
-        raise ValueError("jsd_loss needs a non-empty batch")
+    check_pair("jsd_loss", logits_p, logits_q)
     log_p = logits_p.log_softmax(dim=1)
     log_q = logits_q.log_softmax(dim=1)
     log_m = torch.logsumexp(torch.stack([log_p, log_q]), dim=0) - math.log(2.0)

@@ -17,20 +17,16 @@ from __future__ import annotations
 
 import torch
 
+from amid.distill.losses.checks import check_pair, check_temperature
+
 __all__ = ["kd_loss"]
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
             temperature: float | torch.Tensor) -> torch.Tensor:
     """T^2 * batch-mean KL(softmax(teacher / T) || softmax(student / T)); (N, C) x 2 -> scalar."""
-    if student_logits.dim() != 2 or student_logits.shape != teacher_logits.shape:
-        raise ValueError("kd_loss needs two (N, C) logit tensors of the same shape, got "
-                         f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}")
-    if student_logits.shape[0] == 0:
-        raise ValueError("kd_loss needs a non-empty batch")
-    # a tensor temperature is a stacked sweep's per-member value (checked by its config)
-    if not isinstance(temperature, torch.Tensor) and not float(temperature) > 0.0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    check_pair("kd_loss", student_logits, teacher_logits)
+    check_temperature(temperature)
     log_t = (teacher_logits / temperature).log_softmax(dim=1)  # (N, C)
     log_s = (student_logits / temperature).log_softmax(dim=1)  # (N, C)
     kl = (log_t.exp() * (log_t - log_s)).sum(dim=1)  # (N,)

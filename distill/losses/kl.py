@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from amid.distill.losses.checks import check_pair, check_temperature
+
 __all__ = ["symmetric_kl_loss"]
 
 
@@ -24,15 +26,8 @@ def symmetric_kl_loss(
     logits_a: torch.Tensor, logits_b: torch.Tensor, temperature: float = 1.0
 ) -> torch.Tensor:
     """Batch-mean symmetric KL of softened predictions, (N, C) x (N, C) -> scalar."""
-    if logits_a.dim() != 2 or logits_a.shape != logits_b.shape:
-        raise ValueError(
-            "symmetric_kl_loss needs two (N, C) logit tensors of the same shape, got "
-            f"{tuple(logits_a.shape)} and {tuple(logits_b.shape)}"
-        )
-    if logits_a.shape[0] == 0:
-        raise ValueError("symmetric_kl_loss needs a non-empty batch")
-    if not float(temperature) > 0.0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    check_pair("symmetric_kl_loss", logits_a, logits_b)
+    check_temperature(temperature)
     log_a = (logits_a / temperature).log_softmax(dim=1)
     log_b = (logits_b / temperature).log_softmax(dim=1)
     # (p_a - p_b) * (log p_a - log p_b) summed over classes is KL(a||b) + KL(b||a)

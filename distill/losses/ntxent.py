@@ -23,21 +23,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from amid.distill.losses.checks import check_pair, check_temperature
+
 __all__ = ["ntxent_loss"]
 
 
 def ntxent_loss(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """SimCLR/GMC NT-Xent between paired rows of z_a (N, d) and z_b (N, d)."""
-    if z_a.dim() != 2 or z_a.shape != z_b.shape:
-        raise ValueError(
-            "ntxent_loss needs two (N, d) tensors of the same shape, got "
-            f"{tuple(z_a.shape)} and {tuple(z_b.shape)}"
-        )
+    check_pair("ntxent_loss", z_a, z_b, "(N, d) tensors")
+    check_temperature(temperature)
     n = z_a.shape[0]
-    if n == 0:
-        raise ValueError("ntxent_loss needs a non-empty batch")
-    if not float(temperature) > 0.0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
     z = F.normalize(torch.cat([z_a, z_b]), dim=1)
     sim = z @ z.T / temperature
     self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)

@@ -2,7 +2,7 @@
 
 A method is an `nn.Module` that owns its networks, its options and its
 phases, and says how to score a batch. Adding one is one file in
-`distill/methods/` with a subclass, an `Options` dataclass (its keys under
+`distill/methods/` with a subclass, an `Options` model (its keys under
 `methods.<name>` in params.yaml, ranges beside the fields) and a
 `@METHODS.register("name")` line, plus its import in `methods/__init__.py`;
 it can then be trained, swept and stacked with no other change.
@@ -33,9 +33,8 @@ branch in Python on a `per_member` value.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -43,32 +42,33 @@ from torch import nn
 
 from amid.config import Config, ModelConfig
 from amid.distill.data import Batch, TrainData
+from amid.distill.methods.phase import TeacherPhase, TeacherSnapshot  # noqa: F401 (re-exported)
 from amid.distill.models import Student, Teacher, build_encoder, teacher_head
 from amid.errors import ConfigError
 from amid.registry import Registry
-from amid.typed import at_least, check_path_component, from_dict, option
+from amid.schema import Schema, check_path_component, load, option
 
 Outputs = dict[str, torch.Tensor]
 Prediction = dict[str, tuple[torch.Tensor, torch.Tensor]]  # role -> (embeddings, logits)
 Weight = float | torch.Tensor
 
 
-@dataclass
-class NoOptions:
+class NoOptions(Schema):
     """A method without options of its own."""
 
 
-@dataclass
-class FixedTeacherOptions:
+class FixedTeacherOptions(Schema):
     """A teacher CE-trained first, then frozen (crd, crcd; the others' `fixed_teacher`)."""
 
     # CE pre-training epochs of the teacher inside the run (the first teacher_epochs
     # of train.epochs), unless teacher_run names a `teacher` run folder to load instead
-    teacher_epochs: int = option(10, check=at_least(0))
+    teacher_epochs: int = option(10, ge=0)
     teacher_run: str = ""
+    # which pre-training epoch's teacher is frozen: the last one, or the one whose
+    # validation Top-1 was highest (ties to the earlier; docs/results.md, rule D)
+    teacher_pick: Literal["last", "best"] = "last"
 
 
-@dataclass
 class TeacherPhaseOptions(FixedTeacherOptions):
     """An online teacher, or with `fixed_teacher` the schedule above (paper Table 5)."""
 
@@ -148,7 +148,11 @@ class Method(nn.Module):
 
     def after_validation(self, epoch: int, row: dict[str, float]) -> None:
         """Hook after epoch `epoch`'s validation, with its logged row (`val_acc_teacher`,
-        ...), the member's own weights synced: e.g. to keep the best teacher so far."""
+        ...), the member's own weights synced: e.g. to keep the best teacher so far.
+        Here: a fixed-teacher phase (`self.phase`, a TeacherPhase) sees it."""
+        phase = getattr(self, "phase", None)
+        if isinstance(phase, TeacherPhase):
+            phase.after_validation(epoch, row)
 
     def exports(self) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
         """Modules saved at the end, name -> (module, architecture kwargs for its JSON)."""
@@ -183,49 +187,6 @@ class Method(nn.Module):
         for module in self._frozen:
             module.eval()
         return self
-
-
-class TeacherPhase:
-    """The fixed-teacher schedule, in one place for every method that has one.
-
-    The teacher is CE-trained for the first `teacher_epochs` epochs of the run
-    (the student waits), then frozen: requires_grad False and eval mode. Or
-    it is loaded from `teacher_run` (a `teacher` run folder) and frozen from
-    the start. A schedule that would leave the student no epoch, or distil
-    from an untrained teacher, is refused before anything trains.
-    """
-
-    def __init__(self, method: Method, teacher: nn.Module, opts: FixedTeacherOptions) -> None:
-        ctx = method.ctx
-        self.method, self.teacher = method, teacher
-        key = f"methods.{ctx.name}"
-        if opts.teacher_run:
-            from amid.distill.inference import load_weights
-
-            path = Path(opts.teacher_run) / "teacher.safetensors"
-            if not path.exists():
-                raise ConfigError(f"{key}.teacher_run: {path} does not exist (train the "
-                                  f"`teacher` method into {opts.teacher_run} first)")
-            load_weights(teacher, path)
-            method.freeze(teacher)
-            self.pretrain = 0
-        elif not 1 <= opts.teacher_epochs < ctx.epochs:
-            online = (f", or set {key}.fixed_teacher false for an online teacher"
-                      if hasattr(opts, "fixed_teacher") else "")
-            raise ConfigError(
-                f"{key} distils from a pre-trained teacher: {key}.teacher_epochs (now "
-                f"{opts.teacher_epochs}) must be >= 1 and below train.epochs ({ctx.epochs}) "
-                f"so that both teacher and student train, or {key}.teacher_run must name a "
-                f"`teacher` run folder{online}")
-        else:
-            self.pretrain = opts.teacher_epochs
-
-    def distilling(self, epoch: int) -> bool:
-        return epoch >= self.pretrain
-
-    def begin_epoch(self, epoch: int) -> None:
-        if self.distilling(epoch):
-            self.method.freeze(self.teacher)
 
 
 # ------------------------------------------------------------------ builders
@@ -345,19 +306,19 @@ def method_options(name: str, raw: dict[str, Any] | None) -> Any:
     cls = method_class(name, raw)
     data = {k: v for k, v in (raw or {}).items() if k != "method"}
     if cls.presets:
-        preset = data.get("preset", cls.Options.preset)  # the field's default: paper
+        preset = data.get("preset", cls.Options.model_fields["preset"].default)  # paper
         if not isinstance(preset, str) or preset not in cls.presets:
             raise ConfigError(f"methods.{name}.preset: must be one of "
                               f"{', '.join(map(repr, cls.presets))}, got {preset!r}")
         data = {**cls.presets[preset], **data}
-    return from_dict(cls.Options, data, f"methods.{name}")
+    return load(cls.Options, data, f"methods.{name}")
 
 
 def method_record(name: str, raw: dict[str, Any] | None) -> dict[str, Any]:
     """What a run records of its method (config.json's `config.methods.<name>`): every
     resolved option, `preset` among them where the method has presets, and `method`,
     the registered method trained."""
-    return {**asdict(method_options(name, raw)), "method": registered_method(name, raw)}
+    return {**method_options(name, raw).model_dump(), "method": registered_method(name, raw)}
 
 
 def known_method(name: str, cfg: Config, key: str) -> str:

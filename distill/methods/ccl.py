@@ -44,7 +44,6 @@ Differences from the authors' code, and why:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -66,7 +65,7 @@ from amid.distill.methods.base import (
     teacher_pairs,
 )
 from amid.distill.models import Inputs, Teacher, build_encoder
-from amid.typed import above, at_least, option
+from amid.schema import Schema, option
 
 
 class ComposedTeacher(Teacher):
@@ -90,13 +89,12 @@ def nce2(x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor, tau: float) -> 
             + class_aware_mi_loss(y, x, labels, tau, "ccl"))
 
 
-@dataclass
-class CCLOptions:
+class CCLOptions(Schema):
     """`methods.ccl` (the authors' settings as defaults)."""
 
-    nce_weight: float = option(1.0, check=at_least(0), per_member=True)  # student's NCE2 terms
-    kl_weight: float = option(1.0, check=at_least(0), per_member=True)  # student's SKL
-    temperature: float = option(0.5, check=above(0))  # of the class-aware NCE
+    nce_weight: float = option(1.0, ge=0, per_member=True)  # student's NCE2 terms
+    kl_weight: float = option(1.0, ge=0, per_member=True)  # student's SKL
+    temperature: float = option(0.5, gt=0)  # of the class-aware NCE
 
 
 @METHODS.register("ccl")

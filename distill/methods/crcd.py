@@ -24,74 +24,44 @@ trains after the teacher's epochs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from amid.distill.data import Batch
 from amid.distill.losses.crcd import crcd_loss
 from amid.distill.methods.base import (
     METHODS,
     FixedTeacherOptions,
-    Method,
     MethodContext,
     Outputs,
-    TeacherPhase,
     Weight,
-    build_separate_teacher,
-    build_student,
-    forward_with_separate_teacher,
-    masked_ce,
-    teacher_pairs,
 )
-from amid.typed import above, at_least, option
+from amid.distill.methods.teacher_student import SeparateTeacherMethod
+from amid.schema import option
 
 
-@dataclass
 class CRCDOptions(FixedTeacherOptions):
     """`methods.crcd`."""
 
-    weight: float = option(1.0, check=at_least(0), per_member=True)  # relation term
-    temperature: float = option(0.05, check=above(0))  # the authors' nce_t
-    max_anchors: int = option(64, check=at_least(1))  # bounds the (M, N-1, N-1) logits
+    weight: float = option(1.0, ge=0, per_member=True)  # relation term
+    temperature: float = option(0.05, gt=0)  # the authors' nce_t
+    max_anchors: int = option(64, ge=1)  # bounds the (M, N-1, N-1) logits
 
 
 @METHODS.register("crcd")
-class CRCD(Method):
+class CRCD(SeparateTeacherMethod):
     """Relation contrastive distillation from a fixed full-modality teacher."""
 
     Options = CRCDOptions
-    has_teacher = True
+    distill_terms = ("crcd",)
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        self.student = build_student(ctx)
-        self.teacher = build_separate_teacher(ctx)
-        self.phase = TeacherPhase(self, self.teacher, ctx.opts)
         self.embed_s = nn.Linear(ctx.model.dim, ctx.model.dim)
 
-    def begin_epoch(self, epoch: int) -> None:
-        self.phase.begin_epoch(epoch)
-
-    def forward(self, batch: Batch) -> Outputs:
-        return forward_with_separate_teacher(self, batch)
-
-    def losses(self, batch: Batch, out: Outputs, epoch: int) -> dict[str, torch.Tensor]:
+    def distill_losses(self, pairs: Outputs, epoch: int) -> dict[str, torch.Tensor]:
         o = self.opts
-        terms = {"cls_student": F.cross_entropy(out["logits_s"], batch.labels),
-                 "cls_teacher": masked_ce(out["logits_t"], batch.labels, batch.aux_present),
-                 "crcd": out["s"].new_zeros(())}
-        pairs = teacher_pairs(batch, out)
-        if pairs is None or not self.phase.distilling(epoch):
-            return terms
-        p, _ = pairs
-        terms["crcd"] = crcd_loss(self.embed_s(p["s"]), p["t"].detach(), o.temperature,
-                                  o.max_anchors)
-        return terms
+        return {"crcd": crcd_loss(self.embed_s(pairs["s"]), pairs["t"].detach(),
+                                  o.temperature, o.max_anchors)}
 
-    def weights(self, epoch: int) -> dict[str, Weight]:
-        if not self.phase.distilling(epoch):  # teacher pre-training: its CE only
-            return {"cls_teacher": 1.0}
+    def distill_weights(self, epoch: int) -> dict[str, Weight]:
         return {"cls_student": 1.0, "crcd": self.opts.weight}

@@ -23,55 +23,42 @@ others have no teacher representation).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-import torch.nn.functional as F
 
-from amid.distill.data import Batch
 from amid.distill.losses.crd import CRDLoss
 from amid.distill.methods.base import (
     METHODS,
     FixedTeacherOptions,
-    Method,
     MethodContext,
     Outputs,
-    TeacherPhase,
     Weight,
-    build_separate_teacher,
-    build_student,
-    forward_with_separate_teacher,
-    masked_ce,
-    teacher_pairs,
 )
+from amid.distill.methods.teacher_student import SeparateTeacherMethod
 from amid.errors import ConfigError
-from amid.typed import above, at_least, in_unit, option
+from amid.schema import option
 
 
-@dataclass
 class CRDOptions(FixedTeacherOptions):
     """`methods.crd` (the defaults of the authors' train_student.py and README)."""
 
-    weight: float = option(0.8, check=at_least(0), per_member=True)  # Tian et al.'s beta
-    negatives: int = option(16384, check=at_least(1))  # per anchor (nce_k), other classes only
-    temperature: float = option(0.07, check=above(0))
-    momentum: float = option(0.5, check=in_unit())  # of the memory banks
-    feat_dim: int = option(128, check=at_least(1))  # embedding heads
+    weight: float = option(0.8, ge=0, per_member=True)  # Tian et al.'s beta
+    negatives: int = option(16384, ge=1)  # per anchor (nce_k), other classes only
+    temperature: float = option(0.07, gt=0)
+    momentum: float = option(0.5, ge=0, lt=1)  # of the memory banks
+    feat_dim: int = option(128, ge=1)  # embedding heads
 
 
 @METHODS.register("crd")
-class CRD(Method):
+class CRD(SeparateTeacherMethod):
     """CRD from a fixed full-modality teacher (see the module docstring)."""
 
     Options = CRDOptions
-    has_teacher = True
+    distill_terms = ("crd_s", "crd_t", "crd")
+    pair_fields = ("index",)  # the bank slot of each anchor
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
         o = ctx.opts
-        self.student = build_student(ctx)
-        self.teacher = build_separate_teacher(ctx)
-        self.phase = TeacherPhase(self, self.teacher, o)
         data = ctx.data
         train = data.splits["train"]
         bank_rows = train[data.aux_present[train]]  # (n,) rows that have teacher features
@@ -88,27 +75,10 @@ class CRD(Method):
         self.crd = CRDLoss(ctx.model.dim, ctx.model.dim, data.labels[bank_rows], o.feat_dim,
                            o.negatives, o.temperature, o.momentum)
 
-    def begin_epoch(self, epoch: int) -> None:
-        self.phase.begin_epoch(epoch)
-
-    def forward(self, batch: Batch) -> Outputs:
-        return forward_with_separate_teacher(self, batch)
-
-    def losses(self, batch: Batch, out: Outputs, epoch: int) -> dict[str, torch.Tensor]:
-        zero = out["s"].new_zeros(())
-        terms = {"cls_student": F.cross_entropy(out["logits_s"], batch.labels),
-                 "cls_teacher": masked_ce(out["logits_t"], batch.labels, batch.aux_present),
-                 "crd_s": zero, "crd_t": zero, "crd": zero}
-        pairs = teacher_pairs(batch, {**out, "index": batch.index})
-        if pairs is None or not self.phase.distilling(epoch):
-            return terms
-        p, _ = pairs
+    def distill_losses(self, pairs: Outputs, epoch: int) -> dict[str, torch.Tensor]:
         # training batches come from the train split, so every slot here is >= 0
-        got = self.crd(p["s"], p["t"].detach(), self.bank_slot[p["index"]])
-        return terms | {"crd_s": got["crd_s"], "crd_t": got["crd_t"], "crd": got["total"]}
+        got = self.crd(pairs["s"], pairs["t"].detach(), self.bank_slot[pairs["index"]])
+        return {"crd_s": got["crd_s"], "crd_t": got["crd_t"], "crd": got["total"]}
 
-    def weights(self, epoch: int) -> dict[str, Weight]:
-        if not self.phase.distilling(epoch):  # teacher pre-training: its CE only
-            return {"cls_teacher": 1.0}
-        # the frozen teacher's CE stays in the log (no gradient) but not in the total
+    def distill_weights(self, epoch: int) -> dict[str, Weight]:
         return {"cls_student": 1.0, "crd": self.opts.weight}

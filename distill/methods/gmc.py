@@ -38,8 +38,6 @@ Differences from the authors' code, and why:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,7 +57,7 @@ from amid.distill.methods.base import (
     teacher_pairs,
 )
 from amid.distill.models import Inputs, SequenceEncoder, build_encoder, encoder_spec, mlp
-from amid.typed import above, at_least, option
+from amid.schema import Schema, option
 
 
 class JointEncoder(nn.Module):
@@ -80,12 +78,11 @@ class JointEncoder(nn.Module):
         return self.fuse(torch.cat(parts, dim=1))  # (B, d)
 
 
-@dataclass
-class GMCOptions:
+class GMCOptions(Schema):
     """`methods.gmc`."""
 
-    weight: float = option(1.0, check=at_least(0), per_member=True)  # NT-Xent, summed over views
-    temperature: float = option(0.3, check=above(0))  # the authors' supervised configurations
+    weight: float = option(1.0, ge=0, per_member=True)  # NT-Xent, summed over views
+    temperature: float = option(0.3, gt=0)  # the authors' supervised configurations
 
 
 @METHODS.register("gmc")

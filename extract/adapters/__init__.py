@@ -1,7 +1,8 @@
 """Dataset adapters: each turns a dataset's published layout into a manifest.
 
-Adding one is one file in this folder: a module with an
-`@ADAPTERS.register("name")` function (every module here is imported below).
+Adding one is one file in this folder: a module with an `Options` model and
+an `@adapter("name", Options)` function, or a plain `@ADAPTERS.register("name")`
+one without options (every module here is imported below; `registry`).
 """
 
 from amid.extract.adapters.registry import ADAPTERS

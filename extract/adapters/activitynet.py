@@ -24,11 +24,12 @@ import json
 import logging
 from collections import defaultdict
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
 from amid.errors import ManifestError
-from amid.extract.adapters.registry import ADAPTERS
+from amid.extract.adapters.registry import AdapterOptions, adapter
 from amid.extract.adapters.text import read_text
 
 log = logging.getLogger(__name__)
@@ -70,14 +71,18 @@ def _load_database(path: Path) -> dict[str, dict]:
     return data["database"]
 
 
-@ADAPTERS.register("activitynet")
-def prepare_activitynet(root: Path, annotations: str = "activity_net.v1-3.min.json",
-                        videos: str = "videos", segments: bool = False,
-                        missing: str = "skip") -> pd.DataFrame:
+class Options(AdapterOptions):
+    annotations: str = "activity_net.v1-3.min.json"  # under the root
+    videos: str = "videos"  # folder of the downloaded videos, under the root
+    segments: bool = False  # each annotated segment a sample, not each video
+    missing: Literal["skip", "error"] = "skip"  # videos not downloaded
+
+
+@adapter("activitynet", Options)
+def prepare_activitynet(root: Path, opts: Options) -> pd.DataFrame:
     """Manifest of ActivityNet v1.3 training (train) and validation (test) videos."""
-    root = Path(root)
-    if missing not in ("skip", "error"):
-        raise ManifestError(f"activitynet: missing must be skip or error, got {missing!r}")
+    annotations, videos, segments, missing = (opts.annotations, opts.videos, opts.segments,
+                                              opts.missing)
     database = _load_database(root / annotations)
     folder = root / videos
     if not folder.is_dir():

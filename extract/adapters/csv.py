@@ -14,14 +14,18 @@ from pathlib import Path
 import pandas as pd
 
 from amid.errors import ManifestError
-from amid.extract.adapters.registry import ADAPTERS
+from amid.extract.adapters.registry import AdapterOptions, adapter
 from amid.manifest import read_manifest
 
 
-@ADAPTERS.register("csv")
-def prepare_csv(root: Path, table: str = "manifest.csv") -> pd.DataFrame:
+class Options(AdapterOptions):
+    table: str = "manifest.csv"  # relative to the dataset root unless absolute
+
+
+@adapter("csv", Options)
+def prepare_csv(root: Path, opts: Options) -> pd.DataFrame:
     """Validate a table of samples (default `<root>/manifest.csv`) against its media."""
-    root = Path(root)
+    table = opts.table
     path = Path(table).expanduser()
     path = path if path.is_absolute() else root / path
     if not path.is_file():

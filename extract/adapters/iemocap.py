@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from amid.errors import ManifestError
-from amid.extract.adapters.registry import ADAPTERS
+from amid.extract.adapters.registry import AdapterOptions, adapter
 from amid.extract.adapters.text import read_text
 
 log = logging.getLogger(__name__)
@@ -70,11 +70,14 @@ def parse_transcription(path: Path) -> dict[str, str]:
     return texts
 
 
-@ADAPTERS.register("iemocap")
-def prepare_iemocap(root: Path, merge_excited: bool = True) -> pd.DataFrame:
+class Options(AdapterOptions):
+    merge_excited: bool = True  # `exc` counted as happy (the usual 4-class setup)
+
+
+@adapter("iemocap", Options)
+def prepare_iemocap(root: Path, opts: Options) -> pd.DataFrame:
     """Manifest of the 4-class IEMOCAP utterances of `root`/Session1..5."""
-    root = Path(root)
-    labels = dict(LABELS) if merge_excited else {k: v for k, v in LABELS.items() if k != "exc"}
+    labels = dict(LABELS) if opts.merge_excited else {k: v for k, v in LABELS.items() if k != "exc"}
     sessions = [n for n in range(1, 6) if (root / f"Session{n}").is_dir()]
     if not sessions:
         raise ManifestError(f"iemocap: no Session1..Session5 folder under {root}")

@@ -21,11 +21,12 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
 from amid.errors import ManifestError
-from amid.extract.adapters.registry import ADAPTERS
+from amid.extract.adapters.registry import AdapterOptions, adapter
 from amid.extract.adapters.text import read_text
 
 log = logging.getLogger(__name__)
@@ -79,13 +80,17 @@ def _read_list(path: Path) -> set[str]:
     return stems
 
 
-@ADAPTERS.register("ucf51")
-def prepare_ucf51(root: Path, split: int = 1, with_audio: bool = True,
-                  videos: str = "UCF-101", lists: str = "ucfTrainTestlist") -> pd.DataFrame:
+class Options(AdapterOptions):
+    split: Literal[1, 2, 3] = 1  # the official split K
+    with_audio: bool = True  # only videos with an audio stream
+    videos: str = "UCF-101"  # folder of the class folders, under the root
+    lists: str = "ucfTrainTestlist"  # folder of the official lists, under the root
+
+
+@adapter("ucf51", Options)
+def prepare_ucf51(root: Path, opts: Options) -> pd.DataFrame:
     """Manifest of UCF51 (split `split`), media paths relative to `root`."""
-    root = Path(root)
-    if split not in (1, 2, 3):
-        raise ManifestError(f"ucf51: split must be 1, 2 or 3, got {split}")
+    split, with_audio, videos, lists = opts.split, opts.with_audio, opts.videos, opts.lists
     video_dir = root / videos
     if not video_dir.is_dir():
         raise ManifestError(
@@ -118,9 +123,15 @@ def prepare_ucf51(root: Path, split: int = 1, with_audio: bool = True,
                 subset = split_of(path.stem, split)
             rows.append({"sample_id": path.stem, "label": label, "split": subset,
                          "video_path": path.relative_to(root).as_posix()})
+    # Every name, on one line: a partial copy (or a misspelt folder) shows at once which.
     if missing_classes:
         log.warning("ucf51: %d of the 51 class folders are missing under %s: %s",
-                    len(missing_classes), video_dir, ", ".join(missing_classes[:5]))
+                    len(missing_classes), video_dir, ", ".join(missing_classes))
+    others = sorted(p.name for p in video_dir.iterdir()
+                    if p.is_dir() and p.name not in UCF51_CLASSES)
+    if others:
+        log.info("ucf51: %d class folder(s) not among the 51 left out: %s", len(others),
+                 ", ".join(others))
     if silent:
         log.info("ucf51: %d video(s) without an audio stream left out", silent)
     if not rows:

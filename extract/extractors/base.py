@@ -11,9 +11,10 @@ is T = 1. Extraction is split in two so the runner can overlap them:
   one float32 array of shape (T_i, D) per item.
 
 Every parameter that changes the features is a field of the extractor's
-`Params` dataclass, so it ends up in the cache's `params` attribute and its
-identity (docs/data.md). The identity is computed from the parameters alone
-(`expected_identity`, `model_name`), never from loaded weights: checking
+`Params` model (an `ExtractorParams`, ranges beside the fields), so it ends
+up in the cache's `params` attribute and its identity (docs/data.md). The
+identity is computed from the parameters alone (`expected_identity`,
+`model_name`), never from loaded weights: checking
 that a cache is up to date, or that training reads the right cache, loads
 no model. Register a new extractor with `@EXTRACTORS.register("name")` in its
 own module and import that module in `amid.extract.extractors.__init__`.
@@ -21,43 +22,33 @@ own module and import that module in `amid.extract.extractors.__init__`.
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+from pydantic import ConfigDict
 
 from amid.errors import ConfigError, MediaError  # noqa: F401  (MediaError re-exported)
 from amid.registry import Registry
-from amid.typed import coerce
+from amid.samples import MediaItem  # noqa: F401  (re-exported: the extractors' input)
+from amid.schema import Schema, load
 
 if TYPE_CHECKING:  # weightless extractors never need torch
     import torch
 
 
-@dataclass(frozen=True)
-class MediaItem:
-    """One sample as an extractor sees it (paths already resolved against the root)."""
+class ExtractorParams(Schema):
+    """Base of every extractor's `Params`: frozen, so a built extractor's identity holds."""
 
-    sample_id: str
-    path: Path | None = None
-    start: float | None = None
-    end: float | None = None
-    text: str | None = None
+    model_config = ConfigDict(frozen=True)
 
 
 class Extractor(ABC):
     """Base class: subclasses set `modality`, `Params`, `feature_dim`, `model`."""
 
     modality: ClassVar[str]  # "audio" | "visual" | "text"
-    Params: ClassVar[type]  # a dataclass of every feature-changing parameter
+    Params: ClassVar[type[ExtractorParams]]  # every feature-changing parameter
     name: ClassVar[str] = ""  # set by the registry lookup in `build_extractor`
-    # Params field -> (predicate, what it must be), checked by `build_params`
-    CHECKS: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {}
     # Params added after caches were made with this extractor, and the default
     # that reproduces the features made before: left out of the identity at that
     # default, so adding a parameter does not invalidate every existing cache.
@@ -77,7 +68,7 @@ class Extractor(ABC):
 
     @classmethod
     def check(cls, params: Any, where: str) -> None:
-        """Checks across parameters (beyond `CHECKS`), without loading anything."""
+        """Checks across parameters (beyond each field's own), without loading anything."""
         return None  # most extractors have none
 
     @classmethod
@@ -141,7 +132,7 @@ def libraries_of(extractor: str) -> tuple[str, ...]:
 
 def identity_for(cls: type[Extractor], params: Any, precision: str = "fp32") -> dict[str, Any]:
     """The identity ({modality, extractor, model, params}) of features made with `params`."""
-    values = dataclasses.asdict(params)
+    values = params.model_dump()
     for key, default in cls.LATE_DEFAULTS.items():
         # random weights are drawn from `seed`: their caches always record it
         if values.get(key) == default and not (key == "seed" and values.get("random_init")):
@@ -178,24 +169,14 @@ def _lookup(name: str, where: str) -> type[Extractor]:
 
 
 def build_params(cls: type[Extractor], values: dict[str, Any], where: str) -> Any:
-    """Fill `cls.Params` from a dict, naming the option at fault on a bad key or type."""
-    fields = {f.name: f for f in dataclasses.fields(cls.Params)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown parameter(s) {', '.join(unknown)} for extractor "
-            f"{cls.name!r}; known: {', '.join(sorted(fields))}"
-        )
-    hints = typing.get_type_hints(cls.Params)
-    kwargs = {k: coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
-    params = cls.Params(**kwargs)
-    # A value out of range would otherwise fail later inside torch on every
-    # sample (grid 0, n_fft 0) or surface as a library error at construction.
-    for key, (ok, must) in cls.CHECKS.items():
-        value = getattr(params, key)
-        if not ok(value):
-            raise ConfigError(f"{where}.{key} must be {must}, got {value!r}")
-    return params
+    """`cls.Params` from a dict, naming the option at fault on a bad key, type or range.
+
+    A value out of range would otherwise fail later inside torch on every
+    sample (grid 0, n_fft 0) or surface as a library error at construction.
+    """
+    unknown = (f"{{where}}: unknown parameter(s) {{names}} for extractor {cls.name!r}; "
+               "known: {known}")
+    return load(cls.Params, values, where, unknown=unknown)
 
 
 def build_extractor(

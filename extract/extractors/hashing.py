@@ -7,29 +7,29 @@ the features of a sample never depend on the other samples.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from amid.extract.extractors.base import EXTRACTORS, Extractor, MediaError, MediaItem
+from amid.extract.extractors.base import (
+    EXTRACTORS,
+    Extractor,
+    ExtractorParams,
+    MediaError,
+    MediaItem,
+)
+from amid.schema import option
 
 
 @EXTRACTORS.register("hashing")
 class HashingExtractor(Extractor):
     modality = "text"
     LIBRARIES = ("scikit-learn",)  # its HashingVectorizer
-    CHECKS = {
-        # 2**24 features: 64 MiB a sample in float32 (scikit-learn's default is 2**20)
-        "n_features": (lambda v: 1 <= v <= 2**24,
-                       f"in [1, {2**24}] (4 bytes per feature and sample)"),
-        "ngram_max": (lambda v: v >= 1, ">= 1"),
-    }
 
-    @dataclass(frozen=True)
-    class Params:
-        n_features: int = 256
-        ngram_max: int = 1
+    class Params(ExtractorParams):
+        # 2**24 features: 64 MiB a sample in float32 (scikit-learn's default is 2**20)
+        n_features: int = option(256, ge=1, le=2**24, note="(4 bytes per feature and sample)")
+        ngram_max: int = option(1, ge=1)
         lowercase: bool = True
 
     def __init__(self, params: Any) -> None:

@@ -14,7 +14,6 @@ length and the features equal one pass's up to float rounding.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -25,6 +24,7 @@ from amid.extract.extractors.base import (
     AUDIO_DECODERS,
     EXTRACTORS,
     Extractor,
+    ExtractorParams,
     MediaError,
     MediaItem,
 )
@@ -35,6 +35,9 @@ from amid.extract.extractors.long import (
     long_audio,
 )
 from amid.extract.media import load_audio
+from amid.schema import option
+
+FILTERBANK = "(the filterbank is (n_fft / 2 + 1) x n_mels x 4 bytes)"
 
 
 @EXTRACTORS.register("logmel")
@@ -44,24 +47,14 @@ class LogMelExtractor(Extractor):
     # Upper bounds no real setting reaches, so a typo fails here, not in the allocator:
     # memory grows with each (a clip is resampled to sample_rate; the window and the
     # filterbank, (n_fft / 2 + 1) x n_mels floats, are built at construction).
-    CHECKS = {
-        "sample_rate": (lambda v: 1000 <= v <= 768_000,
-                        "in [1000, 768000] Hz (a 1 s clip is 4 bytes a sample)"),
-        "n_fft": (lambda v: 8 <= v <= 65_536,
-                  "in [8, 65536] (the filterbank is (n_fft / 2 + 1) x n_mels x 4 bytes)"),
-        "hop_length": (lambda v: 1 <= v <= 65_536, "in [1, 65536]"),
-        "n_mels": (lambda v: 1 <= v <= 4096,
-                   "in [1, 4096] (the filterbank is (n_fft / 2 + 1) x n_mels x 4 bytes)"),
-        "f_min": (lambda v: v >= 0, ">= 0"),
-    }
 
-    @dataclass(frozen=True)
-    class Params:
-        sample_rate: int = 16000
-        n_fft: int = 400
-        hop_length: int = 160
-        n_mels: int = 40
-        f_min: float = 0.0
+    class Params(ExtractorParams):
+        sample_rate: int = option(16000, ge=1000, le=768_000,
+                                  note="Hz (a 1 s clip is 4 bytes a sample)")
+        n_fft: int = option(400, ge=8, le=65_536, note=FILTERBANK)
+        hop_length: int = option(160, ge=1, le=65_536)
+        n_mels: int = option(40, ge=1, le=4096, note=FILTERBANK)
+        f_min: float = option(0.0, ge=0)
         f_max: float = 8000.0
         pooling: Literal["none", "stats"] = "stats"
 

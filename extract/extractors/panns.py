@@ -34,7 +34,6 @@ which are the steps one pass computes, and takes max + mean over all of them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -44,7 +43,13 @@ import torchaudio.functional as AF
 from torch import nn
 
 from amid.errors import CheckpointError, ConfigError
-from amid.extract.extractors.base import AUDIO_DECODERS, EXTRACTORS, MediaError, MediaItem
+from amid.extract.extractors.base import (
+    AUDIO_DECODERS,
+    EXTRACTORS,
+    ExtractorParams,
+    MediaError,
+    MediaItem,
+)
 from amid.extract.extractors.long import LongAudio, centred_slices, long_audio
 from amid.extract.extractors.weights import (
     TorchExtractor,
@@ -53,6 +58,7 @@ from amid.extract.extractors.weights import (
     random_init_name,
 )
 from amid.extract.media import load_audio
+from amid.schema import option
 
 FRONT_END_KEYS = (
     "spectrogram_extractor.stft.conv_real.weight",
@@ -194,26 +200,18 @@ class PannsCnn14(TorchExtractor):
 
     LATE_DEFAULTS = {"seed": 0}  # added later; caches made before it stay valid
     # sizes no checkpoint has, bounded so a typo fails here, not in the allocator
-    CHECKS = {
-        "sample_rate": (lambda v: 1000 <= v <= 768_000, "in [1000, 768000] Hz"),
-        "window_size": (lambda v: 8 <= v <= 65_536, "in [8, 65536]"),
-        "hop_size": (lambda v: 1 <= v <= 65_536, "in [1, 65536]"),
-        "mel_bins": (lambda v: 1 <= v <= 4096, "in [1, 4096]"),
-        "classes": (lambda v: 1 <= v <= 100_000,
-                    "in [1, 100000] (the output layer is 2048 x classes x 4 bytes)"),
-    }
 
-    @dataclass(frozen=True)
-    class Params:
+    class Params(ExtractorParams):
         checkpoint: str = ""  # a local .pth (PANNs release) or .safetensors file
         random_init: bool = False  # tests/CI only: seeded random weights, never silently
-        sample_rate: int = 32000
-        window_size: int = 1024
-        hop_size: int = 320
-        mel_bins: int = 64
+        sample_rate: int = option(32000, ge=1000, le=768_000, note="Hz")
+        window_size: int = option(1024, ge=8, le=65_536)
+        hop_size: int = option(320, ge=1, le=65_536)
+        mel_bins: int = option(64, ge=1, le=4096)
         fmin: float = 50.0
         fmax: float = 14000.0
-        classes: int = 527
+        classes: int = option(527, ge=1, le=100_000,
+                              note="(the output layer is 2048 x classes x 4 bytes)")
         window_seconds: float | None = None  # None: one clip-level embedding (T = 1)
         hop_seconds: float | None = None  # None: = window_seconds
         seed: int = 0  # the seed of random_init

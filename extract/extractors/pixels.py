@@ -9,7 +9,6 @@ frames would be sampled are decoded and pooled as a stream (`extractors.long`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,28 +19,26 @@ from amid.extract.extractors.base import (
     EXTRACTORS,
     VIDEO_DECODERS,
     Extractor,
+    ExtractorParams,
     MediaError,
     MediaItem,
 )
 from amid.extract.extractors.long import LongVideo, batches, long_video
 from amid.extract.media import load_video
+from amid.schema import option
 
 
 @EXTRACTORS.register("pixels")
 class PixelsExtractor(Extractor):
     modality = "visual"
     LIBRARIES = (*VIDEO_DECODERS, "torch")  # torch: the area pooling
-    CHECKS = {
-        "grid": (lambda v: 1 <= v <= 256, "in [1, 256]"),  # 256 cells a side: 65,536-d
-        "fps": (lambda v: v >= 0, ">= 0 (0 keeps every frame)"),
-        "max_frames": (lambda v: v >= 1, ">= 1"),
-    }
 
-    @dataclass(frozen=True)
-    class Params:
-        grid: int = 8  # cells per side of the pooled frame
-        fps: float = 0.0  # frames per second to sample; 0 keeps every frame
-        max_frames: int = 64
+    class Params(ExtractorParams):
+        # cells per side of the pooled frame; 256 a side: 65,536-d
+        grid: int = option(8, ge=1, le=256)
+        # frames per second to sample; 0 keeps every frame
+        fps: float = option(0.0, ge=0, note="(0 keeps every frame)")
+        max_frames: int = option(64, ge=1)
 
     @property
     def feature_dim(self) -> int:

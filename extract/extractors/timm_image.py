@@ -26,14 +26,19 @@ Videos from which more than 512 frames would be sampled are streamed
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from amid.errors import CheckpointError, ConfigError
-from amid.extract.extractors.base import EXTRACTORS, VIDEO_DECODERS, MediaError, MediaItem
+from amid.extract.extractors.base import (
+    EXTRACTORS,
+    VIDEO_DECODERS,
+    ExtractorParams,
+    MediaError,
+    MediaItem,
+)
 from amid.extract.extractors.long import LongVideo, batches, long_video
 from amid.extract.extractors.weights import (
     OFFLINE_HELP,
@@ -46,6 +51,7 @@ from amid.extract.extractors.weights import (
     random_init_name,
 )
 from amid.extract.media import load_video
+from amid.schema import option
 
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 HUB_PREFIXES = ("hf-hub:", "hf_hub:")  # timm model names that are hub repositories
@@ -133,20 +139,15 @@ class TimmImageExtractor(TorchExtractor):
     LIBRARIES = (*VIDEO_DECODERS, "torch", "timm")  # torchvision: timm's transform too
     frame_batch = 64  # frames per forward pass: bounds activation memory
     LATE_DEFAULTS = {"seed": 0}  # added later; caches made before it stay valid
-    CHECKS = {
-        "fps": (lambda v: v > 0, "> 0"),
-        "folder_fps": (lambda v: v > 0, "> 0"),
-        "max_frames": (lambda v: v is None or v >= 1, ">= 1 (or null: no limit)"),
-    }
 
-    @dataclass(frozen=True)
-    class Params:
+    class Params(ExtractorParams):
         model: str = "densenet121"  # any timm model name (with optional .tag)
         checkpoint: str = ""  # local weight file; empty: the model's timm hub weights
         random_init: bool = False  # tests/CI only
-        fps: float = 1.0
-        max_frames: int | None = None
-        folder_fps: float = 25.0  # frame folders: the rate their frames were taken at
+        fps: float = option(1.0, gt=0)
+        max_frames: int | None = option(None, ge=1, note="(or null: no limit)")
+        # frame folders: the rate their frames were taken at
+        folder_fps: float = option(25.0, gt=0)
         pooling: Literal["none", "mean"] = "none"
         seed: int = 0  # the seed of random_init
 

@@ -50,33 +50,33 @@ samples.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from amid.errors import CheckpointError, ConfigError
-from amid.extract.extractors.base import AUDIO_DECODERS, EXTRACTORS, MediaError, MediaItem
+from amid.extract.extractors.base import (
+    AUDIO_DECODERS,
+    EXTRACTORS,
+    ExtractorParams,
+    MediaError,
+    MediaItem,
+)
 from amid.extract.extractors.long import BinPooler, LongAudio, long_audio
 from amid.extract.extractors.weights import (
-    OFFLINE_HELP,
+    BUILTIN,
     TorchExtractor,
     check_random_init,
     load_hf,
     random_hf_model,
+    random_init_files,
     random_init_name,
 )
 from amid.extract.media import load_audio
+from amid.schema import option
 
 MIN_SAMPLES = 400  # the CNN's receptive field: one frame needs 25 ms
-BUILTIN = "builtin:tiny"  # random_init only: an architecture made in code, no file read
-# what a random-init run that cannot read `model`'s files can do instead
-RANDOM_INIT_HELP = (
-    "random_init: true still reads the model's config.json and preprocessor_config.json "
-    "(a local folder or the Hugging Face cache); to need no file, set model: "
-    f"{BUILTIN} (a small wav2vec 2.0 built in code)"
-)
 
 
 def builtin_tiny(seed: int) -> tuple[Any, Any]:
@@ -115,15 +115,13 @@ class Wav2Vec2Extractor(TorchExtractor):
     LIBRARIES = (*AUDIO_DECODERS, "transformers")
     # No LATE_DEFAULTS: the frame-exact chunking and `layer: -1` on stable-layer-norm
     # models changed features, so caches from before are re-extracted on purpose.
-    CHECKS = {"chunk_seconds": (lambda v: v > 0, "> 0")}
 
-    @dataclass(frozen=True)
-    class Params:
+    class Params(ExtractorParams):
         model: str = "facebook/wav2vec2-base"  # hub id, local folder, or builtin:tiny
         layer: int = -1
         pooling: Literal["none", "mean"] = "none"
         frame_rate: float | None = None  # with pooling none: average to this many frames/s
-        chunk_seconds: float = 30.0
+        chunk_seconds: float = option(30.0, gt=0)
         random_init: bool = False  # tests/CI only: `model`'s architecture, seeded random weights
         seed: int = 0  # the seed of random_init
 
@@ -132,10 +130,7 @@ class Wav2Vec2Extractor(TorchExtractor):
         if params.frame_rate is not None and (params.frame_rate <= 0 or params.pooling != "none"):
             raise ConfigError(f"{where}.frame_rate must be > 0, with pooling none "
                               f"(extractor {cls.name!r})")
-        check_random_init(cls.name, params, where, "")
-        if params.model == BUILTIN and not params.random_init:
-            raise ConfigError(f"{where}.model {BUILTIN!r} has no trained weights: it needs "
-                              f"random_init: true (extractor {cls.name!r})")
+        check_random_init(cls.name, params, where, "")  # also: builtin:tiny needs random_init
 
     @classmethod
     def model_name(cls, params: Any) -> str:
@@ -149,13 +144,11 @@ class Wav2Vec2Extractor(TorchExtractor):
         if p.model == BUILTIN:
             self.processor, model = builtin_tiny(p.seed)
         elif p.random_init:
-            try:
+            with random_init_files("config.json and preprocessor_config.json",
+                                   "a small wav2vec 2.0 built in code"):
                 self.processor = load_hf(AutoFeatureExtractor, p.model,
                                          "wav2vec2 feature extractor", check_missing=False)
                 model = random_hf_model(AutoModel, p.model, "wav2vec2 model", p.seed)
-            except CheckpointError as exc:  # its advice (`random_init: true`) is taken already
-                lines = [ln for ln in str(exc).splitlines() if ln.strip() != OFFLINE_HELP]
-                raise CheckpointError("\n".join([*lines, f"  {RANDOM_INIT_HELP}"])) from None
         else:
             self.processor = load_hf(AutoFeatureExtractor, p.model, "wav2vec2 feature extractor",
                                      check_missing=False)

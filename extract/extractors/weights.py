@@ -50,17 +50,44 @@ OFFLINE_HELP = (
 )
 
 
+BUILTIN = "builtin:tiny"  # with random_init: an architecture made in code, no file read
+
+
 def random_init_name(seed: int) -> str:
     """The `model` a cache of random weights records."""
     return f"random-init(seed={seed})"
 
 
 def check_random_init(name: str, params: Any, where: str, source: str) -> None:
-    """`seed` only with `random_init`; `source` (a weight file parameter) not with it."""
+    """`seed` only with `random_init`; `source` (a weight file parameter) not with it;
+    `model: builtin:tiny` only with `random_init` (it has no trained weights)."""
     if params.seed != 0 and not params.random_init:
         raise ConfigError(f"{where}.seed applies only with random_init: true (extractor {name!r})")
     if source and params.random_init and getattr(params, source):
         raise ConfigError(f"{where}: set {source} or random_init, not both (extractor {name!r})")
+    if getattr(params, "model", None) == BUILTIN and not params.random_init:
+        raise ConfigError(f"{where}.model {BUILTIN!r} has no trained weights: it needs "
+                          f"random_init: true (extractor {name!r})")
+
+
+@contextlib.contextmanager
+def random_init_files(files: str, builtin: str, also: str = "") -> Iterator[None]:
+    """Loads of `random_init`'s configuration files, failing with advice that fits it.
+
+    `random_init: true` still reads `model`'s `files` (its architecture and
+    preprocessing); when they are missing, OFFLINE_HELP's suggestion of
+    `random_init: true` is already taken, so it is replaced by the files'
+    names and `model: builtin:tiny` (`builtin`: what that model is; `also`:
+    another way out, appended).
+    """
+    try:
+        yield
+    except CheckpointError as exc:
+        lines = [ln for ln in str(exc).splitlines() if ln.strip() != OFFLINE_HELP]
+        raise CheckpointError("\n".join([
+            *lines, f"  random_init: true still reads the model's {files} from a local folder "
+            f"or the Hugging Face cache (fill it as for real weights); to need no file, set "
+            f"model: {BUILTIN} ({builtin}){also}"])) from None
 # Parameters an encoder checkpoint may lack without changing the features we read
 # (BERT's pooler is not used: pooling is done here; wav2vec2's mask embedding is
 # only used in pre-training).

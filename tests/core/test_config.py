@@ -12,7 +12,7 @@ from repo_data import DEMO_PARAMS
 from amid.config import Config, load_config
 from amid.distill.methods import check_method_options, method_options
 from amid.errors import ConfigError
-from amid.typed import to_dict
+from amid.schema import to_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,7 +51,7 @@ def _as_options(overrides: list[str]) -> dict:
 
 @pytest.mark.parametrize("method", ["ts", "ts_ta", "amid"])
 def test_the_recommended_preset_and_the_demo_are_what_the_recorded_rules_chose(method):
-    """docs/results.md's rules A and C applied to the recorded study (chosen.json, written
+    """docs/results.md's rules A, C and D applied to the recorded study (chosen.json, written
     by `study.py --parts report`) give `preset: recommended`, and rule A's tau the code's
     default tau. The demo's params.yaml runs the paper's form with rule B's tau: the best
     of its online candidates at alpha 4 (ties of 0.5 points to rule A's tau, else the
@@ -60,7 +60,7 @@ def test_the_recommended_preset_and_the_demo_are_what_the_recorded_rules_chose(m
 
     chosen = json.loads(CHOSEN.read_text(encoding="utf-8"))
     recommended = to_dict(method_options(method, {"preset": "recommended"}))
-    for key, value in _as_options(chosen["rule_c"]["overrides"][method]).items():
+    for key, value in _as_options(chosen["rule_d"]["overrides"][method]).items():
         assert recommended[key] == value, (method, key)
     assert to_dict(method_options(method, {}))["tau"] == chosen["tau"]
     online = {float(label.split("tau=")[1].split(",")[0]): gain

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from amid.cache import cache_path, read_cache, write_cache
-from amid.distill.data import pad_sequences, subsample_steps
+from amid.distill.features import pad_sequences, subsample_steps
 from amid.distill.train import data_from_config
 from amid.errors import CacheError, ManifestError
 from amid.manifest import write_manifest
@@ -101,10 +101,10 @@ def test_a_class_only_in_test_is_an_error(tmp_path):
 
 def test_blockwise_padding_and_statistics_equal_the_whole_array_way(tmp_path, monkeypatch):
     """Blocks of a few values (many blocks per sample) give the naive results exactly."""
-    from amid.distill import data as data_module
+    from amid.distill import features
 
     syn = make_dataset(tmp_path, visual_len=(2, 9))
-    monkeypatch.setattr(data_module, "_BLOCK", 50)  # 4 steps of 12-d visual frames per block
+    monkeypatch.setattr(features, "_BLOCK", 50)  # 4 steps of 12-d visual frames per block
     data = data_from_config(syn.cfg, torch.device("cpu"))
     cache = read_cache(cache_path(syn.root / "cache", "synth", "visual", "synthetic"))
     index = {sid: k for k, sid in enumerate(cache.ids)}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict
 
 import pytest
 import torch
@@ -20,7 +19,7 @@ from amid.distill.methods.amid import AMID, RECOMMENDED
 from amid.distill.methods.base import method_class, method_record
 from amid.distill.train import train
 from amid.errors import ConfigError
-from amid.typed import to_dict
+from amid.schema import to_dict
 
 from .conftest import make_dataset
 
@@ -28,19 +27,19 @@ from .conftest import make_dataset
 PAPER = {"alpha": 4.0, "beta": 1.5, "gamma": 1.0, "jsd": 1.0, "positives": "class",
          "fixed_teacher": False, "warmup_epochs": 20, "enhanced_disc": True,
          "dynamic_weights": True, "mi_variant": "amid"}
-# docs/results.md, rules A and C
-STUDY = {"alpha": 1.0, "tau": 1.0, "positives": "class", "fixed_teacher": True,
-         "teacher_epochs": 5}
+# docs/results.md, rules A, C and D
+STUDY = {"alpha": 0.25, "tau": 1.0, "positives": "class", "fixed_teacher": True,
+         "teacher_epochs": 5, "teacher_pick": "best"}
 
 
 @pytest.mark.parametrize("name", ["ts", "ts_ta", "amid"])
 def test_the_defaults_are_the_papers_and_presets_fill_only_unset_keys(name):
-    paper = asdict(method_options(name, {}))
+    paper = to_dict(method_options(name, {}))
     assert paper["preset"] == "paper"
     assert {k: paper[k] for k in PAPER if k in paper} == {k: v for k, v in PAPER.items()
                                                           if k in paper}
-    assert asdict(method_options(name, {"preset": "paper"})) == paper
-    recommended = asdict(method_options(name, {"preset": "recommended"}))
+    assert to_dict(method_options(name, {"preset": "paper"})) == paper
+    recommended = to_dict(method_options(name, {"preset": "recommended"}))
     assert {k: recommended[k] for k in STUDY} == STUDY
     # what the preset does not name stays the paper's
     assert {k: v for k, v in recommended.items() if k not in (*STUDY, "preset")} == \
@@ -64,10 +63,10 @@ def test_a_variant_trains_its_method_with_its_own_options():
     raw = {"method": "amid", "mi_variant": "ccl"}
     assert method_class("amid_ccl", raw) is AMID
     opts = method_options("amid_ccl", raw)
-    assert asdict(opts) == {**asdict(method_options("amid", {})), "mi_variant": "ccl"}
+    assert to_dict(opts) == {**to_dict(method_options("amid", {})), "mi_variant": "ccl"}
     rec = method_record("amid_recommended", {"method": "amid", "preset": "recommended"})
     assert (rec["method"], rec["preset"], rec["alpha"], rec["fixed_teacher"]) == \
-        ("amid", "recommended", 1.0, True)
+        ("amid", "recommended", 0.25, True)
     assert method_record("amid", {})["method"] == "amid"
     # an error names the variant's own key
     with pytest.raises(ConfigError, match=r"^methods.amid_x.warmup_epochs must be >= 0"):
@@ -144,8 +143,8 @@ def test_a_variant_trains_into_its_own_folder_and_records_its_preset(in_tmp):
     assert saved["method"] == "amid_recommended"
     section = saved["config"]["methods"]["amid_recommended"]
     assert (section["method"], section["preset"]) == ("amid", "recommended")
-    assert (section["alpha"], section["fixed_teacher"], section["teacher_epochs"]) == \
-        (1.0, True, 1)
+    assert (section["alpha"], section["fixed_teacher"], section["teacher_epochs"],
+            section["teacher_pick"]) == (0.25, True, 1, "best")
     assert set(saved["config"]["methods"]) == {"amid_recommended"}
     assert (run / "discriminators.safetensors").exists()  # it trained amid
 

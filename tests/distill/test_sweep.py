@@ -4,9 +4,7 @@ folders, fallbacks, resumes and errors."""
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
-from dataclasses import dataclass
 
 import h5py
 import numpy as np
@@ -24,7 +22,7 @@ from amid.distill.methods.base import build_student
 from amid.distill.sweep import expand, grid_axes, parse_axes, run_sweep
 from amid.distill.train import data_from_config, train, train_members
 from amid.errors import AmidError, ConfigError
-from amid.typed import at_least, option, per_member_keys, to_dict
+from amid.schema import Schema, option, per_member_keys, to_dict
 
 from .conftest import make_dataset, set_options
 
@@ -32,7 +30,7 @@ from .conftest import make_dataset, set_options
 def _at_defaults(name: str) -> tuple[str, dict, dict]:
     """A registered method at its defaults; a teacher pre-trained inside the run gets 1 of
     the 2 epochs (its default would leave the student none)."""
-    fields = {f.name for f in dataclasses.fields(METHODS.get(name).Options)}
+    fields = set(METHODS.get(name).Options.model_fields)
     return name, ({"teacher_epochs": 1} if "teacher_epochs" in fields else {}), {}
 
 
@@ -44,7 +42,7 @@ def _varied(name: str) -> tuple[str, list[float]]:
     if not keys:
         return "", []
     key = keys[0].lstrip(".")
-    default = next(f.default for f in dataclasses.fields(options) if f.name == key)
+    default = options.model_fields[key].default
     return key, [0.5 * default, 2.0 * default] if default else [0.5, 2.0]
 
 
@@ -128,11 +126,10 @@ def test_each_stacked_member_equals_its_lone_run(tmp_path, syn, data, method, op
     assert stacked[0].history[-1]["loss_total"] != stacked[1].history[-1]["loss_total"]
 
 
-@dataclass
-class ToyOptions:
+class ToyOptions(Schema):
     """A method defined here, in the test, and nowhere else."""
 
-    weight: float = option(0.5, check=at_least(0), per_member=True)
+    weight: float = option(0.5, ge=0, per_member=True)
 
 
 class Toy(Method):

@@ -19,7 +19,7 @@ from amid.distill.inference import load_student, predict_student
 from amid.distill.methods.simple import Baseline
 from amid.distill.train import train
 from amid.errors import AmidError, CheckpointError
-from amid.typed import to_dict
+from amid.schema import to_dict
 
 from .conftest import make_dataset, set_options
 

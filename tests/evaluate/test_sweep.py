@@ -71,3 +71,49 @@ def test_not_a_sweep_folder_or_all_failed_is_a_clear_error(tmp_path, fake):
     res = CliRunner().invoke(app, ["sweep", str(folder), "--out", str(tmp_path / "m.json")])
     assert res.exit_code == 2 and "every member failed to train (seed=0)" in res.output
     assert not (tmp_path / "m.json").exists()
+
+
+def _preset_sweep(tmp_path, fake, presets: dict[int, str]):
+    """A sweep of `amid` whose members' config.json record their preset, as amid-train's do."""
+    folder = tmp_path / "runs" / "sweeps" / "presets"
+    rows = []
+    for seed, preset in presets.items():
+        name = f"seed={seed},preset={preset}"
+        outputs = fake.write_outputs(folder / name / "outputs.h5", seed=seed)
+        (outputs.parent / "config.json").write_text(json.dumps({"method": "amid", "config": {
+            "methods": {"amid": {"preset": preset}}}}))
+        rows.append({"name": name, "overrides": {"train.seed": seed,
+                                                 "methods.amid.preset": preset},
+                     "run": str(folder / name), "mode": "stacked", "epochs": 3, "error": None})
+    (folder / "sweep.json").write_text(json.dumps({
+        "method": "amid", "axes": {"train.seed": list(presets),
+                                   "methods.amid.preset": sorted(set(presets.values()))},
+        "members": rows}))
+    return folder
+
+
+def test_the_table_labels_a_recommended_run_as_the_report_does(tmp_path, fake):
+    """`amid (recommended)` (docs/outputs.md's label), never the bare `amid`: in the title
+    when the whole sweep is at that preset, in a column when the sweep is over presets."""
+    out = tmp_path / "metrics" / "one.json"
+    folder = _preset_sweep(tmp_path, fake, {0: "recommended", 1: "recommended"})
+    res = CliRunner().invoke(app, ["sweep", str(folder), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    lines = out.with_suffix(".md").read_text().splitlines()
+    assert lines[0] == "# Sweep presets (amid (recommended), test split)"
+    assert '| preset="recommended" | 2 | ' in "\n".join(lines)  # no run column: one label
+
+    out = tmp_path / "metrics" / "both.json"
+    folder = _preset_sweep(tmp_path / "b", fake, {0: "paper", 1: "recommended"})
+    res = CliRunner().invoke(app, ["sweep", str(folder), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    lines = out.with_suffix(".md").read_text().splitlines()
+    assert lines[0] == "# Sweep presets (amid, test split)"
+    header = [c.strip() for c in lines[4].strip("|").split("|")]
+    rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")]
+                                          for line in lines[6:8])}
+    assert header[:3] == ["group", "run", "n"]
+    assert rows['preset="paper"'][1] == "amid"
+    assert rows['preset="recommended"'][1] == "amid (recommended)"
+    assert json.loads(out.read_text())["groups"]['preset="recommended"']["label"] == \
+        "amid (recommended)"

@@ -4,6 +4,7 @@ layouts (real file formats, tiny generated media), and UCF51 against the real ar
 from __future__ import annotations
 
 import json
+import logging
 import tarfile
 from pathlib import Path, PurePosixPath
 
@@ -117,6 +118,27 @@ def test_ucf51_fake_tree_audio_probe_and_official_lists(tmp_path) -> None:
         ucf51.prepare_ucf51(tmp_path)
     with pytest.raises(ManifestError, match="not found"):
         ucf51.prepare_ucf51(tmp_path / "nowhere")
+
+
+def test_ucf51_logs_every_missing_and_every_other_class_folder(tmp_path, caplog,
+                                                              archive_stems) -> None:
+    """A partial copy: three of the 51 classes and two other folders. The warning names all
+    48 missing classes, the info line both folders left out, each on one line."""
+    present = ["Archery", "Typing", "YoYo", "Yo-Yo"]  # YoYo: not UCF51; Yo-Yo: misspelt
+    for label in present:
+        (tmp_path / "UCF-101" / label).mkdir(parents=True)
+        (tmp_path / "UCF-101" / label / f"v_{label}_g01_c01.avi").touch()
+    (tmp_path / "UCF-101" / "Bowling").mkdir()  # an empty folder of the 51 is not missing
+    with caplog.at_level(logging.INFO, logger=ucf51.__name__):
+        df = ucf51.prepare_ucf51(tmp_path, with_audio=False)
+    assert sorted(df["label"]) == ["Archery", "Typing"]
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "\n" not in warning and warning.startswith("ucf51: 48 of the 51 class folders")
+    named = warning.split(": ", 2)[2].split(", ")
+    # the expectation from the published archive's class folders, not the adapter's tuple
+    assert named == sorted(set(archive_stems) - {"Archery", "Typing", "Bowling"})
+    (info,) = [r.getMessage() for r in caplog.records if "not among the 51" in r.getMessage()]
+    assert info.endswith("2 class folder(s) not among the 51 left out: Yo-Yo, YoYo")
 
 
 # --------------------------------------------------------------------- ActivityNet

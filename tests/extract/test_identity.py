@@ -15,11 +15,12 @@ import torch
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 from typer.testing import CliRunner
 
-from amid.cache import identity_differences, identity_hash, identity_of, read_cache
+from amid.cache import read_cache
 from amid.errors import ConfigError
 from amid.extract.cli import app
 from amid.extract.extractors import EXTRACTORS, build_extractor, expected_identity
 from amid.extract.extractors.base import MediaItem
+from amid.identity import identity_differences, identity_hash, identity_of
 
 runner = CliRunner()
 

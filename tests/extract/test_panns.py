@@ -3,7 +3,6 @@ strict checkpoint loading, padding of short clips, sliding windows."""
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -172,7 +171,7 @@ def test_sliding_windows(expected) -> None:
 def test_registry_and_params() -> None:
     assert {"panns-cnn14", "panns-cnn14-emb512"} <= set(EXTRACTORS.names())
     cls = EXTRACTORS.get("panns-cnn14-emb512")
-    params = dataclasses.asdict(build_params(cls, {"random_init": True, "hop_size": 160}, "p"))
+    params = build_params(cls, {"random_init": True, "hop_size": 160}, "p").model_dump()
     assert params["random_init"] is True and params["hop_size"] == 160
     assert params["window_seconds"] is None and params["checkpoint"] == ""
     with pytest.raises(ConfigError, match="unknown parameter"):

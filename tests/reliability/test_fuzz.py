@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import io
 import math
 import os
 import tempfile
-import typing
 from pathlib import Path
 
 import numpy as np
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from amid.config import Config, load_config
 from amid.distill.methods import check_method_options, method_options
@@ -29,6 +28,7 @@ from amid.errors import AmidError
 from amid.extract.extractors import EXTRACTORS, build_extractor
 from amid.extract.run import media_items
 from amid.manifest import COLUMNS, SPLITS, read_manifest
+from amid.schema import to_dict
 
 from .conftest import DEMO_PARAMS
 
@@ -105,13 +105,11 @@ def test_fuzzed_manifest_bytes(data, prefix):
 
 def _dotted_keys(cls: type, prefix: str = "") -> list[str]:
     keys = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            keys += _dotted_keys(tp, f"{prefix}{f.name}.")
+    for name, f in cls.model_fields.items():
+        if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel):
+            keys += _dotted_keys(f.annotation, f"{prefix}{name}.")
         else:
-            keys.append(f"{prefix}{f.name}")
+            keys.append(f"{prefix}{name}")
     return keys
 
 
@@ -149,13 +147,13 @@ def test_fuzzed_configuration_values(overrides):
     except AmidError as exc:
         assert str(exc).strip()
         return
-    assert _finite(dataclasses.asdict(cfg))
+    assert _finite(to_dict(cfg))
     # names that become path parts stay one level below the folder they are joined to
     for name in (cfg.dataset.name, *cfg.extract, *cfg.sweeps, *cfg.pipeline.methods):
         joined = os.path.normpath(os.path.join("base", name))
         assert os.path.dirname(joined) == "base" and name == os.path.basename(joined), name
     for name, raw in cfg.methods.items():  # every method section typed and finite
-        assert _finite(dataclasses.asdict(method_options(name, raw)))
+        assert _finite(to_dict(method_options(name, raw)))
     for modality, spec in cfg.extract.items():  # what `amid-extract run` builds next
         with contextlib.suppress(AmidError):
             build_extractor(spec.extractor, spec.params, f"extract.{modality}.params")

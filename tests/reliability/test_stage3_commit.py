@@ -149,7 +149,7 @@ def test_predict_refuses_a_sample_without_feature_steps_as_training_does(tmp_pat
     assert_user_error(result, "empty.h5", "1 sample(s) have no feature steps",
                       repr(part.ids[2]))
     assert not (tmp_path / "p.csv").exists()
-    from amid.distill.data import pad_sequences  # training pads through the same rule
+    from amid.distill.features import pad_sequences  # training pads through the same rule
 
     with pytest.raises(CacheError, match="no feature steps"):
         pad_sequences(C.read_cache(empty), np.arange(len(seqs)))

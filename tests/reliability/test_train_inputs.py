@@ -23,12 +23,11 @@ import torch
 
 import amid.cache as C
 from amid.config import load_config
-from amid.distill.data import feature_stats
+from amid.distill.features import feature_stats
 from amid.distill.train import data_from_config
 from amid.errors import CacheError, ManifestError
-from amid.extract.run import media_items
-from amid.extract.sources import sample_sources
 from amid.manifest import read_manifest, write_manifest
+from amid.samples import media_items, sample_sources
 
 from .conftest import make_train_project
 

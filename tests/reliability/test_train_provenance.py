@@ -18,7 +18,7 @@ import yaml
 from amid.cache import cache_path, read_cache, write_cache
 from amid.distill.train import data_from_config, train
 from amid.errors import CacheError, CheckpointError, ConfigError
-from amid.typed import to_dict
+from amid.schema import to_dict
 
 from ..distill.conftest import make_dataset, set_options
 

@@ -12,7 +12,6 @@ finished run must change nothing either. The runs happen in one driver process
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -33,7 +32,7 @@ EPOCHS = 3
 
 def teacher_modes(method: str) -> list[str]:
     """The teacher modes a method can run in: online and fixed, fixed only, or none."""
-    fields = {f.name for f in dataclasses.fields(METHODS.get(method).Options)}
+    fields = set(METHODS.get(method).Options.model_fields)
     if "fixed_teacher" in fields:
         return ["online", "fixed"]
     return ["fixed"] if "teacher_epochs" in fields else ["none"]

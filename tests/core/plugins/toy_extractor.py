@@ -1,18 +1,15 @@
 """An extractor in one file: a clip's samples, averaged into `bins` values (`toy-bins`)."""
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from amid.extract.extractors.base import EXTRACTORS, Extractor
+from amid.extract.extractors.base import EXTRACTORS, Extractor, ExtractorParams
 
 
 @EXTRACTORS.register("toy-bins")
 class ToyBins(Extractor):
     modality = "audio"
 
-    @dataclass(frozen=True)
-    class Params:
+    class Params(ExtractorParams):
         bins: int = 4
 
     @property

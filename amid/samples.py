@@ -1,8 +1,12 @@
-"""Source fingerprints: what each sample's features are made from, as 16 hex digits.
+"""Samples as every stage sees them, and what each one's features are made from.
 
-A cache records one fingerprint per sample (`/sources`, amid.cache), so that
-`amid-extract run` re-extracts exactly the samples whose input changed, even
-when the manifest keeps their ids. The fingerprint covers:
+A `MediaItem` is one manifest row resolved for a modality (`media_items`): the
+media file, the segment inside it, the transcript. Extraction decodes it; both
+extraction and training fingerprint it (`sample_sources`), 16 hex digits per
+sample, recorded in a cache's `/sources` (amid.cache), so that `amid-extract run`
+re-extracts exactly the samples whose input changed, even when the manifest keeps
+their ids, and `amid-train` refuses a cache made from other inputs. The
+fingerprint covers:
 
 - audio and visual samples: the media path as the manifest names it
   (relative to the dataset root, so moving the whole dataset changes
@@ -24,11 +28,63 @@ import json
 import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from amid.extract.extractors.base import MediaItem
-from amid.extract.media import IMAGE_SUFFIXES
+import numpy as np
+
+from amid.manifest import Manifest
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})  # frames of a frame folder
+
+
+@dataclass(frozen=True)
+class MediaItem:
+    """One sample as an extractor sees it (paths already resolved against the root)."""
+
+    sample_id: str
+    path: Path | None = None
+    start: float | None = None
+    end: float | None = None
+    text: str | None = None
+
+
+def _bound(value: Any) -> float | None:
+    return None if value is None or np.isnan(value) else float(value)
+
+
+def media_items(manifest: Manifest, modality: str) -> list[MediaItem]:
+    """One MediaItem per manifest row, media resolved for `modality`.
+
+    `start`/`end` locate a sample inside its media, whichever file that is: the
+    video, the video's soundtrack, or the row's own audio file. A row whose
+    audio file lies on another time line than its video (IEMOCAP: the
+    utterance's own wav, the dialog's video) gives the audio's bounds in
+    `audio_start`/`audio_end` (empty: the file's start or end).
+    """
+    df = manifest.df
+    own = ("audio_start" in df.columns) or ("audio_end" in df.columns)
+    items = []
+    for row in range(len(df)):
+        start, end = _bound(df.at[row, "start"]), _bound(df.at[row, "end"])
+        if modality == "audio" and own and df.at[row, "audio_path"]:
+            a, b = (_bound(df.at[row, c]) if c in df.columns else None
+                    for c in ("audio_start", "audio_end"))
+            if a is not None or b is not None:
+                start, end = a, b
+        items.append(
+            MediaItem(
+                sample_id=df.at[row, "sample_id"],
+                path=manifest.media_path(row, modality),
+                start=start,
+                end=end,
+                text=df.at[row, "text"] or None,
+            )
+        )
+    return items
+
 
 EDGE = 64 * 1024  # bytes read at each end of a file
 

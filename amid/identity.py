@@ -1,0 +1,64 @@
+"""A feature cache's identity: what made its features, so that two caches are
+interchangeable exactly when their identities are equal (docs/data.md).
+
+The identity is {modality, extractor, model, params}: the extractor's name, the
+weights it ran (hub id, path, "random-init(seed=N)" or "none") and every
+parameter that changes the features. A cache records it in its attributes
+(`identity_of` reads it back) and as a short hash (`identity_hash`); extraction
+reuses a cache whose hash matches, training and prediction compare the identity
+they expect with the cache's key by key (`identity_differences`), so a refusal
+names each setting that differs. Every stage reads it from here; what an
+extractor configuration's identity is comes from the extractor itself
+(`amid.extract.extractors.expected_identity`, which loads no weights).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+IDENTITY_KEYS = ("modality", "extractor", "model", "params")
+
+
+def canonical_params(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, separators=(",", ":"))
+
+
+def identity_hash(identity: dict[str, Any]) -> str:
+    """A short digest of everything that changes the features."""
+    text = json.dumps(
+        {k: identity[k] for k in IDENTITY_KEYS}, sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def identity_of(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The identity (modality, extractor, model, params dict) a cache's attributes record."""
+    params = attrs.get("params", "{}")
+    return {
+        "modality": attrs.get("modality"),
+        "extractor": attrs.get("extractor"),
+        "model": attrs.get("model", "none"),
+        "params": json.loads(params) if isinstance(params, str) else dict(params or {}),
+    }
+
+
+def identity_differences(expected: dict[str, Any], found: dict[str, Any],
+                         ignore: Sequence[str] = ()) -> list[str]:
+    """`key: expected X, cache has Y` for every identity key that differs (params key by key).
+
+    Both sides are identities as `identity_of` returns them; `ignore` names
+    params to leave out (e.g. `precision`, which follows the machine).
+    """
+    out = []
+    for key in ("modality", "extractor", "model"):
+        if expected.get(key) != found.get(key):
+            out.append(f"{key}: expected {expected.get(key)!r}, cache has {found.get(key)!r}")
+    a, b = dict(expected.get("params") or {}), dict(found.get("params") or {})
+    for key in sorted((set(a) | set(b)) - set(ignore)):
+        if a.get(key, "<unset>") != b.get(key, "<unset>"):
+            out.append(f"params.{key}: expected {a.get(key, '<unset>')!r}, "
+                       f"cache has {b.get(key, '<unset>')!r}")
+    return out

@@ -1,0 +1,372 @@
+"""Typed configuration on pydantic v2: one base model, one error formatter, the YAML side.
+
+Every option of the project is a field of a `Schema` model: the sections of
+`params.yaml` (`amid.config`), each method's `Options`, each extractor's
+`Params` and each dataset adapter's `Options`. A field states its range
+beside it with `option(default, ge=..., lt=..., note=...)` and whether it
+may differ between stacked members (`per_member=True`, a float read at step
+time: `amid.distill.stack`). pydantic does the checking (unknown keys,
+types without loose coercion, literals, ranges, NaN and infinity refused);
+`config_error` turns its `ValidationError` into the project's one-line
+`ConfigError`: the dotted key, what it must be, the value given, and for an
+unknown key the known ones and the closest of them.
+
+The YAML side: `parse_yaml` reads YAML as YAML 1.2 tools (DVC's ruamel)
+do, so `1e-3` is a number, and refuses a key given twice; `apply_override`
+applies one `--set key=value` to the raw mapping before it is typed, so a
+`--set` and a `dvc exp run -S` of the same value fail with the same message.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import re
+import types
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+import annotated_types
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+
+from amid.errors import ConfigError
+
+
+class Schema(BaseModel):
+    """A configuration model: unknown keys refused, no loose types, finite numbers only.
+
+    Strict: "3" is not an int, 1.5 is not an int, "yes" is not a bool; an int
+    is read as a float where a float is meant (YAML writes `1` for 1.0).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        """An empty YAML section (`train:`) is the defaults; unknown keys all named at once."""
+        if data is None:
+            return {}
+        if isinstance(data, dict):
+            unknown = sorted(str(k) for k in data if k not in cls.model_fields)
+            if unknown:
+                raise PydanticCustomError("unknown_keys", "unknown key(s)", {
+                    "keys": unknown, "known": sorted(cls.model_fields),
+                    "leaves": {str(k): [str(s) for s in v] for k, v in data.items()
+                               if str(k) in unknown and isinstance(v, dict)}})
+        return data
+
+
+def option(default: Any, *, ge: float | None = None, gt: float | None = None,
+           le: float | None = None, lt: float | None = None, note: str = "",
+           per_member: bool = False) -> Any:
+    """A field with its range beside it.
+
+    `note`: said after the range in the error (the unit, or why the bound);
+    `per_member`: the value may differ between the members of one stacked sweep.
+    """
+    extra: dict[str, Any] = {}
+    if per_member:
+        extra["per_member"] = True
+    if note:
+        extra["note"] = note
+    if isinstance(default, list | dict | BaseModel):  # each instance its own copy
+        return Field(default_factory=lambda: copy.deepcopy(default), ge=ge, gt=gt, le=le, lt=lt,
+                     json_schema_extra=extra or None)
+    return Field(default, ge=ge, gt=gt, le=le, lt=lt, json_schema_extra=extra or None)
+
+
+def rule(ok: Callable[[Any], bool], must: str) -> AfterValidator:
+    """A check pydantic has no constraint for (`Annotated[T, rule(...)]`): "must be <must>"."""
+
+    def check(value: Any) -> Any:
+        if not ok(value):
+            raise PydanticCustomError("rule", "must be {must}", {"must": must})
+        return value
+
+    return AfterValidator(check)
+
+
+def _finite(value: Any, at: str = "") -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PydanticCustomError("finite_number", "expected a finite number",
+                                  {"at": at, "value": value})
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _finite(v, f"{at}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _finite(v, f"{at}[{i}]")
+    return value
+
+
+# free-form data checked by its owner (an extractor's params, a sweep's grid): never NaN
+FreeMap = Annotated[dict[str, Any], AfterValidator(_finite)]
+
+# numpy's legacy seeding (and so every library seeded from it) takes [0, 2**32 - 1]
+SEED_MAX = 2**32 - 1
+Split = Literal["train", "val", "test"]
+
+# A name that becomes one part of a path (`<cache_dir>/<dataset.name>/...`,
+# `runs/sweeps/<NAME>`): letters, digits and `_ - . +`, not starting with a dot
+# (no `..`, no hidden file), no separator, and short enough to leave room in a
+# 255-byte file name for what is added to it.
+_COMPONENT = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,99}")
+COMPONENT_RULE = ("one folder or file name: letters, digits, _ - . + (not first: .), "
+                  "at most 100 characters")
+
+
+def is_path_component(value: Any) -> bool:
+    return isinstance(value, str) and _COMPONENT.fullmatch(value) is not None
+
+
+def check_path_component(value: Any, where: str) -> None:
+    """A `ConfigError` naming `where` unless `value` is one safe path component."""
+    if not is_path_component(value):
+        raise ConfigError(f"{where} must be {COMPONENT_RULE}, got {value!r}")
+
+
+PathComponent = Annotated[str, rule(is_path_component, COMPONENT_RULE)]
+
+
+def per_member_keys(cls: type[BaseModel], where: str) -> list[str]:
+    """Dotted keys of `cls` (and nested models) marked `per_member`."""
+    keys = []
+    for name, info in cls.model_fields.items():
+        dotted = f"{where}.{name}"
+        if (info.json_schema_extra or {}).get("per_member"):
+            keys.append(dotted)
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            keys += per_member_keys(info.annotation, dotted)
+    return keys
+
+
+def to_dict(cfg: BaseModel) -> dict[str, Any]:
+    """The resolved configuration as plain data, fields in declaration order."""
+    return cfg.model_dump()
+
+
+# ------------------------------------------------------------------ errors
+
+# where an unknown dotted key lives now (a sentence), or None: see `config_error`
+Moved = Callable[[str], "str | None"] | None
+UNKNOWN = "unknown configuration key(s) {keys}; known here: {known}"
+_EXPECTED = {
+    "int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
+    "string_type": "a string", "list_type": "a list", "dict_type": "a mapping",
+    "model_type": "a mapping",
+}
+_BOUNDS = {"greater_than_equal", "greater_than", "less_than_equal", "less_than"}
+
+
+def _strip(tp: Any) -> tuple[Any, list[Any]]:
+    """`tp` without Optional, and the metadata of its Annotated layers."""
+    meta: list[Any] = []
+    while True:
+        if typing.get_origin(tp) is Annotated:
+            tp, *more = typing.get_args(tp)
+            meta += more
+        elif typing.get_origin(tp) in (typing.Union, types.UnionType):
+            rest = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(rest) != 1:
+                return tp, meta
+            tp = rest[0]
+        else:
+            return tp, meta
+
+
+def _leaf(model: type[BaseModel], loc: tuple) -> tuple[Any, list[Any]]:
+    """The annotation at `loc` under `model`, and every constraint on the way to it."""
+    tp: Any = model
+    meta: list[Any] = []
+    for part in loc:
+        tp, more = _strip(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            info = tp.model_fields.get(str(part))
+            if info is None:
+                return None, []
+            tp, meta = info.annotation, list(info.metadata) + [info]
+            continue
+        origin = typing.get_origin(tp)
+        if origin in (list, dict):
+            tp, meta = typing.get_args(tp)[-1], []
+            continue
+        return None, []
+    tp, more = _strip(tp)
+    return tp, meta + more
+
+
+def _range(meta: list[Any]) -> str:
+    """`in [1, 256]`, `> 0`, `in [0, 1)`: the bounds found in a field's constraints."""
+    bound: dict[str, Any] = {}
+    for m in meta:
+        for c in [m, *m.metadata] if isinstance(m, FieldInfo) else [m]:
+            if isinstance(c, annotated_types.BaseMetadata):
+                bound |= {k: v for k in ("ge", "gt", "le", "lt")
+                          if (v := getattr(c, k, None)) is not None}
+    lo = next((f"{s}{bound[k]}" for k, s in (("ge", "["), ("gt", "(")) if k in bound), "")
+    hi = next((f"{bound[k]}{s}" for k, s in (("le", "]"), ("lt", ")")) if k in bound), "")
+    if lo and hi:
+        return f"in {lo}, {hi}"
+    if lo:
+        return f"{'>=' if lo[0] == '[' else '>'} {lo[1:]}"
+    return f"{'<=' if hi[-1] == ']' else '<'} {hi[:-1]}" if hi else ""
+
+
+def _note(meta: list[Any]) -> str:
+    for m in meta:
+        extra = getattr(m, "json_schema_extra", None)
+        if isinstance(extra, dict) and extra.get("note"):
+            return f" {extra['note']}"
+    return ""
+
+
+def _message(err: dict[str, Any], model: type[BaseModel], where: str, moved: Moved,
+             unknown: str) -> str:
+    loc = tuple(err["loc"])
+    dotted = where
+    for part in loc:
+        dotted += f"[{part}]" if isinstance(part, int) else (f".{part}" if dotted else str(part))
+    kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    tp, meta = _leaf(model, loc)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)  # shown as it was read
+    if kind == "unknown_keys":
+        full = [f"{dotted}.{k}" if dotted else k for k in ctx["keys"]]
+        if moved is not None:  # an old key: say where it lives now
+            leaves = [f"{f}.{leaf}" for k, f in zip(ctx["keys"], full, strict=True)
+                      for leaf in ctx["leaves"].get(k, [])] or full
+            hints = [m for m in map(moved, leaves) if m]
+            if hints:
+                return "; ".join(hints)
+        close = [m for k in ctx["keys"] for m in difflib.get_close_matches(k, ctx["known"], 1)]
+        text = unknown.format(keys=", ".join(full), names=", ".join(ctx["keys"]),
+                              known=", ".join(ctx["known"]) or "none", where=dotted)
+        return text + (f"; did you mean {', '.join(close)}?" if close else "")
+    if kind == "literal_error" and typing.get_origin(tp) is Literal:
+        allowed = ", ".join(map(repr, typing.get_args(tp)))
+        return f"{dotted}: must be one of {allowed}, got {value!r}"
+    if kind in _BOUNDS:
+        must = _range(meta) or _range([annotated_types.Interval(**ctx)])
+        return f"{dotted} must be {must}{_note(meta)}, got {value!r}"
+    if kind == "rule":
+        return f"{dotted} must be {ctx['must']}, got {value!r}"
+    if kind == "finite_number":  # in a free-form mapping: the key inside it, and its value
+        value = ctx.get("value", value)
+        return f"{dotted}{ctx.get('at', '')}: expected a finite number, got {value!r}"
+    if kind in _EXPECTED:
+        return f"{dotted or 'config'}: expected {_EXPECTED[kind]}, got {value!r}"
+    return f"{dotted or 'config'}: {err['msg']}, got {value!r}"  # a check without wording here
+
+
+def config_error(exc: ValidationError, model: type[BaseModel], where: str = "", *,
+                 moved: Moved = None, unknown: str = UNKNOWN) -> ConfigError:
+    """The first error of `exc` as one line naming the dotted key (`where` + its path).
+
+    `moved(dotted_key)`: where an unknown key lives now (a sentence), or None, so an
+    old file fails with the new name; `unknown`: the wording for unknown keys
+    (fields `keys`, dotted; `names`, bare; `known`; `where`).
+    """
+    return ConfigError(_message(exc.errors(include_url=False)[0], model, where, moved, unknown))
+
+
+def load(model: type[BaseModel], data: Any, where: str = "", *, moved: Moved = None,
+         unknown: str = UNKNOWN) -> Any:
+    """`model` built from `data`, any error a `ConfigError` naming the dotted key."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise config_error(exc, model, where, moved=moved, unknown=unknown) from None
+
+
+# ------------------------------------------------------------------ YAML
+
+
+class StrictLoader(yaml.SafeLoader):
+    """YAML as researchers write it: `1e-3` is a number, a key given twice is an error.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (`1e-3` is a string);
+    YAML 1.2 and every other tool (DVC's ruamel included) read it as 0.001.
+    """
+
+
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)
+               |[-+]?(?:[0-9][0-9_]*)?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+               |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    """A mapping whose own keys are distinct; merge keys (`<<: *defaults`) as YAML defines them.
+
+    A merge key has no constructor of its own: SafeLoader's `construct_mapping`
+    flattens it (the mapping's own keys override the merged ones, which is the
+    point of a merge), so only the keys written in this mapping are compared.
+    """
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == _MERGE:
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise ConfigError(f"line {line}: key {key!r} is given twice in one mapping "
+                              f"(first on line {seen[key]}); the first would be silently lost")
+        seen[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506  (a SafeLoader subclass)
+
+
+def _merge(node: dict[str, Any], key: str, value: Any) -> None:
+    """Set `key`; a mapping merges into an existing mapping instead of replacing it."""
+    old = node.get(key)
+    if isinstance(value, dict) and isinstance(old, dict):
+        for k, v in value.items():
+            _merge(old, str(k), v)
+    else:
+        node[key] = value
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one `dotted.key=value` (value parsed as YAML) to a raw mapping.
+
+    A mapping value merges into the section it names (`--set 'train={epochs: 1}'`
+    changes epochs and keeps the file's other train keys).
+    """
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment}: not of the form key=value")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {assignment!r}: {key.strip()!r} is not a dotted key")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part!r} is not a section")
+        node = child
+    try:
+        value = parse_yaml(raw)
+    except yaml.YAMLError as exc:  # e.g. `--set a=[1` or a `!!python/...` tag
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({problem})") from None
+    _merge(node, parts[-1], value)
