@@ -133,8 +133,9 @@ class TrainConfig(Schema):
     # torch.compile the method's forward and loss terms (falls back to eager with a
     # warning when compilation fails); pays off on a GPU, where eager steps are launch-bound
     compile: bool = False
-    # torch's CPU threads in amid-train; 0: torch's default (one per core). Models as
-    # small as the demo's train faster on 1 (a second thread waits more than it helps)
+    # torch's CPU threads in amid-train; 0: torch's default (one per core). 1 when several
+    # trainings share the cores (the demo's runs give the same bytes on 1 and 2 threads,
+    # and take longer on 1 when they have the machine to themselves)
     threads: int = option(0, ge=0, le=1024)
     model: ModelConfig = option(ModelConfig())
 
