@@ -37,3 +37,6 @@ timeout 200 python bench/extract.py --device cuda --amp bf16 --clips 512 --video
 timeout 240 python bench/train.py --device cuda --epochs 20 || echo "(training bench stopped: exit $?)"
 timeout 120 python bench/sweep_vs_previous.py --repeats 1 --parts b \
   || echo "(stack comparison stopped: exit $?)"
+# the stack against the same members one after another (train.device auto: the GPU)
+timeout 150 python bench/stack_vs_sequential.py --ucf51 0.1 --members 8 --epochs 5 \
+  || echo "(stack vs sequential stopped: exit $?)"
