@@ -9,7 +9,8 @@ time: `amid.distill.stack`). pydantic does the checking (unknown keys,
 types without loose coercion, literals, ranges, NaN and infinity refused);
 `config_error` turns its `ValidationError` into the project's one-line
 `ConfigError`: the dotted key, what it must be, the value given, and for an
-unknown key the known ones and the closest of them.
+unknown key the known ones and the closest of them; a value given its old
+name (`renamed`) is refused with its new one.
 
 The YAML side: `parse_yaml` reads YAML as YAML 1.2 tools (DVC's ruamel)
 do, so `1e-3` is a number, and refuses a key given twice; `apply_override`
@@ -30,7 +31,15 @@ from typing import Annotated, Any, Literal
 
 import annotated_types
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
@@ -90,6 +99,20 @@ def rule(ok: Callable[[Any], bool], must: str) -> AfterValidator:
         return value
 
     return AfterValidator(check)
+
+
+def renamed(values: dict[str, tuple[str, str]]) -> BeforeValidator:
+    """Values of a field that were renamed (`Annotated[T, renamed({old: (new, why)})]`):
+    an old file fails in one line naming the new value, never silently means another."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and value in values:
+            new, why = values[value]
+            raise PydanticCustomError("renamed_value", "{old!r} was renamed {new!r}",
+                                      {"old": value, "new": new, "why": why})
+        return value
+
+    return BeforeValidator(check)
 
 
 def _finite(value: Any, at: str = "") -> Any:
@@ -256,6 +279,9 @@ def _message(err: dict[str, Any], model: type[BaseModel], where: str, moved: Mov
         return f"{dotted} must be {must}{_note(meta)}, got {value!r}"
     if kind == "rule":
         return f"{dotted} must be {ctx['must']}, got {value!r}"
+    if kind == "renamed_value":
+        why = f" ({ctx['why']})" if ctx.get("why") else ""
+        return f"{dotted}: {ctx['old']!r} was renamed {ctx['new']!r}{why}"
     if kind == "finite_number":  # in a free-form mapping: the key inside it, and its value
         value = ctx.get("value", value)
         return f"{dotted}{ctx.get('at', '')}: expected a finite number, got {value!r}"

@@ -73,7 +73,8 @@ def write_failure(path: str | Path, exc: BaseException) -> str:
     return f"cannot write {path}: {exc}"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether `pid` runs (a temporary of a live writer is not stale)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -93,7 +94,7 @@ def remove_stale_temporaries(path: str | Path) -> None:
         return
     for tmp in siblings:
         match = _TMP.match(tmp.name)
-        if match and match["name"] == stem and not _alive(int(match["pid"])):
+        if match and match["name"] == stem and not process_alive(int(match["pid"])):
             with contextlib.suppress(OSError):
                 tmp.unlink()
 

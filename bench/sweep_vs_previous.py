@@ -94,9 +94,18 @@ def unpack(rev: str, into: Path) -> Path:
     return src
 
 
+def before_rename(new: dict) -> dict:
+    """params.yaml for a revision before `mi_variant: class_prior` was renamed from `amid`."""
+    old = copy.deepcopy(new)
+    for section in old.get("methods", {}).values():
+        if isinstance(section, dict) and section.get("mi_variant") == "class_prior":
+            section["mi_variant"] = "amid"
+    return old
+
+
 def old_params(new: dict) -> dict:
     """params.yaml of this code in the earlier revision's layout (train.loss, train.methods)."""
-    old = copy.deepcopy(new)
+    old = before_rename(new)
     amid = old.pop("methods")["amid"]
     if amid.pop("positives", "class") != "class" or amid.get("fixed_teacher"):
         raise SystemExit("the hand-written stack stacked only an online teacher with class "
@@ -141,12 +150,16 @@ def main() -> None:
         from amid.entry import CPU_NUMERICS
 
         pins = {k: os.environ.get(k, v) for k, v in CPU_NUMERICS.items()}
-        envs, hand_written = {}, {}
+        envs, hand_written, renamed = {}, {}, {}
         for rev in revs:
             src = unpack(rev, tmp / f"rev-{rev}")
             envs[rev] = {**os.environ, **pins, "PYTHONPATH": str(tmp / f"rev-{rev}" / "pkg")}
             hand_written[rev] = (src / "distill" / "stacked.py").exists()  # old params layout
+            # `mi_variant: class_prior` was `amid` before (a revision refuses the other name)
+            mi = src / "distill" / "losses" / "mi.py"
+            renamed[rev] = mi.exists() and '"class_prior"' in mi.read_text()
         envs["this tree"], hand_written["this tree"] = {**os.environ, **pins}, False
+        renamed["this tree"] = True
         print(f"revisions {', '.join(revs)} against the working tree; {args.repeats} repeats, "
               f"alternating; all with {' '.join(f'{k}={v}' for k, v in pins.items())}")
         if "a" in args.parts:
@@ -159,13 +172,17 @@ def main() -> None:
             if any(hand_written.values()):
                 (demo / "params_old.yaml").write_text(yaml.safe_dump(old_params(new),
                                                                      sort_keys=False))
+            if not all(renamed.values()):
+                (demo / "params_prev.yaml").write_text(yaml.safe_dump(before_rename(new),
+                                                                      sort_keys=False))
             for cmd in (["demo", "-q"], ["prepare", "-q"],
                         *(["run", "-m", m, "-q"] for m in ("visual", "audio", "text"))):
                 subprocess.run(["amid-extract", *cmd], cwd=demo, check=True)
             times: dict[tuple[str, str], list[float]] = {}
             for r in range(args.repeats):
                 for k, who in enumerate(envs):
-                    par = "params_old.yaml" if hand_written[who] else "params.yaml"
+                    par = ("params_old.yaml" if hand_written[who] else
+                           "params.yaml" if renamed[who] else "params_prev.yaml")
                     base = [sys.executable, "-m", "amid.distill.cli", "-p", par, "-q"]
                     times.setdefault((who, "one"), []).append(timed(
                         [*base, "-m", "amid", "-o", f"runs/{k}-{r}"], demo, envs[who]))

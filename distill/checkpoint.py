@@ -69,11 +69,13 @@ def flatten_config(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Dotted keys whose value differs, ignoring those a resume may change."""
+def config_changes(old: dict[str, Any], new: dict[str, Any],
+                   ignore: tuple[str, ...] = RESUMABLE_CHANGES) -> list[str]:
+    """Dotted keys whose value differs, ignoring those a resume may change (`ignore=()`:
+    every key, as a sweep asks of a finished run it would take instead of training)."""
     a, b = flatten_config(old), flatten_config(new)
     keys = sorted(set(a) | set(b))
-    return [k for k in keys if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES]
+    return [k for k in keys if a.get(k) != b.get(k) and k not in ignore]
 
 
 def input_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -3,6 +3,7 @@
     amid-train --method amid [--params params.yaml] [-o runs/amid] [--set methods.amid.alpha=2]
     amid-train --method amid --sweep 'methods.amid.alpha=[1,2,4]' --sweep 'train.seed=[0,1]'
     amid-train --grid alpha          # the grid sweeps.alpha of params.yaml (DVC: sweep@alpha)
+    amid-train --grid alpha --reuse runs/amid   # points equal to a finished run: copied
     amid-train --method amid --repeat-seeds -o runs/amid   # train.seed + pipeline.repeat_seeds
     amid-train --method amid_ccl     # a variant: methods.amid_ccl = {method: amid, mi_variant: ccl}
     amid-train --list                # the methods, their options and presets; the variants
@@ -58,6 +59,15 @@ def train_command(
              "stack in one process (dvc.yaml's train@<name>): run folders <out>/<name> "
              "(train.seed) and <out>/<name>_seed<k>, <name> being --out's folder name "
              "(default --out: runs/<method>). Rerunning resumes."),
+    reuse: list[Path] = typer.Option(
+        [], "--reuse", metavar="DIR",
+        help="(--grid/--sweep) A folder of finished runs, e.g. runs/amid (repeatable): a grid "
+             "point whose run configuration equals one of them is a copy of that run folder, "
+             "not trained again. Taken only from a finished run (all train.epochs, outputs "
+             "written) of the same method with an identical configuration (every key) and "
+             "identical caches (their fingerprints); any other point trains as usual. "
+             "sweep.json names the source (reused_from). A folder that does not exist is "
+             "an error."),
     list_methods: bool = typer.Option(False, "--list", help="List the methods, their options "
                                       "(defaults), presets and which ones may vary within a "
                                       "stack, and the variants of the params file."),
@@ -77,6 +87,9 @@ def train_command(
         if repeat_seeds and (sweep or grid is not None):
             raise AmidError("--repeat-seeds trains one configuration at several seeds; "
                             "give it without --sweep/--grid (a grid sets train.seed itself)")
+        if reuse and not (sweep or grid is not None):
+            raise AmidError("--reuse takes finished runs for the points of a grid: give it "
+                            "with --grid or --sweep")
         if sweep or grid is not None or repeat_seeds:
             from amid.distill.sweep import parse_axes, run_repeats, run_sweep
 
@@ -87,11 +100,12 @@ def train_command(
                 axes = (axes if grid is not None else []) + parse_axes(sweep)
                 default = Path("runs") / ("sweeps" if grid else "") / (grid or f"{method}-sweep")
                 folder = out if out is not None else default
-                done = run_sweep(method, params, overrides, axes, folder)
+                done = run_sweep(method, params, overrides, axes, folder, reuse=reuse)
             for name, res in done.items():
                 row = res.history[-1] if res.history else {}
                 acc = {k: round(v, 4) for k, v in row.items() if k.startswith("val_acc")}
-                typer.echo(f"{method} {name}: {len(res.history)} epochs ({res.mode}) -> "
+                mode = f"reused from {res.source}" if res.source else res.mode
+                typer.echo(f"{method} {name}: {len(res.history)} epochs ({mode}) -> "
                            f"{res.run} {acc}")
             return
         from amid.distill.train import train

@@ -20,6 +20,12 @@ loop, sharing the loaded data, when their shapes differ (model sizes, batch
 size, epochs, training-set size...), when some samples miss an auxiliary
 modality, or when their checkpoints stopped after different epochs.
 Rerunning the same command resumes every member from its own checkpoint.
+
+With `reuse` folders (`--reuse runs/amid`), a member whose run configuration
+equals a finished run's there (every key, the same caches) is a copy of that
+run folder instead of a second training (`amid.distill.reuse`): dvc.yaml's
+grids reuse their method's own runs, so the alpha grid's alpha=4 row is the
+amid row of the main table. sweep.json names the source (`reused_from`).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +44,7 @@ from amid.config import Config, TrainConfig, load_config
 from amid.distill.checkpoint import flatten_config, read_torch_file
 from amid.distill.methods import check_method_options
 from amid.distill.methods.base import method_class
+from amid.distill.reuse import candidates, finished_as, reuse_folders, take_over
 from amid.errors import AmidError, ConfigError
 from amid.schema import parse_yaml, per_member_keys, to_dict
 from amid.storage import write_json
@@ -61,7 +68,8 @@ class Result:
     run: Path
     history: list[dict[str, float]] = field(default_factory=list)
     error: str | None = None
-    mode: str = "alone"  # "stacked" or "alone"
+    mode: str = "alone"  # "stacked", "alone" or "reused" (a copy of a finished run)
+    source: Path | None = None  # the run folder a reused member was copied from
 
 
 def parse_axes(specs: list[str]) -> list[tuple[str, list[Any]]]:
@@ -180,15 +188,19 @@ def _epoch_done(run: Path) -> int:
 
 def run_sweep(method: str, params: Path, overrides: list[str], axes: list[tuple[str, list[Any]]],
               out: Path, *, live: bool = True,
-              name_of: Callable[[dict[str, Any]], str] = member_name) -> dict[str, Result]:
+              name_of: Callable[[dict[str, Any]], str] = member_name,
+              reuse: Sequence[Path] = ()) -> dict[str, Result]:
     """Train every member of the grid; raises AmidError after the rest if any member failed.
 
     `axes` from `parse_axes` (command-line specs) and/or `grid_axes` (a
-    `sweeps.NAME.grid` section); `name_of` names the members' folders.
+    `sweeps.NAME.grid` section); `name_of` names the members' folders; a member
+    identical to a finished run under one of the `reuse` folders is copied from
+    it (`amid.distill.reuse`), not trained.
     """
     from amid.distill.train import data_from_config, resolve_device, train_members
 
     members = expand(params, overrides, axes, out, name_of)
+    reuse = reuse_folders(list(reuse))  # a missing folder refused before anything loads
     datas: dict[str, Any] = {}
     results: dict[str, Result] = {}
 
@@ -198,8 +210,17 @@ def run_sweep(method: str, params: Path, overrides: list[str], axes: list[tuple[
             datas[key] = data_from_config(cfg, resolve_device(cfg.train.device))
         return datas[key]
 
+    before = _earlier_members(out)
+    sources = candidates(reuse)
+    pending = []
+    for m in members:
+        taken = _reused(method, m, data_for, sources, before.get(m.name))
+        if taken is None:
+            pending.append(m)
+        else:
+            results[m.name] = taken
     groups: dict[tuple[str, int], list[GridPoint]] = {}
-    for m in members:  # same shapes and same progress: one stack
+    for m in pending:  # same shapes and same progress: one stack
         groups.setdefault((stack_key(method, m.cfg), _epoch_done(m.run)), []).append(m)
     for group in groups.values():
         data = data_for(group[0].cfg)
@@ -221,13 +242,55 @@ def run_sweep(method: str, params: Path, overrides: list[str], axes: list[tuple[
                     log.warning("sweep member %s failed: %s", m.name, exc)
     summary = [{"name": m.name, "overrides": m.overrides, "run": str(m.run),
                 "mode": results[m.name].mode, "epochs": len(results[m.name].history),
-                "error": results[m.name].error} for m in members]
+                "error": results[m.name].error,
+                "reused_from": str(results[m.name].source) if results[m.name].source else None}
+               for m in members]
     write_json(out / "sweep.json", {"method": method, "axes": dict(axes), "members": summary})
     failed = [f"{s['name']}: {s['error']}" for s in summary if s["error"]]
     if failed:
         raise AmidError(f"{len(failed)} of {len(members)} sweep members failed (the others "
                         f"finished, see {out / 'sweep.json'}):\n" + "\n".join(failed))
-    return results
+    return {m.name: results[m.name] for m in members}  # the grid's order
+
+
+def _reused(method: str, m: GridPoint, data_for: Callable[[Config], Any],
+            sources: list[Path], earlier: dict[str, Any] | None) -> Result | None:
+    """`m` as a copy of a finished run of `sources`; or, on a rerun, `m` already such a
+    copy (its earlier sweep.json entry says so and it still checks out). None: train it."""
+    from amid.distill.runstate import run_config
+
+    if not sources and not (earlier and earlier.get("mode") == "reused"):
+        return None  # nothing to compare with: no data loaded for it here
+    config, inputs = run_config(m.cfg, method), data_for(m.cfg).inputs
+    epochs = m.cfg.train.epochs
+    if (m.run / "checkpoint.pt").exists():  # its own run: resumed as usual, unless a copy
+        if earlier and earlier.get("mode") == "reused" and earlier.get("reused_from"):
+            history = finished_as(m.run, method, config, inputs, epochs)
+            if history is not None:
+                return Result(m.run, history, None, "reused", Path(earlier["reused_from"]))
+        return None
+    for source in sources:
+        if finished_as(source, method, config, inputs, epochs) is None:
+            continue
+        try:
+            history = take_over(source, m.run, method, config, inputs, epochs)
+        except AmidError as exc:  # a failed copy (full disk): the member fails, others go on
+            log.warning("sweep member %s: %s", m.name, exc)
+            return Result(m.run, [], str(exc), "reused", source)
+        if history is not None:
+            log.info("sweep member %s: a copy of the finished run %s (same configuration "
+                     "and caches), not trained again", m.name, source)
+            return Result(m.run, history, None, "reused", source)
+    return None
+
+
+def _earlier_members(out: Path) -> dict[str, dict[str, Any]]:
+    """An earlier sweep.json's members by name (none when absent or unreadable)."""
+    try:
+        members = json.loads((out / "sweep.json").read_text(encoding="utf-8"))["members"]
+        return {m["name"]: m for m in members if isinstance(m, dict) and "name" in m}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def run_repeats(method: str, params: Path, overrides: list[str], out: Path, *,

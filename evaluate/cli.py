@@ -17,7 +17,14 @@ from typing import Any
 
 import typer
 
-from amid.cli import errors, quiet_option, set_option, setup_logging
+from amid.cli import (
+    errors,
+    group_callback,
+    group_options,
+    quiet_option,
+    set_option,
+    setup_logging,
+)
 from amid.config import Config, EvaluateConfig, load_config
 from amid.errors import AmidError
 from amid.evaluate import predict_cli
@@ -35,6 +42,8 @@ app = typer.Typer(
          "export; `predict` is amid-predict.",
 )
 PARAMS_HELP = "Configuration file (default: ./params.yaml when present, else the defaults)."
+# `amid-evaluate -p FILE run ...` as well as `amid-evaluate run -p FILE ...` (amid.cli)
+app.callback()(group_callback)
 
 
 def _config(params: Path | None, overrides: list[str]) -> Config | None:
@@ -74,6 +83,7 @@ def run_name(folder: Path) -> str:
 
 @app.command("run")
 def run_command(
+    ctx: typer.Context,
     run_dir: Path = typer.Argument(..., help="Run folder of amid-train (or its outputs.h5), "
                                    "or the folder of amid-train --repeat-seeds (holds "
                                    "sweep.json): then each of its runs is scored."),
@@ -95,6 +105,7 @@ def run_command(
     from amid.evaluate.evaluate import evaluate_run
 
     setup_logging(quiet)
+    params, overrides = group_options(ctx, params, overrides)
     with errors(PROG):
         cfg = _evaluate_config(params, overrides)
         if (run_dir / "sweep.json").is_file():  # a method's seeds, trained as one stack:
@@ -160,6 +171,7 @@ def summarize_command(
 
 @app.command("sweep")
 def sweep_command(
+    ctx: typer.Context,
     folder: Path = typer.Argument(..., help="Sweep folder of amid-train --sweep/--grid "
                                   "(holds sweep.json)."),
     out: Path | None = typer.Option(
@@ -174,6 +186,7 @@ def sweep_command(
     from amid.evaluate.sweep import evaluate_sweep
 
     setup_logging(quiet)
+    params, overrides = group_options(ctx, params, overrides)
     with errors(PROG):
         cfg = _evaluate_config(params, overrides)
         out = out if out is not None else Path("metrics/sweeps") / f"{run_name(folder)}.json"
@@ -190,6 +203,7 @@ def sweep_command(
 
 @app.command("report")
 def report_command(
+    ctx: typer.Context,
     metrics: list[str] = typer.Option(["metrics/*.json"], "--metrics", "-m", help="Glob(s) "
                                       "of metrics JSON files (quote it)."),
     runs: Path | None = typer.Option(Path("runs"), "--runs", help="Run folders (dvclive "
@@ -210,6 +224,7 @@ def report_command(
     from amid.evaluate.report import find_metrics, write_report
 
     setup_logging(quiet)
+    params, overrides = group_options(ctx, params, overrides)
     with errors(PROG):
         if dataset is None:
             cfg = _config(params, overrides)

@@ -218,10 +218,19 @@ def project_2d(embeddings: np.ndarray, method: str = "pca", seed: int = 0) -> np
             n_components=2, perplexity=min(30.0, (n - 1) / 3), init="pca", random_state=seed
         ).fit_transform(x)
         return np.asarray(coords, dtype=np.float64)
-    from sklearn.decomposition import PCA
-
-    out[:, :k] = PCA(n_components=k, random_state=seed).fit_transform(x)
+    out[:, :k] = pca(x, k)
     return out
+
+
+def pca(x: np.ndarray, k: int) -> np.ndarray:
+    """The first `k` principal-component scores of `x` (n, d), as scikit-learn's PCA gives
+    them, sign convention included (each component's largest |loading| positive), by one
+    numpy SVD: importing sklearn.decomposition cost each `amid-evaluate` 1.8 s."""
+    centred = x - x.mean(axis=0)  # (n, d)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)  # (min(n, d), d)
+    comps = vt[:k]  # (k, d)
+    comps = comps * np.sign(comps[np.arange(k), np.abs(comps).argmax(axis=1)])[:, None]
+    return centred @ comps.T  # (n, k)
 
 
 def plot_data(

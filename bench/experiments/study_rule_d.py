@@ -55,8 +55,15 @@ def rule_d_table(by_dataset: dict[str, list[dict]], tau: float
                  ) -> dict[str, dict[str, tuple[float, int] | None]]:
     """setting -> regime -> (validation gain over RULE_D_BASELINE, seeds paired), None
     where the regime was not run (time cut: docs/results.md says which)."""
+    return gain_table(by_dataset, [name for name, _ in rule_d_grid("amid", tau).values()])
+
+
+def gain_table(by_dataset: dict[str, list[dict]], names: list[str]
+               ) -> dict[str, dict[str, tuple[float, int] | None]]:
+    """setting -> regime -> (validation gain over RULE_D_BASELINE, seeds paired) or None
+    (rule D's and rule E's tables: the same baseline runs)."""
     table: dict[str, dict[str, tuple[float, int] | None]] = {}
-    for name, _ in rule_d_grid("amid", tau).values():
+    for name in names:
         row = table.setdefault(name, {})
         for dataset, size in _regimes(by_dataset):
             records = by_dataset[dataset]

@@ -200,6 +200,12 @@ def choose(by_dataset: dict[str, list[dict]]) -> dict[str, Any]:
         out["rule_d"], out["rule_d_table"] = choose_d(by_dataset, out)
     except LookupError:
         return out
+    from study_rule_e import choose_e  # rule E reads rule D's pick
+
+    try:
+        out["rule_e"], out["rule_e_table"] = choose_e(by_dataset, out, out["rule_d"])
+    except LookupError:
+        return out
     return out
 
 
@@ -386,6 +392,10 @@ def report(by_dataset: dict[str, list[dict]], out: Path) -> dict[str, Any]:
         from study_rule_d import rule_d_report
 
         rule_d_report(by_dataset, chosen)
+    if "rule_e_table" in chosen:
+        from study_rule_e import rule_e_report
+
+        rule_e_report(chosen)
     summary = {k: v for k, v in chosen.items() if not k.endswith("_table")}
     print("\nchosen:", json.dumps(summary))
     write_json(RESULTS / "chosen.json", chosen)

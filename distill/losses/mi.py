@@ -6,13 +6,14 @@ sample i), both L2-normalised here::
     h_ij = softmax_j( cos(u_i, v_j) / tau )
     P(i) = { j : y_j == y_i }   (contains i)      Ng(i) = { j : y_j != y_i }
 
-    AMID: l_i = -( sum_{P(i)} log h_ij + sum_{Ng(i)} log(1 - h_ij) ) / |P(i)|
-    CCL : l_i = -sum_{P(i)} log h_ij / |P(i)|  -  sum_{Ng(i)} log(1 - h_ij) / |Ng(i)|
+    class_prior: l_i = -( sum_{P(i)} log h_ij + sum_{Ng(i)} log(1 - h_ij) ) / |P(i)|
+    ccl        : l_i = -sum_{P(i)} log h_ij / |P(i)|  -  sum_{Ng(i)} log(1 - h_ij) / |Ng(i)|
     loss = mean_i l_i
 
-The AMID form is the paper's critic log-likelihood with class prior
-``q(C=1) = |P| / (|P| + |Ng|)``: the negative sum is weighted by |Ng|/|P|
-relative to the CCL form, which leaves both sums over |P(i)|. Anchors whose
+The ``class_prior`` form (Eq. 9, AMID's own) is the paper's critic
+log-likelihood with class prior ``q(C=1) = |P| / (|P| + |Ng|)``: the
+negative sum is weighted by |Ng|/|P| relative to the ``ccl`` form (Chen et
+al. 2021), which averages each sum over its own set. Anchors whose
 class fills the whole batch have an empty Ng(i) and contribute only the
 positive sum.
 
@@ -31,9 +32,18 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["MI_VARIANTS", "class_aware_mi_loss", "log1m_softmax", "symmetric_mi_loss"]
+__all__ = [
+    "MI_VARIANTS",
+    "RENAMED_VARIANTS",
+    "class_aware_mi_loss",
+    "log1m_softmax",
+    "symmetric_mi_loss",
+]
 
-MI_VARIANTS = ("amid", "ccl")
+# named for what they are, not for the method (`amid` trains either): the form with the
+# class prior (Eq. 9) and Chen et al.'s per-set averages; RENAMED_VARIANTS: old names
+MI_VARIANTS = ("class_prior", "ccl")
+RENAMED_VARIANTS = {"amid": ("class_prior", "the paper's Eq. 9 form")}
 
 
 def log1m_softmax(logits: torch.Tensor) -> torch.Tensor:
@@ -85,14 +95,18 @@ def class_aware_mi_loss(
     candidates: torch.Tensor,
     labels: torch.Tensor,
     temperature: float | torch.Tensor,
-    variant: str = "amid",
+    variant: str = "class_prior",
 ) -> torch.Tensor:
     """One direction of the class-aware MI bound, anchors (N, d) vs candidates (N, d).
 
     ``labels`` is an integer tensor (N,). Returns a scalar in the input dtype;
-    gradients flow into both anchors and candidates. ``variant`` is ``"amid"``
-    (paper Eq. 9) or ``"ccl"`` (Chen et al. 2021 class-aware NCE weighting).
+    gradients flow into both anchors and candidates. ``variant`` is ``"class_prior"``
+    (paper Eq. 9; ``"amid"``, its name in the public contract, means the same) or
+    ``"ccl"`` (Chen et al. 2021 class-aware NCE weighting).
     """
+    # the public signature other tools call (DESIGN.md 3.4) names Eq. 9's form "amid":
+    # still accepted here; params files use the new name (RENAMED_VARIANTS)
+    variant = "class_prior" if variant == "amid" else variant
     if variant not in MI_VARIANTS:
         raise ValueError(f"unknown MI variant {variant!r}; known: {', '.join(MI_VARIANTS)}")
     labels = _check_inputs(anchors, candidates, labels, temperature)
@@ -108,7 +122,7 @@ def class_aware_mi_loss(
 
     neg = ~pos
     neg_sum = torch.where(neg, log1m_softmax(logits), 0).sum(dim=1)
-    if variant == "amid":
+    if variant == "class_prior":
         per_anchor = -(pos_sum + neg_sum) / n_pos
     else:
         # clamp only guards anchors with an empty Ng(i), whose neg_sum is 0
@@ -122,7 +136,7 @@ def symmetric_mi_loss(
     y: torch.Tensor,
     labels: torch.Tensor,
     temperature: float | torch.Tensor,
-    variant: str = "amid",
+    variant: str = "class_prior",
 ) -> torch.Tensor:
     """``(mi(x, y) + mi(y, x)) / 2``: L_TS with (t, s), L_TA with (t, a) (docs/method.md, 3)."""
     return 0.5 * (

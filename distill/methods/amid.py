@@ -8,7 +8,7 @@ Each has its own options section (`methods.ts`, `methods.ts_ta`,
 `methods.amid`). The defaults are the paper's: an online teacher trained jointly
 with the student, class-aware positives, alpha 4, beta 1.5, gamma 1, a warm-up of
 20 epochs; `preset: recommended` (RECOMMENDED below) is what this project's study
-chose instead. Switches: `mi_variant` (amid | ccl), `warmup_epochs` (L_adv
+chose instead. Switches: `mi_variant` (class_prior | ccl), `warmup_epochs` (L_adv
 and L_D off for the first E_w distillation epochs), `enhanced_disc` (D_e
 on/off), `dynamic_weights` (w_f, w_e moving average, else fixed 0.5/0.5),
 `fixed_teacher` (the teacher gets its own encoders, is CE-trained for
@@ -22,7 +22,7 @@ with every auxiliary modality (`base.teacher_pairs`).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,7 @@ from amid.distill.losses.adversarial import (
     update_dynamic_weights,
 )
 from amid.distill.losses.jsd import jsd_loss
-from amid.distill.losses.mi import symmetric_mi_loss
+from amid.distill.losses.mi import RENAMED_VARIANTS, symmetric_mi_loss
 from amid.distill.methods.base import (
     METHODS,
     Method,
@@ -52,13 +52,15 @@ from amid.distill.methods.base import (
     teacher_pairs,
 )
 from amid.distill.models import discriminator
-from amid.schema import option
+from amid.schema import option, renamed
 
 # `preset: recommended`: what docs/results.md's study chose on validation data over eight
 # regimes (rule A: tau; rule C: positives, a teacher trained for 5 epochs, then frozen;
 # rule D: alpha, and the teacher frozen is the one of those 5 epochs with the best
 # validation Top-1). At worst 1.9 validation points below the baseline where labels are
-# clean (the paper's form: 6.4), +1 to +6 where they are noisy. The one place these live.
+# clean (the paper's form: 6.4), +1 to +6 where they are noisy. Rule E (a student that
+# trains while the teacher pre-trains, `student_waits: false`) did not beat it on the worst
+# clean-label regime, so it stays. The one place these live.
 RECOMMENDED = {"alpha": 0.25, "tau": 1.0, "positives": "class", "fixed_teacher": True,
                "teacher_epochs": 5, "teacher_pick": "best"}
 
@@ -74,7 +76,10 @@ class TSOptions(TeacherPhaseOptions):
     jsd: float = option(1.0, ge=0, per_member=True)  # L_JSD (Eq. 17: unweighted)
     # MI temperature: the paper's value was lost; 1.0 by docs/results.md's rule A
     tau: float = option(1.0, gt=0, per_member=True)
-    mi_variant: Literal["amid", "ccl"] = "amid"  # Table 4, "AMID with L_CCL"
+    # the MI bound's form (losses/mi.py): the paper's Eq. 9 with its class prior, or CCL's
+    # per-set averages (Table 4, "AMID with L_CCL"); `amid` was the first's old name
+    mi_variant: Annotated[Literal["class_prior", "ccl"],
+                          renamed(RENAMED_VARIANTS)] = "class_prior"
     # Who counts as a positive in L_TS / L_TA: every same-class sample (the paper's
     # class-aware bound) or only the same sample (instance-level, as CRD: what the
     # teacher knows of THIS sample reaches the student; best where training labels are
@@ -83,6 +88,10 @@ class TSOptions(TeacherPhaseOptions):
     # the paper trains teacher and student jointly (online); true is its Table 5 ablation
     # "with fixed teacher" (teacher_epochs / teacher_run from TeacherPhaseOptions)
     fixed_teacher: bool = False
+    # (fixed_teacher only) while the teacher pre-trains, the student waits (true) or trains
+    # on its own CE (false): waiting costs it teacher_epochs of its train.epochs, which is
+    # what hurts where labels are few (docs/results.md, rule E)
+    student_waits: bool = True
 
 
 class TSTAOptions(TSOptions):
@@ -180,8 +189,10 @@ class TS(Method):
 
     def weights(self, epoch: int) -> dict[str, Weight]:
         o = self.opts
-        if not self.distilling(epoch):  # fixed teacher, pre-training: teacher CE only
-            return {"cls_teacher": 1.0}
+        if not self.distilling(epoch):  # fixed teacher, pre-training: the teacher's CE,
+            # and the student's own unless it waits (both reach g, the shared classifier)
+            return {"cls_teacher": 1.0} if o.student_waits else \
+                {"cls_teacher": 1.0, "cls_student": 1.0}
         w: dict[str, Weight] = {"cls_student": 1.0, "jsd": o.jsd, "ts": o.alpha}
         if self.phase is None:  # a frozen teacher's CE has no gradient: logged only
             w["cls_teacher"] = 1.0

@@ -127,6 +127,8 @@ def test_a_mapping_override_merges_into_its_section(tmp_path):
         ("methods.amid.enhanced_disc=yes please",
          "methods.amid.enhanced_disc: expected true or false"),
         ("methods.amid.mi_variant=infonce", "methods.amid.mi_variant: must be one of"),
+        ("methods.ts.mi_variant=amid",
+         "methods.ts.mi_variant: 'amid' was renamed 'class_prior' (the paper's Eq. 9 form)"),
         ("methods.ts.tau=0", "methods.ts.tau must be > 0"),
         ("methods.kd.weight=2", "methods.kd.weight must be in [0, 1]"),
         ("methods.amid.alpha=-1", "methods.amid.alpha must be >= 0"),

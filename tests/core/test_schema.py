@@ -6,7 +6,7 @@ of a list item, the closest known key), not taken from the code's output.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import pytest
 import yaml
@@ -18,7 +18,7 @@ from amid.errors import ConfigError
 from amid.extract.adapters.registry import check_options
 from amid.extract.extractors import EXTRACTORS
 from amid.extract.extractors.base import ExtractorParams, build_extractor
-from amid.schema import Schema, load, option, per_member_keys, to_dict
+from amid.schema import Schema, load, option, per_member_keys, renamed, to_dict
 
 
 class Inner(Schema):
@@ -29,7 +29,8 @@ class Inner(Schema):
 class Outer(Schema):
     size: int = option(8, ge=1, le=256, note="(cells a side)")
     temperature: float = option(1.0, gt=0)
-    mode: Literal["a", "b"] = "a"
+    # `z` is the old name of `a`: a file that still says it is refused with the new one
+    mode: Annotated[Literal["a", "b"], renamed({"z": ("a", "the first mode")})] = "a"
     flag: bool = False
     inner: Inner = option(Inner())
 
@@ -43,6 +44,8 @@ class Outer(Schema):
     ({"size": True}, "x.size: expected an integer, got True"),
     ({"flag": "yes"}, "x.flag: expected true or false, got 'yes'"),
     ({"mode": "c"}, "x.mode: must be one of 'a', 'b', got 'c'"),
+    ({"mode": "z"}, "x.mode: 'z' was renamed 'a' (the first mode)"),
+    ({"mode": ["z"]}, "x.mode: must be one of 'a', 'b', got ['z']"),  # not a name: typed as ever
     ({"temperature": float("nan")}, "x.temperature: expected a finite number, got nan"),
     ({"inner": 3}, "x.inner: expected a mapping, got 3"),
     ({"inner": {"rat": 0.1}},

@@ -26,10 +26,12 @@ def naive_mi(u: np.ndarray, v: np.ndarray, y: list[int], tau: float, variant: st
         neg = [j for j in range(n) if y[j] != y[i]]
         sp = sum(math.log(h[j]) for j in pos)
         sn = sum(math.log(1.0 - h[j]) for j in neg)
-        if variant == "amid":
+        if variant == "class_prior":  # Eq. 9: both sums over |P(i)|
             total += -(sp + sn) / len(pos)
-        else:
+        elif variant == "ccl":  # each sum over its own set
             total += -sp / len(pos) - (sn / len(neg) if neg else 0.0)
+        else:  # never a silent fallback to one of the forms
+            raise ValueError(f"naive_mi: unknown variant {variant!r}")
     return total / n
 
 
@@ -59,27 +61,37 @@ def test_matches_naive_loop(variant: str, labels: list[int], tau: float) -> None
     assert got.item() == pytest.approx(want, rel=1e-10)
 
 
-def test_amid_and_ccl_differ_by_class_prior_weight() -> None:
+def test_class_prior_and_ccl_differ_by_class_prior_weight() -> None:
     # Identical vectors: every h_ij = 1/N, so per anchor
-    #   CCL  = log N - log(1 - 1/N)
-    #   AMID = log N - (|Ng|/|P|) log(1 - 1/N)
+    #   ccl         = log N - log(1 - 1/N)
+    #   class_prior = log N - (|Ng|/|P|) log(1 - 1/N)
     labels = [0, 0, 1, 1, 1, 2]
     n = len(labels)
     x = torch.ones(n, 3, dtype=torch.float64)
     lab = torch.tensor(labels)
-    amid = class_aware_mi_loss(x, x, lab, 0.3, "amid").item()
+    prior = class_aware_mi_loss(x, x, lab, 0.3, "class_prior").item()
     ccl = class_aware_mi_loss(x, x, lab, 0.3, "ccl").item()
     neg_term = -math.log(1 - 1 / n)
     ratios = [(n - labels.count(c)) / labels.count(c) for c in labels]  # |Ng|/|P| per anchor
     assert ccl == pytest.approx(math.log(n) + neg_term, rel=1e-12)
-    assert amid == pytest.approx(math.log(n) + neg_term * sum(ratios) / n, rel=1e-12)
-    assert amid - ccl == pytest.approx(neg_term * (sum(ratios) / n - 1), rel=1e-12)
+    assert prior == pytest.approx(math.log(n) + neg_term * sum(ratios) / n, rel=1e-12)
+    assert prior - ccl == pytest.approx(neg_term * (sum(ratios) / n - 1), rel=1e-12)
+
+
+def test_the_default_is_the_papers_eq9_form() -> None:
+    # without a variant: Eq. 9 (the naive loop's class-prior branch), not CCL's form
+    labels = [0, 1, 0, 2, 1, 0, 3]
+    u, v = _data(len(labels), 5, seed=11)
+    got = class_aware_mi_loss(u, v, torch.tensor(labels), 0.5).item()
+    assert got == pytest.approx(naive_mi(u.numpy(), v.numpy(), labels, 0.5, "class_prior"),
+                                rel=1e-10)
+    assert got != pytest.approx(naive_mi(u.numpy(), v.numpy(), labels, 0.5, "ccl"), rel=1e-6)
 
 
 def test_all_labels_equal_both_variants_agree() -> None:
     u, v = _data(4, 3, seed=1)
     lab = torch.zeros(4, dtype=torch.long)
-    a = class_aware_mi_loss(u, v, lab, 0.2, "amid")
+    a = class_aware_mi_loss(u, v, lab, 0.2, "class_prior")
     c = class_aware_mi_loss(u, v, lab, 0.2, "ccl")
     # with P(i) the whole batch, l_i = -mean_j log h_ij = -(1/N) sum_j log h_ij
     logits = torch.nn.functional.normalize(u, dim=1) @ torch.nn.functional.normalize(v, dim=1).T
@@ -93,7 +105,7 @@ def test_negative_taking_all_mass_stays_exact() -> None:
     # h_01 = 1 / (1 + e^-200) rounds to 1 and a naive log(1 - h) would be -inf.
     u = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64, requires_grad=True)
     v = torch.tensor([[-1.0, 0.0], [1.0, 0.0]], dtype=torch.float64, requires_grad=True)
-    loss = class_aware_mi_loss(u, v, torch.tensor([0, 1]), 0.01, "amid")
+    loss = class_aware_mi_loss(u, v, torch.tensor([0, 1]), 0.01, "class_prior")
     # anchor 0: -(log h00 + log(1-h01)) = 2 * (200 + log1p(e^-200)); anchor 1: 2 log 2
     expected = (2 * (200 + math.log1p(math.exp(-200))) + 2 * math.log(2)) / 2
     assert loss.item() == pytest.approx(expected, rel=1e-12)
@@ -152,8 +164,14 @@ def test_log1m_softmax_matches_direct_formula() -> None:
 
 def test_rejects_bad_inputs() -> None:
     u, v = _data(3, 2, seed=0)
-    with pytest.raises(ValueError, match="amid, ccl"):
+    with pytest.raises(ValueError, match="known: class_prior, ccl$"):
         class_aware_mi_loss(u, v, torch.tensor([0, 1, 2]), 0.1, variant="infonce")
+    # "amid", the Eq. 9 form's name in the public contract (DESIGN.md 3.4), still works
+    y = torch.tensor([0, 1, 0])
+    assert torch.equal(class_aware_mi_loss(u, v, y, 0.1, variant="amid"),
+                       class_aware_mi_loss(u, v, y, 0.1, variant="class_prior"))
+    assert not torch.equal(class_aware_mi_loss(u, v, y, 0.1, variant="amid"),
+                           class_aware_mi_loss(u, v, y, 0.1, variant="ccl"))
     with pytest.raises(ValueError, match="labels"):
         class_aware_mi_loss(u, v, torch.tensor([0, 1]), 0.1)
     with pytest.raises(ValueError, match="integer"):

@@ -26,7 +26,7 @@ from .conftest import make_dataset
 # The paper's values (Sec. 3-4, Table 6), written here independently of the code.
 PAPER = {"alpha": 4.0, "beta": 1.5, "gamma": 1.0, "jsd": 1.0, "positives": "class",
          "fixed_teacher": False, "warmup_epochs": 20, "enhanced_disc": True,
-         "dynamic_weights": True, "mi_variant": "amid"}
+         "dynamic_weights": True, "mi_variant": "class_prior"}
 # docs/results.md, rules A, C and D
 STUDY = {"alpha": 0.25, "tau": 1.0, "positives": "class", "fixed_teacher": True,
          "teacher_epochs": 5, "teacher_pick": "best"}
@@ -83,6 +83,22 @@ def test_bad_variants_are_refused_in_one_line(name, raw, message):
     with pytest.raises(ConfigError, match=message) as err:
         method_options(name, raw)
     assert "\n" not in str(err.value)
+
+
+# what a params file that still names the Eq. 9 form by its old name is told
+RENAMED = "{key}: 'amid' was renamed 'class_prior' (the paper's Eq. 9 form)"
+
+
+@pytest.mark.parametrize(("name", "raw"), [
+    ("ts", {}), ("ts_ta", {"preset": "recommended"}), ("amid", {}),
+    ("amid_old", {"method": "amid"}),
+])
+def test_the_old_name_of_the_eq9_form_is_refused_with_the_new_one(name, raw):
+    with pytest.raises(ConfigError) as err:
+        method_options(name, {**raw, "mi_variant": "amid"})
+    assert str(err.value) == RENAMED.format(key=f"methods.{name}.mi_variant")
+    assert method_options(name, {**raw, "mi_variant": "class_prior"}).mi_variant == "class_prior"
+    assert method_options(name, raw).mi_variant == "class_prior"  # and it is the default
 
 
 @pytest.fixture
@@ -147,6 +163,20 @@ def test_a_variant_trains_into_its_own_folder_and_records_its_preset(in_tmp):
             section["teacher_pick"]) == (0.25, True, 1, "best")
     assert set(saved["config"]["methods"]) == {"amid_recommended"}
     assert (run / "discriminators.safetensors").exists()  # it trained amid
+
+
+def test_an_old_params_file_fails_at_load_in_one_line(in_tmp):
+    """`mi_variant: amid` anywhere in the file: refused before anything trains, even a
+    method that has no such option, and the file is left as it was."""
+    syn = make_dataset(in_tmp)
+    path = _params(in_tmp, syn, amid={"mi_variant": "amid"})
+    before = path.read_bytes()
+    out = CliRunner().invoke(app, ["--method", "baseline", "--params", str(path), "-q",
+                                   "-o", str(in_tmp / "run")])
+    assert out.exit_code == 2
+    assert out.stderr.strip().splitlines() == [
+        f"amid-train: error: {path}: {RENAMED.format(key='methods.amid.mi_variant')}"]
+    assert path.read_bytes() == before and not (in_tmp / "run").exists()
 
 
 def test_the_listing_shows_the_papers_defaults_presets_and_variants(in_tmp):

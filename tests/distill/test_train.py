@@ -206,7 +206,7 @@ def test_fixed_teacher_loaded_from_a_teacher_run(tmp_path):
 
 @pytest.mark.parametrize("student,bidirectional,encoders,variant", [
     ("pool", False, "separate", "ccl"),
-    ("lstm", True, "shared", "amid"),
+    ("lstm", True, "shared", "class_prior"),
 ])
 def test_architecture_options_train(tmp_path, student, bidirectional, encoders, variant):
     syn = make_dataset(tmp_path)

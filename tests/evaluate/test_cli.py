@@ -66,6 +66,34 @@ def test_params_file_sets_ks_and_split(tmp_path: Path, fake) -> None:
     assert json.loads(out.read_text())["student"]["retrieval"] == {"R@1": 0.5, "R@3": 1.0}
 
 
+
+def test_params_and_set_before_the_subcommand(tmp_path: Path, fake) -> None:
+    """`amid-evaluate -p FILE -S k=v run ...` reads FILE and the override, as `run -p FILE`
+    does (issue 22 item 9); a -p after the subcommand wins over one before it."""
+    run = tmp_path / "run"
+    outputs = fake.write_outputs(run / "outputs.h5")
+    with h5py.File(outputs, "a") as f:
+        f.move("test", "val")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "extract": {"visual": {}, "audio": {}, "text": {}},
+        "evaluate": {"ks": [1, 3], "split": "test"},
+    }))
+    out = tmp_path / "m.json"
+    result = runner.invoke(app, ["-p", str(params), "-S", "evaluate.split=val", "run",
+                                 str(outputs), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    # only the file's ks and the override's split give these keys (defaults: 1, 5, 10, ...)
+    assert json.loads(out.read_text())["student"]["retrieval"] == {"R@1": 0.5, "R@3": 1.0}
+
+    result = runner.invoke(app, ["-p", str(tmp_path / "nope.yaml"), "run", str(outputs),
+                                 "--out", str(out)])
+    assert result.exit_code == 2 and "nope.yaml does not exist" in result.output
+    assert "Traceback" not in result.output
+    result = runner.invoke(app, ["-p", str(tmp_path / "nope.yaml"), "-S", "evaluate.split=val",
+                                 "run", str(outputs), "--out", str(out), "-p", str(params)])
+    assert result.exit_code == 0, result.output
+
 def test_user_errors_exit_2_with_one_line(tmp_path: Path, fake) -> None:
     result = runner.invoke(app, ["run", str(tmp_path / "nothing"), "--out",
                                  str(tmp_path / "m.json")])

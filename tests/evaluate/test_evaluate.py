@@ -11,7 +11,13 @@ import pandas as pd
 import pytest
 
 from amid.errors import AmidError, CacheError
-from amid.evaluate.evaluate import evaluate_outputs, evaluate_run, plots_dir_for, project_2d
+from amid.evaluate.evaluate import (
+    evaluate_outputs,
+    evaluate_run,
+    pca,
+    plots_dir_for,
+    project_2d,
+)
 
 EXPECTED = {
     "method": "amid", "dataset": "demo", "fold": None, "seed": 0,
@@ -79,6 +85,20 @@ def test_project_2d_degenerate_inputs() -> None:
     one_dim = project_2d(np.array([[0.0], [2.0]], np.float32))
     assert one_dim[:, 1].tolist() == [0.0, 0.0]
     assert abs(one_dim[0, 0] - one_dim[1, 0]) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("shape", [(50, 8), (6, 20), (700, 3)])
+def test_pca_gives_scikit_learns_scores(shape) -> None:
+    """The numpy PCA against scikit-learn's own (its sign convention included)."""
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(sum(shape))
+    x = rng.normal(size=shape) * rng.uniform(0.1, 3.0, size=shape[1]) + 5.0
+    want = PCA(n_components=2, svd_solver="full").fit_transform(x)
+    np.testing.assert_allclose(project_2d(x.astype(np.float32)),
+                               PCA(n_components=2, svd_solver="full").fit_transform(
+                                   x.astype(np.float32).astype(np.float64)), atol=1e-9)
+    np.testing.assert_allclose(pca(x, 2), want, atol=1e-9)
 
 
 def test_missing_file_names_it(tmp_path: Path) -> None:
