@@ -8,10 +8,11 @@ here (a module fixture: the whole pipeline costs most of this file's time):
 
 The project is the code, dvc.yaml and the demo's committed configuration (`demo_params`,
 never the working params.yaml, which users replace), made small: a few samples, two epochs,
-methods that cover every kind of training stage (a method without a teacher, a frozen
-pre-trained teacher (kd), the full method with its discriminators), each at two seeds, and the
-demo's own grid. The `teacher` method alone adds no stage kind and loads no module that these
-do not; its rules (no student block in its metrics, issue 12; not drawn in the gap plot) are
+methods that cover every kind of training stage (a method without a teacher, the full method
+with its teacher and discriminators), each at two seeds, and the demo's own grid. The other
+methods add no stage kind, and the training stages depend on the whole `distill` folder, so
+they load no file these do not cover; a frozen teacher's runs are checked end to end by
+tests/reliability/test_train_resume.py. The `teacher` method's rules (no student block in its metrics, issue 12; not drawn in the gap plot) are
 checked on real files by tests/reliability/test_stage3_measures.py,
 tests/evaluate/test_evaluate.py and tests/evaluate/test_report_rules.py. Which stages exist is
 dvc.yaml's business: the expected sets below are read from the dvc.lock the run wrote (each
@@ -50,7 +51,7 @@ from repo_data import demo_params  # tests/extract/fixtures, on pytest's pythonp
 ROOT = Path(__file__).resolve().parents[1]
 CODE = ("amid", "extract", "distill", "evaluate")
 COPIED = [*CODE, "configs", "dvc.yaml", ".dvcignore"]
-METHODS = ["baseline", "kd", "amid"]
+METHODS = ["baseline", "amid"]
 
 HOOK = '''\
 import atexit, json, os, sys
