@@ -1,56 +1,86 @@
-"""What a run tells as it goes: the header, the per-epoch dvclive history.
+"""What a run tells as it goes: the header, the per-epoch history in dvclive's layout.
 
-dvclive writes `<run>/dvclive/` (a TSV per metric, for `dvc plots`). Its
-folder is opened fresh and the checkpoint's history replayed into it, which
-keeps the logged history equal to the checkpoint's even when a crash fell
-between logging and saving.
+`<run>/dvclive/` holds one TSV per metric (`plots/metrics/<name>.tsv`: a `step`
+column, the epoch from 0, and the metric's column) and `metrics.json` (each
+metric's last value and `step`): the layout dvclive writes, which `dvc plots`,
+DVC Studio and `amid.evaluate.history` read, byte for byte as dvclive's `Live`
+wrote it. It is written here, through `amid.storage`'s atomic replace, not by
+`Live`: opening a `Live` looks for the DVC project around the working directory
+and, in a git repository without one, runs `dvc init` there (a `.dvc/` folder
+staged in the user's git index), fails in a repository without commits, and
+costs a second of imports per training process. The folder is rewritten from the
+checkpoint's history when a run starts or resumes, which keeps the logged history
+equal to the checkpoint's even when a crash fell between logging and saving.
 """
 
 from __future__ import annotations
 
-import sqlite3
+import json
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from amid.errors import AmidError
+from amid.storage import write_text
 
 
-def open_live(run: Path, history: list[dict[str, float]]) -> Any:
-    """A fresh dvclive folder in `run` with `history` replayed into it."""
-    from dvclive import Live
+@dataclass
+class RunLog:
+    """A run's history as logged so far (`rows`), mirrored in `folder`."""
 
+    folder: Path
+    rows: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.folder / "plots" / "metrics"
+
+    def write(self, names: list[str] | None = None) -> None:
+        """The TSVs of `names` (default: every metric) and the summary, from `rows`."""
+        names = names if names is not None else _names(self.rows)
+        for name in names:
+            lines = [f"step\t{Path(name).name}"] + [
+                f"{int(row['epoch'])}\t{row[name]}" for row in self.rows if name in row]
+            path = self.metrics_dir / f"{name}.tsv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_text(path, "\n".join(lines) + "\n")
+        summary: dict[str, Any] = {}
+        for row in self.rows:  # each metric's last value, in the order metrics first appear
+            summary.update((k, v) for k, v in row.items() if k != "epoch")
+        if self.rows:
+            summary["step"] = int(self.rows[-1]["epoch"])
+        write_text(self.folder / "metrics.json", json.dumps(summary, indent=4) + "\n")
+
+
+def _names(rows: list[dict[str, float]]) -> list[str]:
+    return list(dict.fromkeys(k for row in rows for k in row if k != "epoch"))
+
+
+def open_live(run: Path, history: list[dict[str, float]]) -> RunLog:
+    """`run/dvclive/` afresh, holding `history` (the checkpoint's rows so far)."""
+    log = RunLog(run / "dvclive", list(history))
     try:
-        live = Live(dir=str(run / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None)
-        # replayed rows are written as they were logged (each TSV row under its epoch),
-        # with one summary at the end: `next_step` per row would rewrite the summary and
-        # re-read every TSV each time (dvclive's Studio update), quadratic in the epochs
-        for row in history:
-            _log_row(live, row)
+        shutil.rmtree(log.metrics_dir, ignore_errors=True)  # a metric the history lacks
+        log.folder.mkdir(parents=True, exist_ok=True)
         if history:
-            live.make_summary()
-    except (OSError, sqlite3.Error) as exc:  # a read-only or full run folder
-        raise AmidError(f"cannot write the training history in {run / 'dvclive'}: "
-                        f"{getattr(exc, 'strerror', None) or exc}") from None
-    return live
-
-
-def log_epoch(live: Any, row: dict[str, float]) -> None:
-    """One finished epoch, as it ends: its row, then dvclive's step (summary, Studio)."""
-    try:
-        _log_row(live, row)
-        live.next_step()
-    except OSError as exc:
-        raise AmidError(f"cannot write the training history in {live.dir}: "
+            log.write()
+    except OSError as exc:  # a read-only or full run folder
+        raise AmidError(f"cannot write the training history in {log.folder}: "
                         f"{exc.strerror or exc}") from None
+    return log
 
 
-def _log_row(live: Any, row: dict[str, float]) -> None:
-    live.step = int(row["epoch"])
-    for name, value in row.items():
-        if name != "epoch":
-            live.log_metric(name, value)
+def log_epoch(log: RunLog, row: dict[str, float]) -> None:
+    """One finished epoch, as it ends: its metrics' TSVs and the summary."""
+    log.rows.append(row)
+    try:
+        log.write([k for k in row if k != "epoch"])
+    except OSError as exc:
+        raise AmidError(f"cannot write the training history in {log.folder}: "
+                        f"{exc.strerror or exc}") from None
 
 
 def run_header(name: str, members: list[Any], device: torch.device, amp: bool,

@@ -143,7 +143,7 @@ def _train(name: str, runs: list[RunState], data: TrainData | None, live: bool,
         write_json(rs.run / "config.json",
                    {"method": name, "config": rs.config, "inputs": rs.data.inputs})
         # a lone run logs each epoch as it ends; a stack's members write their whole
-        # history at the end (dvclive's files per epoch and member cost more than the step)
+        # history at the end (a file per metric, epoch and member costs more than the step)
         rs.live = open_live(rs.run, rs.history) if live and not stacked else None
     engine = _engine(runs, stacked, tc.compile, device)  # built on the resumed weights
     rows = torch.stack([rs.data.splits["train"] for rs in runs])  # (M, n) training rows
@@ -166,8 +166,6 @@ def _train(name: str, runs: list[RunState], data: TrainData | None, live: bool,
     for rs in runs:
         if live and stacked:
             rs.live = open_live(rs.run, rs.history)
-        if rs.live is not None:
-            rs.live.end()
         if rs.error is None:
             finish_run(rs.method, name, rs.data, rs.cfg, rs.run)
     return runs

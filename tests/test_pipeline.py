@@ -12,8 +12,9 @@ methods that cover every kind of training stage (a method without a teacher, the
 with its teacher and discriminators), each at two seeds, and the demo's own grid. The other
 methods add no stage kind, and the training stages depend on the whole `distill` folder, so
 they load no file these do not cover; a frozen teacher's runs are checked end to end by
-tests/reliability/test_train_resume.py. The `teacher` method's rules (no student block in its metrics, issue 12; not drawn in the gap plot) are
-checked on real files by tests/reliability/test_stage3_measures.py,
+tests/reliability/test_train_resume.py. The `teacher` method's rules (no student block in
+its metrics, issue 12; not drawn in the gap plot) are checked on real files by
+tests/reliability/test_stage3_measures.py,
 tests/evaluate/test_evaluate.py and tests/evaluate/test_report_rules.py. Which stages exist is
 dvc.yaml's business: the expected sets below are read from the dvc.lock the run wrote (each
 stage's params and outputs), so they follow the pipeline's layout rather than a list kept here.

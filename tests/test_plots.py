@@ -89,7 +89,7 @@ def _project(tmp_path: Path) -> Path:
     shutil.copytree(ROOT / "metrics" / "amid", proj / "metrics" / "amid")
     (proj / "reports").mkdir()
     shutil.copy(ROOT / "reports" / "curves.csv", proj / "reports" / "curves.csv")
-    open_live(tmp_path / "run", HISTORY).end()
+    open_live(tmp_path / "run", HISTORY)
     run_history(tmp_path / "run").to_csv(proj / "metrics" / "amid" / "history.csv", index=False)
     return proj
 

@@ -18,7 +18,7 @@ HISTORY = [{"epoch": e, "loss_total": 2.0 / (e + 1), "loss_ce": 1.5 - 0.25 * e,
 
 
 def test_every_logged_metric_becomes_rows_with_epochs_from_one(tmp_path: Path) -> None:
-    open_live(tmp_path / "run", HISTORY).end()  # dvclive itself writes the TSVs
+    open_live(tmp_path / "run", HISTORY)  # the TSVs in dvclive's layout
     expected = pd.DataFrame(
         [(row["epoch"] + 1, name, value) for row in HISTORY
          for name, value in row.items() if name != "epoch"],
@@ -46,7 +46,7 @@ def test_a_run_without_history_still_writes_the_declared_plot_file(
 
 def test_evaluate_run_writes_the_runs_history_beside_its_other_plot_data(
         run_dir: Path, tmp_path: Path) -> None:
-    open_live(run_dir, HISTORY).end()
+    open_live(run_dir, HISTORY)
     evaluate_run(run_dir / "outputs.h5", tmp_path / "m.json", ks=[1])
     written = pd.read_csv(tmp_path / "m" / "history.csv")
     assert len(written) == sum(len(row) - 1 for row in HISTORY)
