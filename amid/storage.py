@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ def write_failure(path: str | Path, exc: BaseException) -> str:
     return f"cannot write {path}: {exc}"
 
 
-def process_alive(pid: int) -> bool:
+def _alive(pid: int) -> bool:
     """Whether `pid` runs (a temporary of a live writer is not stale)."""
     try:
         os.kill(pid, 0)
@@ -85,7 +86,8 @@ def process_alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(path: str | Path) -> None:
-    """Delete `.<name>.<pid>.tmp` beside `path` left by writers that no longer run."""
+    """Delete `.<name>.<pid>.tmp` beside `path` left by writers that no longer run
+    (a file, or a folder: a run folder's copy, `amid.distill.reuse`)."""
     path = Path(path)
     stem = temporary_stem(path.name)
     try:
@@ -94,9 +96,12 @@ def remove_stale_temporaries(path: str | Path) -> None:
         return
     for tmp in siblings:
         match = _TMP.match(tmp.name)
-        if match and match["name"] == stem and not process_alive(int(match["pid"])):
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        if match and match["name"] == stem and not _alive(int(match["pid"])):
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
 
 
 def glob_escape(name: str) -> str:

@@ -19,11 +19,9 @@ meanwhile is never half taken.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -31,11 +29,10 @@ from typing import Any
 from amid.distill.checkpoint import config_changes, input_changes, read_torch_file
 from amid.errors import AmidError, CheckpointError, ConfigError, OutputError
 from amid.locking import ExclusiveLock
-from amid.storage import glob_escape, process_alive, temporary_name, temporary_stem, write_failure
+from amid.storage import remove_stale_temporaries, temporary_name, write_failure
 
 log = logging.getLogger("amid.distill")
 
-_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
 
 
 def reuse_folders(folders: list[Path] | tuple[Path, ...]) -> list[Path]:
@@ -104,7 +101,8 @@ def take_over(source: Path, dest: Path, method: str, config: dict[str, Any],
     A failed copy (full disk) is an OutputError naming `dest`; `dest` is untouched.
     """
     tmp, old = temporary_name(dest), temporary_name(dest.with_name(dest.name + ".old"))
-    _remove_stale(dest)
+    for stale in (dest, dest.with_name(dest.name + ".old")):  # killed take_overs' copies
+        remove_stale_temporaries(stale)
     try:
         # .lock: the source's trainer's; .*.tmp: a killed writer's temporaries
         shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(".lock", ".*.tmp"))
@@ -133,16 +131,3 @@ def take_over(source: Path, dest: Path, method: str, config: dict[str, Any],
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _remove_stale(dest: Path) -> None:
-    """Temporary folders of `take_over`s killed beside `dest` (their pid no longer runs)."""
-    stems = {temporary_stem(dest.name), temporary_stem(dest.name + ".old")}
-    for stem in stems:
-        with contextlib.suppress(OSError):
-            for path in dest.parent.glob(f".{glob_escape(stem)}.*.tmp"):
-                match = _TMP.match(path.name)
-                if match and match["name"] == stem and path.is_dir() \
-                        and not process_alive(int(match["pid"])):
-                    shutil.rmtree(path, ignore_errors=True)
-

@@ -104,3 +104,18 @@ def total(method: object, batch: object, out: dict, epoch: int) -> dict:
 
     terms = method.losses(batch, out, epoch)
     return {**terms, "total": weighted_total(terms, method.weights(epoch))}
+
+
+def kill_at_checkpoint(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
+    """The trainer stops with KeyboardInterrupt (as a kill) when it is about to checkpoint
+    epoch `epoch`: the checkpoint of the epoch before is the last one on disk."""
+    from amid.distill import train as train_module
+
+    real_state = train_module.checkpoint_state
+
+    def dies(rs, name, at):
+        if at == epoch:
+            raise KeyboardInterrupt
+        return real_state(rs, name, at)
+
+    monkeypatch.setattr(train_module, "checkpoint_state", dies)

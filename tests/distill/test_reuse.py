@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,13 +16,12 @@ import yaml
 from typer.testing import CliRunner
 
 from amid.config import load_config
-from amid.distill import train as train_module
 from amid.distill.cli import app
 from amid.distill.sweep import parse_axes, run_repeats, run_sweep
 from amid.distill.train import train
 from amid.schema import to_dict
 
-from .conftest import make_dataset
+from .conftest import kill_at_checkpoint, make_dataset
 
 # ts at its configured alpha (4.0) is what the source runs trained; alpha 1.0 is new
 GRID = parse_axes(["train.seed=[0, 1]", "methods.ts.alpha=[1.0, 4.0]"])
@@ -48,6 +49,13 @@ def _members(out: Path) -> dict[str, dict]:
     return {m["name"]: m for m in json.loads((out / "sweep.json").read_text())["members"]}
 
 
+def _dead_pid() -> int:
+    """The pid of a process that has finished (and been reaped)."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
 def _epoch(run: Path) -> int:
     return int(torch.load(run / "checkpoint.pt", weights_only=True)["epoch"])
 
@@ -71,9 +79,16 @@ def test_identical_points_are_the_finished_runs_and_a_rerun_changes_nothing(proj
     # a point killed before its first checkpoint left a folder: the copy replaces it whole
     (out / "seed=1,alpha=4.0").mkdir(parents=True)
     (out / "seed=1,alpha=4.0" / "config.json").write_text("{}")
+    # copies left by killed take-overs: a dead writer's go, a live one's stay
+    dead = _dead_pid()
+    stale = out / f".seed=0,alpha=4.0.{dead}.tmp"
+    live = out / f".seed=0,alpha=4.0.{os.getppid()}.tmp"  # another process, running
+    for folder in (stale, live):
+        (folder / "sub").mkdir(parents=True)
     before = {run: _files(source / run) for run in ("ts", "ts_seed1")}
     done = run_sweep("ts", project, [], GRID, out, live=False, reuse=[source])
 
+    assert not stale.exists() and live.is_dir()
     taken = {"seed=0,alpha=4.0": source / "ts", "seed=1,alpha=4.0": source / "ts_seed1"}
     for name, run in taken.items():  # every file of the run, byte for byte, and nothing else
         assert _files(out / name) == before[run.name], name
@@ -143,17 +158,10 @@ def test_an_unfinished_run_is_trained_not_taken(project, tmp_path, monkeypatch,
     run = tmp_path / "runs" / "ts"
     if earlier_epochs:
         train("ts", load_config(project, ["train.epochs=1"]), run, live=False)
-    real_state = train_module.checkpoint_state
-
-    def dies_in_epoch_3(rs, name, epoch):
-        if epoch == 3:
-            raise KeyboardInterrupt  # as a kill before the last epoch's checkpoint
-        return real_state(rs, name, epoch)
-
-    monkeypatch.setattr(train_module, "checkpoint_state", dies_in_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
-        train("ts", load_config(project, three), run, live=False)
-    monkeypatch.setattr(train_module, "checkpoint_state", real_state)
+    with monkeypatch.context() as patch:
+        kill_at_checkpoint(patch, 3)  # a kill before the last epoch's checkpoint
+        with pytest.raises(KeyboardInterrupt):
+            train("ts", load_config(project, three), run, live=False)
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     assert (ckpt["epoch"], ckpt["config"]["train"]["epochs"]) == (2, 3)
     assert json.loads((run / "config.json").read_text())["config"]["train"]["epochs"] == 3

@@ -24,7 +24,7 @@ from amid.distill.train import data_from_config, train, train_members
 from amid.errors import AmidError, ConfigError
 from amid.schema import Schema, option, per_member_keys, to_dict
 
-from .conftest import make_dataset, set_options
+from .conftest import kill_at_checkpoint, make_dataset, set_options
 
 
 def _at_defaults(name: str) -> tuple[str, dict, dict]:
@@ -220,13 +220,7 @@ def test_an_interrupted_stack_resumes_to_the_same_numbers(tmp_path, syn, data, m
                              live=False)
     monkeypatch.setattr(train_module, "SAVE_EVERY_S", 0.0)  # a checkpoint after every epoch
     real_state = train_module.checkpoint_state
-
-    def dies_after_epoch_2(mb, name, epoch):
-        if epoch == 3:
-            raise KeyboardInterrupt  # as a kill during the last epoch's checkpoint
-        return real_state(mb, name, epoch)
-
-    monkeypatch.setattr(train_module, "checkpoint_state", dies_after_epoch_2)
+    kill_at_checkpoint(monkeypatch, 3)  # a kill during the last epoch's checkpoint
     runs = [tmp_path / "r0", tmp_path / "r1"]
     with pytest.raises(KeyboardInterrupt):
         train_members("amid", cfgs, runs, data=data, live=False)

@@ -49,16 +49,21 @@ def test_run_summarize_report(tmp_path: Path, fake, monkeypatch) -> None:
     assert Path("reports/gap_over_epochs.png").stat().st_size > 1000
 
 
-def test_params_file_sets_ks_and_split(tmp_path: Path, fake) -> None:
-    run = tmp_path / "run"
-    outputs = fake.write_outputs(run / "outputs.h5")
+def _val_run(tmp_path: Path, fake, split: str) -> tuple[Path, Path]:
+    """A run whose scored split is `val` only, and a params file with ks [1, 3], `split`."""
+    outputs = fake.write_outputs(tmp_path / "run" / "outputs.h5")
     with h5py.File(outputs, "a") as f:
         f.move("test", "val")
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({
         "extract": {"visual": {}, "audio": {}, "text": {}},
-        "evaluate": {"ks": [1, 3], "split": "val"},
+        "evaluate": {"ks": [1, 3], "split": split},
     }))
+    return outputs, params
+
+
+def test_params_file_sets_ks_and_split(tmp_path: Path, fake) -> None:
+    outputs, params = _val_run(tmp_path, fake, "val")
     out = tmp_path / "m.json"
     result = runner.invoke(app, ["run", str(outputs), "--out", str(out), "--params", str(params),
                                  "--set", "evaluate.chunk_size=2"])
@@ -70,15 +75,7 @@ def test_params_file_sets_ks_and_split(tmp_path: Path, fake) -> None:
 def test_params_and_set_before_the_subcommand(tmp_path: Path, fake) -> None:
     """`amid-evaluate -p FILE -S k=v run ...` reads FILE and the override, as `run -p FILE`
     does (issue 22 item 9); a -p after the subcommand wins over one before it."""
-    run = tmp_path / "run"
-    outputs = fake.write_outputs(run / "outputs.h5")
-    with h5py.File(outputs, "a") as f:
-        f.move("test", "val")
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({
-        "extract": {"visual": {}, "audio": {}, "text": {}},
-        "evaluate": {"ks": [1, 3], "split": "test"},
-    }))
+    outputs, params = _val_run(tmp_path, fake, "test")  # the override gives `val`
     out = tmp_path / "m.json"
     result = runner.invoke(app, ["-p", str(params), "-S", "evaluate.split=val", "run",
                                  str(outputs), "--out", str(out)])
