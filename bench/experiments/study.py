@@ -41,6 +41,7 @@ Parts, in order (each needs the ones before it for every dataset):
   rule D's pick and the baseline on seeds 5-9.
 - `rulee`: rule E's candidates (rule D's, with the student training on its CE while the
   teacher pre-trains: `student_waits: false`) on rule D's regimes and seeds.
+- `rulef`: rule F's candidates (rule E's, with instance positives), the same way.
 - `report`: the tables and figures of docs/results.md and the chosen defaults.
 
 Every setting is the repository's params.yaml with PINS (the method options as they
@@ -58,7 +59,7 @@ import numpy as np
 import yaml
 from _common import REPO, RESULTS, SEEDS, Runner, build_demo, load_results
 from study_rule_d import RULE_D_BASELINE, rule_d_grid
-from study_rule_e import rule_e_grid
+from study_rule_e import POSITIVES, rule_e_grid
 from study_rules import (
     ALPHAS,
     DEMO,
@@ -288,10 +289,10 @@ def rule_d_verify(runner: Runner, chosen: dict, sizes: tuple = (SMALL, None),
 
 
 def rule_e(runner: Runner, chosen: dict, records: list[dict],
-           sizes: tuple = (SMALL, None)) -> None:
-    """Rule E: per teacher-epochs value one stack of its alphas x seeds per size, on the
-    seeds rule D's baseline ran on at that size (its runs are the gains' reference)."""
-    grid = rule_e_grid("amid", chosen["tau"])
+           sizes: tuple = (SMALL, None), rule: str = "E") -> None:
+    """Rule E (or F): per teacher-epochs value one stack of its alphas x seeds per size,
+    on the seeds rule D's baseline ran on at that size (its runs are the gains' reference)."""
+    grid = rule_e_grid("amid", chosen["tau"], rule)
     for size in sizes:
         seeds = sorted({r["seed"] for r in records if r.get("setting") == RULE_D_BASELINE
                         and r.get("size") == size})
@@ -299,7 +300,8 @@ def rule_e(runner: Runner, chosen: dict, records: list[dict],
             runner.run_many("amid", [
                 (f"{name} @ {label(size)}", [*o, *_size(size)],
                  {"size": size, "setting": name, "alpha": a, "teacher_epochs": e,
-                  "teacher_pick": "best", "student_waits": False})
+                  "teacher_pick": "best", "student_waits": False,
+                  "positives": POSITIVES[rule][0]})
                 for (e, a), (name, o) in grid.items() if e == epochs], seeds)
 
 
@@ -311,7 +313,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, default=Path("/tmp/amid_study"))
     p.add_argument("--parts", default="curves,tau,alpha,kd,tune,verify,lead,rulec,rulec_demo,"
-                                      "rulec_verify,ruled,ruled_verify,rulee,report")
+                                      "rulec_verify,ruled,ruled_verify,rulee,rulef,report")
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--figures", type=Path, default=REPO / "docs" / "figures")
     p.add_argument("--sizes", default="8,all", help="ruled, ruled_verify: the regimes' sizes")
@@ -334,7 +336,8 @@ def main() -> None:
                                                                 "lead", "rulec",
                                                                 "rulec_demo",
                                                                 "rulec_verify", "ruled",
-                                                                "ruled_verify", "rulee") \
+                                                                "ruled_verify", "rulee",
+                                                                "rulef") \
             else None
         if part in ("tune", "rulec_demo"):
             names = [DEMO] if DEMO in names else []
@@ -364,8 +367,9 @@ def main() -> None:
                 rule_d(runner, chosen, sizes, seeds or SEEDS, stacks)
             elif part == "ruled_verify":
                 rule_d_verify(runner, chosen, sizes, seeds or FRESH_SEEDS)
-            elif part == "rulee":
-                rule_e(runner, chosen, load_results(RESULTS / f"study_{name}.jsonl"), sizes)
+            elif part in ("rulee", "rulef"):
+                rule_e(runner, chosen, load_results(RESULTS / f"study_{name}.jsonl"), sizes,
+                       part[-1].upper())
             else:
                 p.error(f"--parts: unknown part {part!r}")
 

@@ -200,12 +200,15 @@ def choose(by_dataset: dict[str, list[dict]]) -> dict[str, Any]:
         out["rule_d"], out["rule_d_table"] = choose_d(by_dataset, out)
     except LookupError:
         return out
-    from study_rule_e import choose_e  # rule E reads rule D's pick
+    from study_rule_e import choose_e, in_force_after  # rules E, F read rule D's pick
 
-    try:
-        out["rule_e"], out["rule_e_table"] = choose_e(by_dataset, out, out["rule_d"])
-    except LookupError:
-        return out
+    for rule in ("E", "F"):
+        key = f"rule_{rule.lower()}"
+        try:
+            out[key], out[f"{key}_table"] = choose_e(by_dataset, out,
+                                                     in_force_after(out, rule), rule)
+        except LookupError:
+            return out
     return out
 
 
@@ -392,10 +395,11 @@ def report(by_dataset: dict[str, list[dict]], out: Path) -> dict[str, Any]:
         from study_rule_d import rule_d_report
 
         rule_d_report(by_dataset, chosen)
-    if "rule_e_table" in chosen:
-        from study_rule_e import rule_e_report
+    from study_rule_e import rule_e_report
 
-        rule_e_report(chosen)
+    for rule in ("E", "F"):
+        if f"rule_{rule.lower()}_table" in chosen:
+            rule_e_report(chosen, rule)
     summary = {k: v for k, v in chosen.items() if not k.endswith("_table")}
     print("\nchosen:", json.dumps(summary))
     write_json(RESULTS / "chosen.json", chosen)
