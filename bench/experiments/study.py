@@ -87,6 +87,8 @@ PINS = [  # the method options before the study (the study's reference point)
                    ("teacher_epochs", 10), ("positives", "class"))),
     "methods.kd.temperature=4.0", "methods.kd.weight=0.5", "methods.kd.fixed_teacher=false",
     "methods.kd.teacher_epochs=10",
+    # the demo's length when the study ran (params.yaml's demo now trains 20 epochs)
+    "train.epochs=30", "methods.amid.warmup_epochs=5", "methods.amid_recommended.warmup_epochs=5",
 ]
 LABEL_NOISE = {"demo": 0.0, "demo_noisy": 0.4}
 CONTROLLED = {  # dataset -> (target signal, per-sample offset, per-step noise)

@@ -100,10 +100,11 @@ def test_numbers_are_read_as_researchers_write_them(tmp_path):
 
 def test_a_key_given_twice_is_an_error_naming_both_lines(tmp_path):
     text = yaml.safe_dump(_params(), sort_keys=False)
-    text = text.replace("  epochs: 30\n", "  epochs: 30\n  epochs: 2\n", 1)
+    first = f"  epochs: {_params()['train']['epochs']}\n"  # train's, the first `epochs` key
+    text = text.replace(first, first + "  epochs: 997\n", 1)
     path = tmp_path / "params.yaml"
     path.write_text(text)
-    line = text.splitlines().index("  epochs: 2") + 1
+    line = text.splitlines().index("  epochs: 997") + 1
     with pytest.raises(ConfigError, match=rf"params.yaml: line {line}: key 'epochs' is given "
                                           rf"twice in one mapping \(first on line {line - 1}\)"):
         _load(path)
