@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -33,6 +34,30 @@ ROOT = Path(__file__).resolve().parents[1]
 # `pyenv exec`) adds a tenth of a second to each of the suite's many processes.
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent),
                                       os.environ.get("PATH", "")])
+
+
+# what a command run in-process (typer's CliRunner, or its main()) sets globally through
+# amid.cli.setup_logging: the root logger's handlers (basicConfig(force=True) points them
+# at the runner's stream, which it closes) and the quiet mode's variables for transformers
+_QUIET_VARIABLES = ("TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE")
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging_and_quiet_variables():
+    """Each test starts with the logging and environment the one before it found: a
+    closed stream left on the root logger printed '--- Logging error ---' at the next
+    log line, and a quiet run's variables silenced the bars of later, loud ones."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    saved = {k: os.environ.get(k) for k in _QUIET_VARIABLES}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

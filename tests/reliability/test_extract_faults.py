@@ -14,10 +14,12 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
 from amid.cache import read_cache, write_cache
 from amid.cache_writer import CacheWriter
 from amid.errors import CacheError
+from amid.extract.cli import app
 from amid.extract.extractors import build_extractor
 from amid.extract.run import run_extraction
 from amid.manifest import read_manifest, write_manifest
@@ -27,6 +29,15 @@ from .conftest import assert_user_error, cli, make_project
 HERE = Path(__file__).resolve().parent
 PIXELS = "cache/demo/visual__pixels.h5"
 NAME = "visual__pixels.h5"
+
+
+def _extract_here(params: Path, *args: str):
+    """`amid-extract run -m visual` in this process (the real command through typer's
+    runner): for the runs that make or check a cache around the one under test, whose
+    process boundary is not the point. The faulted runs (a file-size limit, a second
+    process against the lock, stderr's manifest message) stay real processes. It saves
+    each such run the console script's start (torch's import: most of its CPU time)."""
+    return CliRunner().invoke(app, ["run", "-m", "visual", "--params", str(params), *args])
 
 
 def _reference(demo: Path, tmp_path: Path, manifest: Path | None = None):
@@ -56,19 +67,24 @@ def _after_kill(shards: range, *, shard_tmp: int | None = None, final: bool = Fa
     return sorted(names)
 
 
+# The kill test's samples (the first N of the tiny demo's 50) and its extension's first
+# half: the driver runs about twenty extractions, each one shard per sample, so their
+# cost grows with N, while the shard kill points lie within the first 5 shards and the
+# others (the merge, its rename, the cleanup) happen once whatever the count.
+N, HALF = 20, 10
 # scenario -> (what the kill leaves, what the cache is then, samples the rerun extracts);
-# 50 samples, one per shard; the extension runs start from a finished 25-sample cache,
+# N samples, one per shard; the extension runs start from a finished HALF-sample cache,
 # which becomes shard 0 of the extension
 EXPECTED = {
-    "inside the 3rd shard write": (_after_kill(range(2), shard_tmp=2), None, 48),
-    "5th shard written, not renamed": (_after_kill(range(4), shard_tmp=4), None, 46),
-    "inside the final merge": (_after_kill(range(50), final_tmp=True), None, 0),
-    "merge written, not renamed": (_after_kill(range(50), final_tmp=True), None, 0),
-    "inside the cleanup of the shards": (_after_kill(range(1, 50), final=True), "full", 0),
+    "inside the 3rd shard write": (_after_kill(range(2), shard_tmp=2), None, N - 2),
+    "5th shard written, not renamed": (_after_kill(range(4), shard_tmp=4), None, N - 4),
+    "inside the final merge": (_after_kill(range(N), final_tmp=True), None, 0),
+    "merge written, not renamed": (_after_kill(range(N), final_tmp=True), None, 0),
+    "inside the cleanup of the shards": (_after_kill(range(1, N), final=True), "full", 0),
     "extension: inside the 2nd shard write": (_after_kill(range(2), shard_tmp=2, final=True),
-                                              "half", 24),
-    "extension: inside the final merge": (_after_kill(range(26), final=True, final_tmp=True),
-                                          "half", 0),
+                                              "half", N - HALF - 1),
+    "extension: inside the final merge": (_after_kill(range(1 + N - HALF), final=True,
+                                                      final_tmp=True), "half", 0),
 }
 
 
@@ -78,8 +94,9 @@ def test_kills_at_exact_points_leave_exactly_the_committed_work(tmp_path, tiny_d
     the committed shards survive, every file left opens, the previous cache is untouched,
     and the rerun extracts only what was lost and ends byte-identical to an unbroken run."""
     params = make_project(tmp_path, tiny_demo)
-    half = pd.read_csv(tmp_path / "manifest.csv", dtype=str, keep_default_na=False).iloc[:25]
-    write_manifest(half, tmp_path / "half.csv")
+    df = pd.read_csv(tmp_path / "manifest.csv", dtype=str, keep_default_na=False)
+    write_manifest(df.iloc[:N], tmp_path / "manifest.csv")
+    write_manifest(df.iloc[:HALF], tmp_path / "half.csv")
     text = params.read_text().replace(str(tmp_path / "manifest.csv"), str(tmp_path / "half.csv"))
     (tmp_path / "params_half.yaml").write_text(text)
     out = subprocess.run(
@@ -198,9 +215,8 @@ def _fsize_limit(limit: int):
 @pytest.mark.slow
 def test_disk_full_during_extraction_keeps_last_good_cache_and_shards(tmp_path, tiny_demo):
     params = make_project(tmp_path, tiny_demo)
-    first = cli("amid-extract", "run", "-m", "visual", "--params", str(params), "--quiet",
-                cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
+    first = _extract_here(params)
+    assert first.exit_code == 0, first.output
     good = read_cache(tmp_path / PIXELS)
     # other settings: a bigger cache, re-extracted; the final file exceeds the limit
     grid = ["--set", "extract.visual.params.grid=32"]
@@ -213,9 +229,8 @@ def test_disk_full_during_extraction_keeps_last_good_cache_and_shards(tmp_path, 
     assert len(shards) == 7  # every committed shard is kept and loads
     assert sum(len(read_cache(s)) for s in shards) == 50
     assert not [p for p in (tmp_path / "cache/demo").rglob("*.tmp")]
-    again = cli("amid-extract", "run", "-m", "visual", "--params", str(params), *grid,
-                cwd=tmp_path)
-    assert again.returncode == 0 and "(0 extracted now)" in again.stdout, again.stdout
+    again = _extract_here(params, *grid)
+    assert again.exit_code == 0 and "(0 extracted now)" in again.stdout, again.output
     assert read_cache(tmp_path / PIXELS).feature_dim == 32 * 32
 
 
@@ -251,8 +266,8 @@ def test_second_extraction_of_the_same_cache_is_refused(tmp_path, tiny_demo):
                      cwd=tmp_path)
         assert_user_error(second, "being written by another extraction", "visual__pixels.h5")
         assert not (tmp_path / PIXELS).exists()
-    again = cli("amid-extract", "run", "-m", "visual", "--params", str(params), cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
+    again = _extract_here(params)
+    assert again.exit_code == 0, again.output
     cache = read_cache(tmp_path / PIXELS)
     assert cache.ids == _reference(tiny_demo, tmp_path).ids  # the sample not in the manifest
     assert "(50 extracted now)" in again.stdout                # is dropped, nothing else kept
@@ -263,8 +278,8 @@ def test_changed_manifest_is_explained_and_only_missing_ids_are_extracted(tmp_pa
     params = make_project(tmp_path, tiny_demo)
     df = pd.read_csv(tmp_path / "manifest.csv", dtype=str, keep_default_na=False)
     write_manifest(df.iloc[:40], tmp_path / "manifest.csv")
-    first = cli("amid-extract", "run", "-m", "visual", "--params", str(params), cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
+    first = _extract_here(params)
+    assert first.exit_code == 0, first.output
     # ids added (the last 10) and removed (the first 5); labels changed everywhere
     changed = df.iloc[5:].copy()
     changed["label"] = changed["label"].str.upper()
@@ -279,8 +294,8 @@ def test_changed_manifest_is_explained_and_only_missing_ids_are_extracted(tmp_pa
     # labels live in the manifest, not the cache: a label change alone is a no-op
     changed["label"] = changed["label"].str.lower()
     write_manifest(changed, tmp_path / "manifest.csv")
-    third = cli("amid-extract", "run", "-m", "visual", "--params", str(params), cwd=tmp_path)
-    assert "up to date; 45 samples (0 extracted now)" in third.stdout, third.stdout
+    third = _extract_here(params)
+    assert "up to date; 45 samples (0 extracted now)" in third.stdout, third.output
     reference = _reference(tiny_demo, tmp_path)
     np.testing.assert_array_equal(read_cache(tmp_path / PIXELS).features, reference.features)
 

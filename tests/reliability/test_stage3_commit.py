@@ -65,8 +65,9 @@ def test_a_kill_between_the_two_renames_leaves_a_pair_the_reader_refuses(tmp_pat
                                                                         monkeypatch):
     run, _, cache = make_run(tmp_path)
     out = tmp_path / "preds" / "p.csv"
-    first = cli("amid-predict", str(run), "-o", str(out), cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
+    # the runs before and after the kill in this process (the kill needs its own)
+    first = runner.invoke(predict_app, [str(run), "-o", str(out)])
+    assert first.exit_code == 0, first.output
     table, arrays = read_predictions(out)  # a pair written together reads back
     assert list(table["predicted"]) == [s.decode() if isinstance(s, bytes) else s
                                         for s in arrays["predicted"]]
@@ -77,8 +78,8 @@ def test_a_kill_between_the_two_renames_leaves_a_pair_the_reader_refuses(tmp_pat
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     with pytest.raises(OutputError, match=r"p\.h5 was not written with .*p\.csv"):
         read_predictions(out)  # 3 rows in the HDF5, 6 in the CSV: told apart, not mixed
-    again = cli("amid-predict", str(run), "-o", str(out), cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
+    again = runner.invoke(predict_app, [str(run), "-o", str(out)])
+    assert again.exit_code == 0, again.output
     assert len(read_predictions(out)[0]) == 6
 
 
