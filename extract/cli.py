@@ -217,11 +217,6 @@ def run(
 
 def _run(modality: str, params: Path, overrides: list[str], out: Path | None, shard_size: int,
          quiet: bool) -> tuple[Any, int, int, Path, Any]:
-    import torch
-
-    from amid.devices import resolve_device
-    from amid.extract.run import run_extraction
-
     cfg = load_config(params, overrides)
     if modality not in cfg.extract:
         raise ConfigError(
@@ -229,6 +224,12 @@ def _run(modality: str, params: Path, overrides: list[str], out: Path | None, sh
         )
     spec = cfg.extract[modality]
     manifest = read_manifest(cfg.dataset.manifest, cfg.dataset.root)
+    # torch only now: a wrong key or manifest row is reported without its 2 s import
+    import torch
+
+    from amid.devices import resolve_device
+    from amid.extract.run import run_extraction
+
     target = out or cache_path(cfg.dataset.cache_dir, cfg.dataset.name, modality, spec.extractor)
     # Under torchrun each rank takes every world_size-th row and writes its own
     # part; rank 0 merges once all are done.
