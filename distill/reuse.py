@@ -34,7 +34,6 @@ from amid.storage import remove_stale_temporaries, temporary_name, write_failure
 log = logging.getLogger("amid.distill")
 
 
-
 def reuse_folders(folders: list[Path] | tuple[Path, ...]) -> list[Path]:
     """The folders as given; one that does not exist is a ConfigError naming it (a
     misspelt path would otherwise retrain everything in silence)."""

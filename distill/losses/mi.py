@@ -105,8 +105,8 @@ def class_aware_mi_loss(
     ``"ccl"`` (Chen et al. 2021 class-aware NCE weighting).
     """
     # the public signature other tools call (DESIGN.md 3.4) names Eq. 9's form "amid":
-    # still accepted here; params files use the new name (RENAMED_VARIANTS)
-    variant = "class_prior" if variant == "amid" else variant
+    # an old name is still accepted here; params files must use the new one
+    variant = RENAMED_VARIANTS[variant][0] if variant in RENAMED_VARIANTS else variant
     if variant not in MI_VARIANTS:
         raise ValueError(f"unknown MI variant {variant!r}; known: {', '.join(MI_VARIANTS)}")
     labels = _check_inputs(anchors, candidates, labels, temperature)

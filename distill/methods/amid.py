@@ -58,9 +58,10 @@ from amid.schema import option, renamed
 # regimes (rule A: tau; rule C: positives, a teacher trained for 5 epochs, then frozen;
 # rule D: alpha, and the teacher frozen is the one of those 5 epochs with the best
 # validation Top-1). At worst 1.9 validation points below the baseline where labels are
-# clean (the paper's form: 6.4), +1 to +6 where they are noisy. Rule E (a student that
-# trains while the teacher pre-trains, `student_waits: false`) did not beat it on the worst
-# clean-label regime, so it stays. The one place these live.
+# clean (the paper's form: 6.4), +1 to +6 where they are noisy. Rules E (a student that
+# trains while the teacher pre-trains, `student_waits: false`) and F (that, with instance
+# positives) did not beat it on the worst clean-label regime, so it stays. The one place
+# these live.
 RECOMMENDED = {"alpha": 0.25, "tau": 1.0, "positives": "class", "fixed_teacher": True,
                "teacher_epochs": 5, "teacher_pick": "best"}
 
