@@ -152,6 +152,8 @@ class Runner:
             "val_teacher_top1": val.get("teacher"),
             "train_student_top1": last.get("train_acc_student"),
             "train_teacher_top1": last.get("train_acc_teacher"),
+            **({"teacher_disagreement": last["teacher_disagreement"]}  # min_disagreement's
+               if "teacher_disagreement" in last else {}),
             # per-epoch gradient norms each term sent into the student encoder
             "grads": grads,
         }

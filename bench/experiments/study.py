@@ -59,7 +59,7 @@ import numpy as np
 import yaml
 from _common import REPO, RESULTS, SEEDS, Runner, build_demo, load_results
 from study_rule_d import RULE_D_BASELINE, rule_d_grid
-from study_rule_e import POSITIVES, rule_e_grid
+from study_rule_e import EXTRA, POSITIVES, rule_e_grid
 from study_rules import (
     ALPHAS,
     DEMO,
@@ -303,7 +303,7 @@ def rule_e(runner: Runner, chosen: dict, records: list[dict],
                 (f"{name} @ {label(size)}", [*o, *_size(size)],
                  {"size": size, "setting": name, "alpha": a, "teacher_epochs": e,
                   "teacher_pick": "best", "student_waits": False,
-                  "positives": POSITIVES[rule][0]})
+                  "positives": POSITIVES[rule][0], **EXTRA[rule]})
                 for (e, a), (name, o) in grid.items() if e == epochs], seeds)
 
 
@@ -315,7 +315,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, default=Path("/tmp/amid_study"))
     p.add_argument("--parts", default="curves,tau,alpha,kd,tune,verify,lead,rulec,rulec_demo,"
-                                      "rulec_verify,ruled,ruled_verify,rulee,rulef,report")
+                                      "rulec_verify,ruled,ruled_verify,rulee,rulef,ruleg,report")
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--figures", type=Path, default=REPO / "docs" / "figures")
     p.add_argument("--sizes", default="8,all", help="ruled, ruled_verify: the regimes' sizes")
@@ -339,7 +339,7 @@ def main() -> None:
                                                                 "rulec_demo",
                                                                 "rulec_verify", "ruled",
                                                                 "ruled_verify", "rulee",
-                                                                "rulef") \
+                                                                "rulef", "ruleg") \
             else None
         if part in ("tune", "rulec_demo"):
             names = [DEMO] if DEMO in names else []
@@ -369,7 +369,7 @@ def main() -> None:
                 rule_d(runner, chosen, sizes, seeds or SEEDS, stacks)
             elif part == "ruled_verify":
                 rule_d_verify(runner, chosen, sizes, seeds or FRESH_SEEDS)
-            elif part in ("rulee", "rulef"):
+            elif part in ("rulee", "rulef", "ruleg"):
                 rule_e(runner, chosen, load_results(RESULTS / f"study_{name}.jsonl"), sizes,
                        part[-1].upper())
             else:

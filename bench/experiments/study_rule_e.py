@@ -1,10 +1,12 @@
-"""Rules E and F of docs/results.md (issue 21): the student does not wait.
+"""Rules E, F and G of docs/results.md (issue 21): the student does not wait.
 
 Each written and committed before its runs. Rule E: rule D's candidates with the
 student training on its own CE while the teacher pre-trains (`student_waits:
 false`): teacher best of 5 or 15 epochs x alpha 1 or 0.25, class positives.
 Rule F: the same four with instance positives (only a sample's own other view
-is its positive). Both are read on the regimes, seeds and baseline runs of rule
+is its positive). Rule G: rule F's four, distilling only from a frozen teacher
+that disagrees with at least 10 % of the training labels (`min_disagreement`).
+All are read on the regimes, seeds and baseline runs of rule
 D's table (study_rule_d.gain_table); the bar is rule D's. If no candidate meets
 it, the best of them replaces the preset in force (rule D's pick, unless rule E
 replaced it) only if its worst clean-label gain is larger. Validation numbers only.
@@ -22,15 +24,24 @@ RULE_E_EPOCHS = (5, 15)  # ties: fewer first
 RULE_E_ALPHAS = (1.0, 0.25)  # then the larger alpha
 NOT_WAITING = "student_waits=false"
 # rule -> (the L_TS / L_TA positives of its candidates, the tag in their names)
-POSITIVES = {"E": ("class", ""), "F": ("instance", ", instance positives")}
+POSITIVES = {"E": ("class", ""), "F": ("instance", ", instance positives"),
+             "G": ("instance", ", instance positives, gated at 10 %")}
+# rule -> its candidates' options beyond rule E's and their positives
+EXTRA = {"E": {}, "F": {}, "G": {"min_disagreement": 0.1}}
+RULES = tuple(POSITIVES)  # in the order they were written: each reads the ones before
+
+
+def _rule_options(method: str, tau: float, alpha: float, epochs: int, rule: str) -> list[str]:
+    return [*_options(method, tau, alpha, epochs, POSITIVES[rule][0]),
+            f"methods.{method}.teacher_pick=best", f"methods.{method}.{NOT_WAITING}",
+            *(f"methods.{method}.{k}={v}" for k, v in EXTRA[rule].items())]
 
 
 def rule_e_grid(method: str, tau: float, rule: str = "E") -> dict[tuple, tuple[str, list[str]]]:
     """(teacher epochs, alpha) -> (setting name, overrides), in the rule's order."""
-    positives, tag = POSITIVES[rule]
+    tag = POSITIVES[rule][1]
     return {(e, a): (f"{method} {rule}, not waiting, best of {e}, alpha={a}{tag}",
-                     [*_options(method, tau, a, e, positives),
-                      f"methods.{method}.teacher_pick=best", f"methods.{method}.{NOT_WAITING}"])
+                     _rule_options(method, tau, a, e, rule))
             for e in RULE_E_EPOCHS for a in RULE_E_ALPHAS}
 
 
@@ -60,11 +71,9 @@ def choose_e(by_dataset: dict[str, list[dict]], rule_a: dict[str, Any], in_force
     replaces = bool(admissible) or clean[pick] > in_force["worst_clean"]
     epochs, alpha = pick
     positives = POSITIVES[rule][0]
-    overrides = {m: [*_options(m, rule_a["tau"], alpha, epochs, positives),
-                     f"methods.{m}.teacher_pick=best", f"methods.{m}.{NOT_WAITING}"]
-                 for m in DISTILLERS}
+    overrides = {m: _rule_options(m, rule_a["tau"], alpha, epochs, rule) for m in DISTILLERS}
     return ({"setting": grid[pick][0], "teacher_pick": "best", "teacher_epochs": epochs,
-             "alpha": alpha, "positives": positives, "student_waits": False,
+             "alpha": alpha, "positives": positives, "student_waits": False, **EXTRA[rule],
              "bar_met": bool(admissible),
              "admissible": [grid[k][0] for k in admissible], "worst_clean": clean[pick],
              "noisy_mean": noisy[pick], "replaces": replaces,
@@ -78,7 +87,7 @@ def in_force_after(chosen: dict[str, Any], rule: str) -> dict[str, Any]:
     """The preset in force before `rule` is read: rule D's pick, or a later rule's that
     replaced it."""
     current = chosen["rule_d"]
-    for earlier in ("E", "F"):
+    for earlier in RULES:
         if earlier == rule:
             return current
         key = f"rule_{earlier.lower()}"

@@ -200,9 +200,9 @@ def choose(by_dataset: dict[str, list[dict]]) -> dict[str, Any]:
         out["rule_d"], out["rule_d_table"] = choose_d(by_dataset, out)
     except LookupError:
         return out
-    from study_rule_e import choose_e, in_force_after  # rules E, F read rule D's pick
+    from study_rule_e import RULES, choose_e, in_force_after  # rules E-G read rule D's pick
 
-    for rule in ("E", "F"):
+    for rule in RULES:
         key = f"rule_{rule.lower()}"
         try:
             out[key], out[f"{key}_table"] = choose_e(by_dataset, out,
@@ -395,9 +395,9 @@ def report(by_dataset: dict[str, list[dict]], out: Path) -> dict[str, Any]:
         from study_rule_d import rule_d_report
 
         rule_d_report(by_dataset, chosen)
-    from study_rule_e import rule_e_report
+    from study_rule_e import RULES, rule_e_report
 
-    for rule in ("E", "F"):
+    for rule in RULES:
         if f"rule_{rule.lower()}_table" in chosen:
             rule_e_report(chosen, rule)
     summary = {k: v for k, v in chosen.items() if not k.endswith("_table")}

@@ -22,6 +22,7 @@ with every auxiliary modality (`base.teacher_pairs`).
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Literal
 
 import torch
@@ -51,8 +52,12 @@ from amid.distill.methods.base import (
     masked_ce,
     teacher_pairs,
 )
+from amid.distill.methods.phase import training_disagreement
 from amid.distill.models import discriminator
+from amid.errors import ConfigError
 from amid.schema import option, renamed
+
+log = logging.getLogger(__name__)
 
 # `preset: recommended`: what docs/results.md's study chose on validation data over eight
 # regimes (rule A: tau; rule C: positives, a teacher trained for 5 epochs, then frozen;
@@ -93,6 +98,12 @@ class TSOptions(TeacherPhaseOptions):
     # on its own CE (false): waiting costs it teacher_epochs of its train.epochs, which is
     # what hurts where labels are few (docs/results.md, rule E)
     student_waits: bool = True
+    # (fixed_teacher only) distil only if the frozen teacher disagrees with at least this
+    # fraction of the training labels (measured once, as it freezes). A teacher that agrees
+    # with the labels has nothing to add to them, and aligning the student with what it
+    # builds from a modality the student never sees then costs it (docs/results.md, rule
+    # G); one that sees through wrong labels disagrees with them. 0: always distil
+    min_disagreement: float = option(0.0, ge=0, le=1)
 
 
 class TSTAOptions(TSOptions):
@@ -131,6 +142,14 @@ class TS(Method):
         separate = ctx.model.teacher_encoders == "separate" or o.fixed_teacher
         self.teacher = build_teacher(ctx, self.student, separate)
         self.phase = TeacherPhase(self, self.teacher, o) if o.fixed_teacher else None
+        if o.min_disagreement > 0:
+            if self.phase is None:
+                raise ConfigError(
+                    f"methods.{ctx.name}.min_disagreement: the gate reads what a frozen "
+                    f"teacher says of the training labels; set methods.{ctx.name}."
+                    "fixed_teacher: true, or min_disagreement: 0 (always distil)")
+            # -1 until the teacher freezes; a buffer, so a resumed run keeps its measure
+            self.register_buffer("teacher_disagreement", torch.tensor(-1.0))
         if self.use_adv:
             hidden = ctx.model.disc_hidden
             self.discriminators = nn.ModuleDict({"f": discriminator(ctx.model.dim, hidden, 5)})
@@ -148,10 +167,33 @@ class TS(Method):
             return False
         return epoch >= (self.phase.pretrain if self.phase else 0) + self.opts.warmup_epochs
 
+    def gated(self) -> bool:
+        return self.opts.min_disagreement > 0
+
     def begin_epoch(self, epoch: int) -> None:
         if self.phase is not None:
             self.phase.begin_epoch(epoch)
+            if self.gated() and self.phase.distilling(epoch) and self.teacher_disagreement < 0:
+                self.teacher_disagreement.fill_(training_disagreement(self.teacher,
+                                                                      self.ctx.data))
+                self._log_gate()
         self.align.zero_()
+
+    def _log_gate(self) -> None:
+        d, at_least = float(self.teacher_disagreement), self.opts.min_disagreement
+        state = "distilling" if d >= at_least else \
+            "the distillation terms are off, the student trains on its labels"
+        log.info("methods.%s: the frozen teacher disagrees with %.1f %% of the training "
+                 "labels (min_disagreement %.1f %%): %s", self.ctx.name, 100 * d,
+                 100 * at_least, state)
+
+    def gate(self) -> Weight:
+        """What the distillation weights are multiplied by: 1, or with min_disagreement
+        whether the frozen teacher's measure reached it (0/1, read from the buffer: in a
+        stack, each member's own; no Python branch on it)."""
+        if not self.gated():
+            return 1.0
+        return (self.teacher_disagreement >= self.opts.min_disagreement).float()
 
     # ------------------------------------------------------------ contract
     def forward(self, batch: Batch) -> Outputs:
@@ -194,13 +236,14 @@ class TS(Method):
             # and the student's own unless it waits (both reach g, the shared classifier)
             return {"cls_teacher": 1.0} if o.student_waits else \
                 {"cls_teacher": 1.0, "cls_student": 1.0}
-        w: dict[str, Weight] = {"cls_student": 1.0, "jsd": o.jsd, "ts": o.alpha}
+        on = self.gate()
+        w: dict[str, Weight] = {"cls_student": 1.0, "jsd": o.jsd * on, "ts": o.alpha * on}
         if self.phase is None:  # a frozen teacher's CE has no gradient: logged only
             w["cls_teacher"] = 1.0
         if self.use_ta:
-            w["ta"] = o.beta
+            w["ta"] = o.beta * on
         if self.adversarial(epoch):
-            w["adv"] = o.gamma  # adv_f, adv_e: its parts, logged only
+            w["adv"] = o.gamma * on  # adv_f, adv_e: its parts, logged only
         return w
 
     def discriminator_step(self, epoch: int) -> bool:
@@ -219,13 +262,16 @@ class TS(Method):
                                   self.opts.enhanced_disc)
 
     def end_epoch(self, epoch: int) -> dict[str, torch.Tensor]:
+        # the gate's measure in the history (-1 before the teacher freezes)
+        extras = {"teacher_disagreement": self.teacher_disagreement.clone()} \
+            if self.gated() else {}
         if not self.use_adv:
-            return {}
+            return extras
         o = self.opts
         if self.adversarial(epoch) and o.dynamic_weights:
             c_f, c_e = alignment_means(self.align)
             self.w.copy_(update_dynamic_weights(self.w, c_f, c_e, o.mu).to(self.w))
-        return {"w_f": self.w[0].clone(), "w_e": self.w[1].clone()}
+        return extras | {"w_f": self.w[0].clone(), "w_e": self.w[1].clone()}
 
     def exports(self) -> dict:
         found = super().exports()

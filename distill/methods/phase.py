@@ -147,3 +147,16 @@ class TeacherSnapshot(nn.Module):
             raise CheckpointError(f"teacher_snapshot: a checkpoint's kept teacher holds "
                               f"{state.numel() - 2} values, this teacher {at - 2}")
         self.state = kept
+
+
+def training_disagreement(teacher: nn.Module, data: Any, chunk: int = 512) -> float:
+    """The fraction of the training rows (those with every auxiliary modality) whose label
+    is not the eval-mode teacher's top class: `min_disagreement`'s measure (ts, ts_ta,
+    amid). `data` is the run's TrainData (its own training rows, a subsample included)."""
+    from amid.distill.predictions import accuracy, predict_chunks
+
+    rows = data.splits["train"]
+    chunks = predict_chunks(teacher, lambda b: teacher(b.target, b.auxiliary)["logits_t"],
+                            data.batch, rows, chunk)
+    hit = accuracy(torch.cat(chunks), data.labels[rows], data.aux_present[rows].float())
+    return 1.0 - float(hit)
