@@ -278,10 +278,11 @@ def rule_d(runner: Runner, chosen: dict, sizes: tuple = (SMALL, None),
 
 
 def rule_d_verify(runner: Runner, chosen: dict, sizes: tuple = (SMALL, None),
-                  seeds: tuple = FRESH_SEEDS) -> None:
-    """Rule D's pick and the baseline on seeds 5-9, which the rule never read (the
-    baseline's are rule C's check's, already recorded: the same runs)."""
-    d = chosen["rule_d"]
+                  seeds: tuple = FRESH_SEEDS, rule: str = "rule_d") -> None:
+    """A rule's pick (rule D's, or with `rule` a later one's) and the baseline on seeds
+    5-9, which no rule read (the baseline's, where rule C's check ran them, are those
+    runs)."""
+    d = chosen[rule]
     for size in sizes:
         for setting, method, overrides in (
                 (f"baseline{FRESH}", "baseline", []),
@@ -315,10 +316,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, default=Path("/tmp/amid_study"))
     p.add_argument("--parts", default="curves,tau,alpha,kd,tune,verify,lead,rulec,rulec_demo,"
-                                      "rulec_verify,ruled,ruled_verify,rulee,rulef,ruleg,report")
+                                      "rulec_verify,ruled,ruled_verify,rulee,rulef,ruleg,ruleg_verify,"
+                                      "report")
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--figures", type=Path, default=REPO / "docs" / "figures")
-    p.add_argument("--sizes", default="8,all", help="ruled, ruled_verify: the regimes' sizes")
+    p.add_argument("--sizes", default="8,all",
+                   help="ruled, ruled_verify, ruleg_verify: the regimes' sizes")
     p.add_argument("--seeds", default="", help="ruled, ruled_verify: seeds (default: "
                                                 "0-4, and 5-9 for ruled_verify)")
     p.add_argument("--stacks", default="", help="ruled: only these stacks (baseline, "
@@ -339,7 +342,8 @@ def main() -> None:
                                                                 "rulec_demo",
                                                                 "rulec_verify", "ruled",
                                                                 "ruled_verify", "rulee",
-                                                                "rulef", "ruleg") \
+                                                                "rulef", "ruleg",
+                                                                "ruleg_verify") \
             else None
         if part in ("tune", "rulec_demo"):
             names = [DEMO] if DEMO in names else []
@@ -369,6 +373,8 @@ def main() -> None:
                 rule_d(runner, chosen, sizes, seeds or SEEDS, stacks)
             elif part == "ruled_verify":
                 rule_d_verify(runner, chosen, sizes, seeds or FRESH_SEEDS)
+            elif part == "ruleg_verify":
+                rule_d_verify(runner, chosen, sizes, seeds or FRESH_SEEDS, "rule_g")
             elif part in ("rulee", "rulef", "ruleg"):
                 rule_e(runner, chosen, load_results(RESULTS / f"study_{name}.jsonl"), sizes,
                        part[-1].upper())

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from study_rule_d import CLEAN, RULE_D_BAR, gain_table
-from study_rules import DISTILLERS, _options, tied
+from study_rules import DISTILLERS, FRESH, _options, paired_gain_table, tied
 
 RULE_E_EPOCHS = (5, 15)  # ties: fewer first
 RULE_E_ALPHAS = (1.0, 0.25)  # then the larger alpha
@@ -96,7 +96,8 @@ def in_force_after(chosen: dict[str, Any], rule: str) -> dict[str, Any]:
     return current
 
 
-def rule_e_report(chosen: dict[str, Any], rule: str = "E") -> None:
+def rule_e_report(chosen: dict[str, Any], rule: str = "E",
+                  by_dataset: dict[str, list[dict]] | None = None) -> None:
     key = f"rule_{rule.lower()}"
     e, table = chosen[key], chosen[f"{key}_table"]
     regimes = list(next(iter(table.values())))
@@ -114,3 +115,9 @@ def rule_e_report(chosen: dict[str, Any], rule: str = "E") -> None:
           f"{e['worst_clean']:+.2f}, noisy-label mean {e['noisy_mean']:+.2f}); it "
           f"{'replaces' if e['replaces'] else 'does NOT replace'} the preset in force, "
           f"{e['in_force']!r}")
+    fresh = f"{e['setting']}{FRESH}"  # a changed preset's check on seeds 5-9 (step 5)
+    if by_dataset and any(r.get("setting") == fresh for rs in by_dataset.values() for r in rs):
+        for split in ("val", "test"):
+            print(f"\nrule {rule}'s pick on fresh seeds 5-9, {split} gain over the baseline "
+                  "on the same seeds (points, mean ± std):\n")
+            print(paired_gain_table(by_dataset, [(fresh, fresh)], split, f"baseline{FRESH}"))

@@ -399,7 +399,7 @@ def report(by_dataset: dict[str, list[dict]], out: Path) -> dict[str, Any]:
 
     for rule in RULES:
         if f"rule_{rule.lower()}_table" in chosen:
-            rule_e_report(chosen, rule)
+            rule_e_report(chosen, rule, by_dataset)
     summary = {k: v for k, v in chosen.items() if not k.endswith("_table")}
     print("\nchosen:", json.dumps(summary))
     write_json(RESULTS / "chosen.json", chosen)

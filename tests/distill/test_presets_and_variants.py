@@ -27,9 +27,10 @@ from .conftest import make_dataset
 PAPER = {"alpha": 4.0, "beta": 1.5, "gamma": 1.0, "jsd": 1.0, "positives": "class",
          "fixed_teacher": False, "warmup_epochs": 20, "enhanced_disc": True,
          "dynamic_weights": True, "mi_variant": "class_prior"}
-# docs/results.md, rules A, C and D
-STUDY = {"alpha": 0.25, "tau": 1.0, "positives": "class", "fixed_teacher": True,
-         "teacher_epochs": 5, "teacher_pick": "best"}
+# docs/results.md, rules A and G
+STUDY = {"alpha": 1.0, "tau": 1.0, "positives": "instance", "fixed_teacher": True,
+         "teacher_epochs": 15, "teacher_pick": "best", "student_waits": False,
+         "min_disagreement": 0.1}
 
 
 @pytest.mark.parametrize("name", ["ts", "ts_ta", "amid"])
@@ -47,7 +48,7 @@ def test_the_defaults_are_the_papers_and_presets_fill_only_unset_keys(name):
     # a key the section sets wins over its preset, one by one
     mixed = method_options(name, {"preset": "recommended", "alpha": 2,
                                   "fixed_teacher": False})
-    assert (mixed.alpha, mixed.fixed_teacher, mixed.teacher_epochs) == (2.0, False, 5)
+    assert (mixed.alpha, mixed.fixed_teacher, mixed.teacher_epochs) == (2.0, False, 15)
 
 
 def test_the_recommended_values_live_in_one_place():
@@ -66,7 +67,7 @@ def test_a_variant_trains_its_method_with_its_own_options():
     assert to_dict(opts) == {**to_dict(method_options("amid", {})), "mi_variant": "ccl"}
     rec = method_record("amid_recommended", {"method": "amid", "preset": "recommended"})
     assert (rec["method"], rec["preset"], rec["alpha"], rec["fixed_teacher"]) == \
-        ("amid", "recommended", 0.25, True)
+        ("amid", "recommended", 1.0, True)
     assert method_record("amid", {})["method"] == "amid"
     # an error names the variant's own key
     with pytest.raises(ConfigError, match=r"^methods.amid_x.warmup_epochs must be >= 0"):
@@ -160,7 +161,7 @@ def test_a_variant_trains_into_its_own_folder_and_records_its_preset(in_tmp):
     section = saved["config"]["methods"]["amid_recommended"]
     assert (section["method"], section["preset"]) == ("amid", "recommended")
     assert (section["alpha"], section["fixed_teacher"], section["teacher_epochs"],
-            section["teacher_pick"]) == (0.25, True, 1, "best")
+            section["teacher_pick"], section["min_disagreement"]) == (1.0, True, 1, "best", 0.1)
     assert set(saved["config"]["methods"]) == {"amid_recommended"}
     assert (run / "discriminators.safetensors").exists()  # it trained amid
 
