@@ -59,6 +59,13 @@ def _scenarios() -> list[dict]:
     for sig in ("SIGKILL", "SIGINT"):  # SIGTERM ends the process as SIGKILL does
         out.append({"name": f"amid-inside-checkpoint-{sig}", "method": "amid", "sets": fixed,
                     "sweep": [], "stops": [[sig, "checkpoint-written:2"]]})
+    # the distillation gate (min_disagreement, the recommended preset's): its measure is
+    # taken as the teacher freezes, between the two stops, and kept in the checkpoint
+    gated = [*fixed, "methods.amid.min_disagreement=0.1"]
+    for engine, sweep in (("lone", []), ("stacked", ["train.seed=[0,1]"])):
+        out.append({"name": f"amid-gated-{engine}", "method": "amid", "sets": gated,
+                    "sweep": sweep, "stops": [["SIGTERM", "epoch-saved:1"],
+                                              ["SIGINT", "epoch-saved:2"]]})
     return out
 
 
@@ -85,6 +92,7 @@ def test_the_matrix_covers_every_method_mode_engine_and_signal():
         for mode in teacher_modes(method):
             assert {f"{method}-{mode}-lone", f"{method}-{mode}-stacked"} <= names
     assert set(teacher_modes("amid")) == {"online", "fixed"}  # both modes really occur
+    assert {"amid-gated-lone", "amid-gated-stacked"} <= names
     for position in (0, 1):
         for engine in ("lone", "stacked"):
             used = {s["stops"][position][0] for s in SCENARIOS if s["name"].endswith(engine)}
