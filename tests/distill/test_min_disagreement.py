@@ -5,6 +5,7 @@ of the training labels, measured once as it freezes."""
 from __future__ import annotations
 
 import copy
+import logging
 
 import pytest
 import torch
@@ -48,14 +49,21 @@ def test_the_measure_is_the_fraction_of_training_labels_the_teacher_misses(syn):
 
 
 @pytest.mark.parametrize("method", ["ts", "amid"])
-def test_the_gate_turns_the_distillation_terms_off_or_leaves_them_on(syn, tmp_path, method):
+def test_the_gate_turns_the_distillation_terms_off_or_leaves_them_on(syn, tmp_path, method,
+                                                                     caplog):
     # a teacher never disagrees with more than all of the labels: 1.0 is off unless it
     # misses every one of them; its own measure, read back, is on by definition (>=)
-    off = train(method, _gated(syn.cfg, method, 1.0), tmp_path / "off", live=False)
+    with caplog.at_level(logging.INFO, logger="amid"):
+        off = train(method, _gated(syn.cfg, method, 1.0), tmp_path / "off", live=False)
     measured = [row["teacher_disagreement"] for row in off]
     assert measured[:PRETRAIN] == [-1.0] * PRETRAIN  # not measured before the freeze
     d = measured[PRETRAIN]
     assert 0 <= d < 1 and measured[PRETRAIN:] == [d] * (EPOCHS - PRETRAIN)
+    # one line says what the gate decided, with the measure and the threshold
+    said = [r.getMessage() for r in caplog.records if "disagrees with" in r.getMessage()]
+    assert said == [f"methods.{method}: the frozen teacher disagrees with {100 * d:.1f} % of "
+                    "the training labels (min_disagreement 100.0 %): the distillation terms "
+                    "are off, the student trains on its labels"]
     on = train(method, _gated(syn.cfg, method, d), tmp_path / "on", live=False)
     assert [row["teacher_disagreement"] for row in on][PRETRAIN:] == [d] * (EPOCHS - PRETRAIN)
     for key in DISTILLING:
