@@ -15,12 +15,9 @@ feature chunks allocated when the dataset is created, so the order in which
 a merge fills them does not move them in the file. Re-extracting identical
 features gives an identical file, and DVC skips everything downstream.
 
-Writing is crash-safe by construction: a finished file only ever appears via
-`os.replace` of a fully written temporary file, and an extraction in progress
-commits its work as small shard files (each also written then renamed) in a
-`<file>.parts/` folder. A SIGKILL at any moment leaves, at worst, a stray
-temporary file; every shard that exists loads. `amid.cache_writer.CacheWriter`
-resumes from the shards, and `finalize` merges them in manifest order.
+A finished file only ever appears via `os.replace` of a fully written
+temporary file (`amid.storage`); an extraction in progress writes shards
+(`amid.cache_writer`), so a SIGKILL at any moment loses no finished work.
 """
 
 from __future__ import annotations
@@ -143,18 +140,14 @@ def _open(path: Path) -> h5py.File:
         raise CacheError(f"{path} is not a readable HDF5 file ({exc})") from None
 
 
-def _check_version(path: Path, attrs: dict[str, Any]) -> None:
+def _check_layout(path: Path, f: h5py.File, require_complete: bool) -> dict[str, Any]:
+    attrs = {k: attr_value(v) for k, v in f.attrs.items()}
     version = attrs.get("format_version")
     if version != FORMAT_VERSION:
         raise CacheError(
             f"{path}: format_version is {version!r}; this reader understands only "
             f"{FORMAT_VERSION} (a cache from another version of the format)"
         )
-
-
-def _check_layout(path: Path, f: h5py.File, require_complete: bool) -> dict[str, Any]:
-    attrs = {k: attr_value(v) for k, v in f.attrs.items()}
-    _check_version(path, attrs)
     missing = [name for name in _REQUIRED if name not in f]
     if missing:
         raise CacheError(f"{path}: missing dataset(s) {', '.join('/' + m for m in missing)}")
@@ -174,8 +167,8 @@ def read_cache(path: str | Path, *, require_complete: bool = True) -> FeatureCac
         ids = _ids(f)
         offsets = np.asarray(f["offsets"][...], dtype=np.int64)
         features = np.asarray(f["features"][...])
-        sources = _sources(f)
-    n = len(ids)
+        sources = ([x.decode("ascii") if isinstance(x, bytes) else str(x) for x in f[SOURCES][...]]
+                   if SOURCES in f else None)
     if features.dtype not in (np.float16, np.float32):
         raise CacheError(f"{path}: /features must be float16 or float32, is {features.dtype}")
     if np.any(np.diff(offsets) < 0):
@@ -185,7 +178,7 @@ def read_cache(path: str | Path, *, require_complete: bool = True) -> FeatureCac
             f"{path}: feature_dim attribute {attrs['feature_dim']} != /features width "
             f"{features.shape[1]}"
         )
-    if len(set(ids)) != n:
+    if len(set(ids)) != len(ids):
         raise CacheError(f"{path}: /ids has duplicates")
     # in blocks of ~4M values: a whole-array isfinite would add a quarter of the cache
     block = max(1, (1 << 22) // max(1, features.shape[1]))
@@ -198,12 +191,6 @@ def read_cache(path: str | Path, *, require_complete: bool = True) -> FeatureCac
         )
     return FeatureCache(path=path, ids=ids, offsets=offsets, features=features, attrs=attrs,
                         sources=sources)
-
-
-def _sources(f: h5py.File) -> list[str] | None:
-    if SOURCES not in f:
-        return None
-    return [x.decode("ascii") if isinstance(x, bytes) else str(x) for x in f[SOURCES][...]]
 
 
 def _ids(f: h5py.File) -> list[str]:
@@ -260,19 +247,13 @@ def write_cache(
     ids: Sequence[str],
     sequences: Sequence[np.ndarray],
     identity: dict[str, Any],
-    *,
-    dtype: str = "float32",
-    complete: bool = True,
-    extra_attrs: dict[str, Any] | None = None,
-    sources: Sequence[str] | None = None,
-    fault: str = "",
-    libraries: Sequence[str] = (),
+    **options: Any,
 ) -> Path:
     """Write a whole cache atomically (temporary file, then rename).
 
     `identity` holds `modality`, `extractor`, `model` and `params` (a dict);
-    `sources`, one fingerprint per id, becomes `/sources`; `libraries` (the
-    extractor's `LIBRARIES`) join `BASE_LIBRARIES` in `library_versions`.
+    `options` are `write_cache_streaming`'s (`dtype`, `complete`, `extra_attrs`,
+    `sources`, `fault`, `libraries`).
     """
     path = Path(path)
     if len(ids) != len(sequences):
@@ -288,8 +269,7 @@ def write_cache(
 
     lengths = [len(s) for s in sequences]
     return write_cache_streaming(path, ids, lengths, {**identity, "feature_dim": dim}, fill,
-                                 dtype=dtype, complete=complete, extra_attrs=extra_attrs,
-                                 sources=sources, fault=fault, libraries=libraries)
+                                 **options)
 
 
 def write_cache_streaming(
@@ -309,15 +289,15 @@ def write_cache_streaming(
     """Write a cache whose features `fill(features_dataset, offsets)` writes piece by piece.
 
     Lets a merge copy its inputs one at a time, so its memory does not grow
-    with the cache. `identity` must carry `feature_dim`. `fault` names the
+    with the cache. `identity` must carry `feature_dim`; `sources`, one
+    fingerprint per id, becomes `/sources`; `libraries` (the extractor's
+    `LIBRARIES`) join `BASE_LIBRARIES` in `library_versions`. `fault` names the
     crash-test points of this write (`<fault>-writing`: inside it,
     `<fault>-written`: complete but not yet renamed; see amid.faults).
     """
     path = Path(path)
     dim = int(identity["feature_dim"])
-    offsets = np.concatenate([[0], np.cumsum(np.asarray(lengths, dtype=np.int64))]).astype(
-        np.int64
-    )
+    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
     if sources is not None and len(sources) != len(ids):
         raise ValueError(f"{len(ids)} ids but {len(sources)} sources")
     total = int(offsets[-1])

@@ -21,11 +21,8 @@ def errors_path(path: str | Path) -> Path:
 
 
 def write_errors(path: str | Path, errors: Iterable[tuple[str, ...]]) -> Path:
-    """Write (or remove, when empty) the `.errors.csv` sidecar, atomically.
-
-    Rows are (sample_id, reason) or (sample_id, reason, source fingerprint),
-    sorted, so the same errors give the same bytes.
-    """
+    """Write (or remove, when empty) the sidecar, atomically; rows are (sample_id,
+    reason) or (sample_id, reason, source fingerprint)."""
     target = errors_path(path)
     rows = sorted((row + ("", ""))[:3] for row in errors)
     if not rows:
@@ -43,18 +40,18 @@ def write_errors(path: str | Path, errors: Iterable[tuple[str, ...]]) -> Path:
     return target
 
 
-def read_error_sources(path: str | Path) -> dict[str, str]:
-    """sample id -> source fingerprint of each recorded error ("" when not recorded)."""
+def _rows(path: str | Path) -> list[dict[str, str]]:
     target = errors_path(path)
     if not target.exists():
-        return {}
+        return []
     with open(target, newline="", encoding="utf-8") as fh:
-        return {row["sample_id"]: row.get("source") or "" for row in csv.DictReader(fh)}
+        return list(csv.DictReader(fh))
+
+
+def read_error_sources(path: str | Path) -> dict[str, str]:
+    """sample id -> source fingerprint of each recorded error ("" when not recorded)."""
+    return {row["sample_id"]: row.get("source") or "" for row in _rows(path)}
 
 
 def read_errors(path: str | Path) -> dict[str, str]:
-    target = errors_path(path)
-    if not target.exists():
-        return {}
-    with open(target, newline="", encoding="utf-8") as fh:
-        return {row["sample_id"]: row["reason"] for row in csv.DictReader(fh)}
+    return {row["sample_id"]: row["reason"] for row in _rows(path)}

@@ -47,9 +47,7 @@ log = logging.getLogger(__name__)
 
 
 class CacheWriter:
-    """Resumable, crash-safe writer for one cache; one writer per file (a lock says so).
-
-    Usage::
+    """The writer of one cache (see the module's docstring). Usage::
 
         with CacheWriter(path, identity, libraries=extractor.LIBRARIES) as w:
             todo = [i for i in ids if w.sources.get(i) != source_of[i]]
@@ -95,11 +93,10 @@ class CacheWriter:
             raise CacheError(f"cannot write {self.path}.lock: {exc.strerror or exc}") from None
         try:
             self._resume()
-        except OSError as exc:
+        except BaseException as exc:
             self._lock.__exit__(None, None, None)
-            raise CacheError(f"cannot write in {self.parts}: {exc.strerror or exc}") from None
-        except BaseException:
-            self._lock.__exit__(None, None, None)
+            if isinstance(exc, OSError):
+                raise CacheError(f"cannot write in {self.parts}: {exc.strerror or exc}") from None
             raise
         return self
 

@@ -31,22 +31,21 @@ SET_HELP = "Override a configuration key, e.g. --set train.lr=1e-3 (repeatable; 
 QUIET_HELP = "Only warnings and errors: no progress bars or info lines (third-party ones too)."
 
 
-def params_option(default: Path | None = Path("params.yaml")) -> Path | None:
-    return typer.Option(default, "--params", "-p", help=PARAMS_HELP)
+def params_option(default: Path | None = Path("params.yaml"), more: str = "") -> Path | None:
+    return typer.Option(default, "--params", "-p", help=PARAMS_HELP + more)
 
 
-def set_option() -> list[str]:
-    return typer.Option([], "--set", "-S", help=SET_HELP)
+def set_option(more: str = "") -> list[str]:
+    return typer.Option([], "--set", "-S", help=SET_HELP + more)
 
 
 def quiet_option() -> bool:
     return typer.Option(False, "--quiet", "-q", help=QUIET_HELP)
 
 
-def group_callback(ctx: typer.Context, params: Path | None = typer.Option(
-        None, "--params", "-p", help=PARAMS_HELP + " Here or after the command."),
-        overrides: list[str] = typer.Option(
-            [], "--set", "-S", help=SET_HELP + " Here or after the command.")) -> None:
+def group_callback(ctx: typer.Context,
+                   params: Path | None = params_option(None, " Here or after the command."),
+                   overrides: list[str] = set_option(" Here or after the command.")) -> None:
     """The group's own `-p`/`-S` (`amid-extract -p FILE run`), kept for the subcommand."""
     ctx.obj = {"params": params, "overrides": list(overrides)}
 

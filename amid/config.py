@@ -326,14 +326,12 @@ def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = 
             check(cfg)
         return cfg
 
-    try:
-        cfg = build(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    for assignment in overrides or []:
-        _override(data, assignment)
+    for assignment in [None, *(overrides or [])]:
+        if assignment is not None:
+            _override(data, assignment)
         try:
             cfg = build(data)
         except ConfigError as exc:
-            raise ConfigError(f"--set {assignment}: {exc}") from None
+            origin = path if assignment is None else f"--set {assignment}"
+            raise ConfigError(f"{origin}: {exc}") from None
     return cfg

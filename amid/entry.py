@@ -18,6 +18,7 @@ user has set is left alone.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import platform
@@ -44,21 +45,8 @@ def _run(module: str, function: str = "main") -> None:
     getattr(importlib.import_module(module), function)()
 
 
-def extract() -> None:
-    """`amid-extract`."""
-    _run("amid.extract.cli")
-
-
-def train() -> None:
-    """`amid-train`."""
-    _run("amid.distill.cli")
-
-
-def evaluate() -> None:
-    """`amid-evaluate`."""
-    _run("amid.evaluate.cli")
-
-
-def predict() -> None:
-    """`amid-predict`."""
-    _run("amid.evaluate.cli", "predict_main")
+# the console scripts of pyproject.toml: amid-extract, amid-train, amid-evaluate, amid-predict
+extract = functools.partial(_run, "amid.extract.cli")
+train = functools.partial(_run, "amid.distill.cli")
+evaluate = functools.partial(_run, "amid.evaluate.cli")
+predict = functools.partial(_run, "amid.evaluate.cli", "predict_main")

@@ -28,9 +28,7 @@ def canonical_params(params: dict[str, Any]) -> str:
 
 def identity_hash(identity: dict[str, Any]) -> str:
     """A short digest of everything that changes the features."""
-    text = json.dumps(
-        {k: identity[k] for k in IDENTITY_KEYS}, sort_keys=True, separators=(",", ":")
-    )
+    text = canonical_params({k: identity[k] for k in IDENTITY_KEYS})
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -52,13 +50,8 @@ def identity_differences(expected: dict[str, Any], found: dict[str, Any],
     Both sides are identities as `identity_of` returns them; `ignore` names
     params to leave out (e.g. `precision`, which follows the machine).
     """
-    out = []
-    for key in ("modality", "extractor", "model"):
-        if expected.get(key) != found.get(key):
-            out.append(f"{key}: expected {expected.get(key)!r}, cache has {found.get(key)!r}")
     a, b = dict(expected.get("params") or {}), dict(found.get("params") or {})
-    for key in sorted((set(a) | set(b)) - set(ignore)):
-        if a.get(key, "<unset>") != b.get(key, "<unset>"):
-            out.append(f"params.{key}: expected {a.get(key, '<unset>')!r}, "
-                       f"cache has {b.get(key, '<unset>')!r}")
-    return out
+    pairs = [(k, expected.get(k), found.get(k)) for k in ("modality", "extractor", "model")]
+    pairs += [(f"params.{k}", a.get(k, "<unset>"), b.get(k, "<unset>"))
+              for k in sorted((set(a) | set(b)) - set(ignore))]
+    return [f"{key}: expected {x!r}, cache has {y!r}" for key, x, y in pairs if x != y]

@@ -50,6 +50,12 @@ def _lines(index: pd.Index) -> str:
     return ", ".join(rows) + more
 
 
+def _refuse(bad: pd.Index, source: object, problem: str, after: str = "") -> None:
+    """`<source>: <problem> on line(s) <lines><after>` if any row is `bad`."""
+    if len(bad):
+        raise ManifestError(f"{source}: {problem} on line(s) {_lines(bad)}{after}")
+
+
 @dataclass
 class Manifest:
     """A validated manifest; `root` is the folder media paths are relative to."""
@@ -96,23 +102,17 @@ class Manifest:
                     f"{self.path}: the manifest uses folds (no split column values); "
                     "set dataset.fold to the held-out fold"
                 )
-            bad = self.df.index[self.df["split"] == ""]
-            if len(bad):
-                raise ManifestError(
-                    f"{self.path}: no `split` on line(s) {_lines(bad)} (they have a `fold`) "
-                    "while other rows have one; give every row a split, or set dataset.fold "
-                    "and give every row a fold")
+            _refuse(self.df.index[self.df["split"] == ""], self.path, "no `split`",
+                    " (they have a `fold`) while other rows have one; give every row a split, "
+                    "or set dataset.fold and give every row a fold")
             return (self.df["split"] == split).to_numpy()
         folds = self.df["fold"]
         if not (folds == fold).any():
             known = sorted(set(folds.dropna().astype(int)))
             raise ManifestError(f"{self.path}: fold {fold} does not exist; folds: {known}")
-        bad = self.df.index[folds.isna()]
-        if len(bad):
-            raise ManifestError(
-                f"{self.path}: dataset.fold is {fold}, but there is no `fold` on line(s) "
-                f"{_lines(bad)} (they have only a split); give every row a fold, or set "
-                "dataset.fold to null to use the split column")
+        _refuse(self.df.index[folds.isna()], self.path,
+                f"dataset.fold is {fold}, but there is no `fold`", " (they have only a split); "
+                "give every row a fold, or set dataset.fold to null to use the split column")
         if split == "test":
             return (folds == fold).to_numpy(dtype=bool)
         if split == "train":
@@ -138,9 +138,12 @@ def read_manifest(
         raise ManifestError(f"manifest {path.absolute()} is a folder, not a CSV file")
     try:
         if path.suffix == ".parquet":
-            df = _read_parquet(path)
+            df = pd.read_parquet(path)
         else:
             df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except ImportError:  # no Parquet engine: pandas' own message is several lines about two
+        raise ManifestError(f"{path}: reading a Parquet manifest needs pyarrow (pip install "
+                            "pyarrow), or write the manifest as CSV") from None
     except UnicodeDecodeError as exc:
         raise ManifestError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     except pd.errors.EmptyDataError:
@@ -155,14 +158,6 @@ def read_manifest(
         raise ManifestError(f"{path}: cannot be read as a table: {_ragged(path)}")
     return Manifest(validate(df, str(path), root, check_media=check_media,
                              require_labels=require_labels), path, root)
-
-
-def _read_parquet(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(path)
-    except ImportError:  # pandas' own message is several lines about two engines
-        raise ManifestError(f"{path}: reading a Parquet manifest needs pyarrow (pip install "
-                            "pyarrow), or write the manifest as CSV") from None
 
 
 def _ragged(path: Path) -> str:
@@ -198,40 +193,27 @@ def validate(
             df[column] = ""
         if column not in ("fold", "start", "end"):
             df[column] = df[column].fillna("").astype(str).str.strip()
-    bad = df.index[df["sample_id"] == ""]
-    if len(bad):
-        raise ManifestError(f"{source}: empty sample_id on line(s) {_lines(bad)}")
+    _refuse(df.index[df["sample_id"] == ""], source, "empty sample_id")
     dup = df.index[df["sample_id"].duplicated(keep=False)]
-    if len(dup):
-        names = sorted(set(df.loc[dup, "sample_id"]))[:_SHOW]
-        raise ManifestError(f"{source}: duplicate sample_id {names} on line(s) {_lines(dup)}")
-    bad = df.index[df["label"] == ""]
-    if require_labels and len(bad):
-        raise ManifestError(f"{source}: label missing on line(s) {_lines(bad)}")
+    _refuse(dup, source, f"duplicate sample_id {sorted(set(df.loc[dup, 'sample_id']))[:_SHOW]}")
+    if require_labels:
+        _refuse(df.index[df["label"] == ""], source, "label missing")
     bad = df.index[~df["split"].isin(("", *SPLITS))]
-    if len(bad):
-        values = sorted(set(df.loc[bad, "split"]))
-        raise ManifestError(
-            f"{source}: unknown split value(s) {values} on line(s) {_lines(bad)}; "
-            f"use {', '.join(SPLITS)} or leave empty and set `fold`"
-        )
+    _refuse(bad, source, f"unknown split value(s) {sorted(set(df.loc[bad, 'split']))}",
+            f"; use {', '.join(SPLITS)} or leave empty and set `fold`")
     df["fold"] = _numeric(df, "fold", source, integer=True)
     df["start"] = _numeric(df, "start", source)
     df["end"] = _numeric(df, "end", source)
-    bad = df.index[(df["split"] == "") & df["fold"].isna()]
-    if require_labels and len(bad):
-        raise ManifestError(f"{source}: neither split nor fold on line(s) {_lines(bad)}")
-    bad = df.index[(df["start"] < 0) | (df["end"] <= df["start"])]
-    if len(bad):
-        raise ManifestError(f"{source}: need 0 <= start < end on line(s) {_lines(bad)}")
+    if require_labels:
+        _refuse(df.index[(df["split"] == "") & df["fold"].isna()], source,
+                "neither split nor fold")
+    _refuse(df.index[(df["start"] < 0) | (df["end"] <= df["start"])], source,
+            "need 0 <= start < end")
     if any(c in df.columns for c in AUDIO_SEGMENT):
         for column in AUDIO_SEGMENT:
             df[column] = _numeric(df, column, source) if column in df.columns else np.nan
-        bad = df.index[(df["audio_start"] < 0) | (df["audio_end"] <= df["audio_start"])]
-        if len(bad):
-            raise ManifestError(
-                f"{source}: need 0 <= audio_start < audio_end on line(s) {_lines(bad)}"
-            )
+        _refuse(df.index[(df["audio_start"] < 0) | (df["audio_end"] <= df["audio_start"])],
+                source, "need 0 <= audio_start < audio_end")
     for column in ("audio_path", "video_path"):
         _check_paths(df, column, source, Path(root), check_media)
     return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
@@ -244,25 +226,16 @@ def _numeric(df: pd.DataFrame, column: str, source: str, integer: bool = False) 
     bad = df.index[raw.notna() & ~np.isfinite(values.astype(float))]
     if integer:
         bad = bad.union(df.index[values.notna() & (values != values.round())])
-    if len(bad):
-        kind = "an integer" if integer else "a number"
-        raise ManifestError(f"{source}: `{column}` must be {kind} on line(s) {_lines(bad)}")
+    _refuse(bad, source, f"`{column}` must be {'an integer' if integer else 'a number'}")
     return values.astype("Int64") if integer else values.astype(float)
 
 
 def _check_paths(df: pd.DataFrame, column: str, source: str, root: Path, check: bool) -> None:
     values = df[column]
-    absolute = df.index[values.map(lambda p: bool(p) and os.path.isabs(p))]
-    if len(absolute):
-        raise ManifestError(
-            f"{source}: `{column}` must be relative to the dataset root {root}, "
-            f"absolute on line(s) {_lines(absolute)}"
-        )
-    escaping = df.index[values.map(lambda p: bool(p) and os.path.normpath(p).startswith(".."))]
-    if len(escaping):
-        raise ManifestError(
-            f"{source}: `{column}` escapes the dataset root {root} on line(s) {_lines(escaping)}"
-        )
+    _refuse(df.index[values.map(lambda p: bool(p) and os.path.isabs(p))], source,
+            f"`{column}` must be relative to the dataset root {root}, absolute")
+    _refuse(df.index[values.map(lambda p: bool(p) and os.path.normpath(p).startswith(".."))],
+            source, f"`{column}` escapes the dataset root {root}")
     if not check:
         return
     # The same rule after following symlinks: a link inside the root that points
@@ -292,9 +265,5 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
     Through `amid.storage.write_text`: a read-only folder or a full disk is one
     error naming the file, and the previous manifest stays as it was.
     """
-    out = df.copy()
-    for column in COLUMNS:
-        if column not in out.columns:
-            out[column] = ""
-    extra = [c for c in out.columns if c not in COLUMNS]
-    return write_text(path, out[COLUMNS + extra].to_csv(index=False))
+    extra = [c for c in df.columns if c not in COLUMNS]
+    return write_text(path, df.reindex(columns=COLUMNS + extra, fill_value="").to_csv(index=False))

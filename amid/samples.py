@@ -65,11 +65,10 @@ def media_items(manifest: Manifest, modality: str) -> list[MediaItem]:
     `audio_start`/`audio_end` (empty: the file's start or end).
     """
     df = manifest.df
-    own = ("audio_start" in df.columns) or ("audio_end" in df.columns)
     items = []
     for row in range(len(df)):
         start, end = _bound(df.at[row, "start"]), _bound(df.at[row, "end"])
-        if modality == "audio" and own and df.at[row, "audio_path"]:
+        if modality == "audio" and df.at[row, "audio_path"]:
             a, b = (_bound(df.at[row, c]) if c in df.columns else None
                     for c in ("audio_start", "audio_end"))
             if a is not None or b is not None:

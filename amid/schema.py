@@ -7,7 +7,7 @@ beside it with `option(default, ge=..., lt=..., note=...)` and whether it
 may differ between stacked members (`per_member=True`, a float read at step
 time: `amid.distill.stack`). pydantic does the checking (unknown keys,
 types without loose coercion, literals, ranges, NaN and infinity refused);
-`config_error` turns its `ValidationError` into the project's one-line
+`load` turns its `ValidationError` into the project's one-line
 `ConfigError`: the dotted key, what it must be, the value given, and for an
 unknown key the known ones and the closest of them; a value given its old
 name (`renamed`) is refused with its new one.
@@ -40,7 +40,6 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from amid.errors import ConfigError
@@ -79,15 +78,12 @@ def option(default: Any, *, ge: float | None = None, gt: float | None = None,
     `note`: said after the range in the error (the unit, or why the bound);
     `per_member`: the value may differ between the members of one stacked sweep.
     """
-    extra: dict[str, Any] = {}
-    if per_member:
-        extra["per_member"] = True
-    if note:
-        extra["note"] = note
+    extra = {k: v for k, v in (("per_member", per_member), ("note", note)) if v} or None
     if isinstance(default, list | dict | BaseModel):  # each instance its own copy
-        return Field(default_factory=lambda: copy.deepcopy(default), ge=ge, gt=gt, le=le, lt=lt,
-                     json_schema_extra=extra or None)
-    return Field(default, ge=ge, gt=gt, le=le, lt=lt, json_schema_extra=extra or None)
+        value: dict[str, Any] = {"default_factory": lambda: copy.deepcopy(default)}
+    else:
+        value = {"default": default}
+    return Field(**value, ge=ge, gt=gt, le=le, lt=lt, json_schema_extra=extra)
 
 
 def rule(ok: Callable[[Any], bool], must: str) -> AfterValidator:
@@ -176,7 +172,7 @@ def to_dict(cfg: BaseModel) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ errors
 
-# where an unknown dotted key lives now (a sentence), or None: see `config_error`
+# where an unknown dotted key lives now (a sentence), or None: see `load`
 Moved = Callable[[str], "str | None"] | None
 UNKNOWN = "unknown configuration key(s) {keys}; known here: {known}"
 _EXPECTED = {
@@ -208,30 +204,22 @@ def _leaf(model: type[BaseModel], loc: tuple) -> tuple[Any, list[Any]]:
     tp: Any = model
     meta: list[Any] = []
     for part in loc:
-        tp, more = _strip(tp)
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            info = tp.model_fields.get(str(part))
-            if info is None:
-                return None, []
-            tp, meta = info.annotation, list(info.metadata) + [info]
-            continue
-        origin = typing.get_origin(tp)
-        if origin in (list, dict):
+        tp = _strip(tp)[0]
+        if isinstance(tp, type) and issubclass(tp, BaseModel) and str(part) in tp.model_fields:
+            info = tp.model_fields[str(part)]
+            tp, meta = info.annotation, [*info.metadata, info]
+        elif typing.get_origin(tp) in (list, dict):
             tp, meta = typing.get_args(tp)[-1], []
-            continue
-        return None, []
+        else:
+            return None, []
     tp, more = _strip(tp)
     return tp, meta + more
 
 
 def _range(meta: list[Any]) -> str:
     """`in [1, 256]`, `> 0`, `in [0, 1)`: the bounds found in a field's constraints."""
-    bound: dict[str, Any] = {}
-    for m in meta:
-        for c in [m, *m.metadata] if isinstance(m, FieldInfo) else [m]:
-            if isinstance(c, annotated_types.BaseMetadata):
-                bound |= {k: v for k in ("ge", "gt", "le", "lt")
-                          if (v := getattr(c, k, None)) is not None}
+    bound = {k: v for m in meta if isinstance(m, annotated_types.BaseMetadata)
+             for k in ("ge", "gt", "le", "lt") if (v := getattr(m, k, None)) is not None}
     lo = next((f"{s}{bound[k]}" for k, s in (("ge", "["), ("gt", "(")) if k in bound), "")
     hi = next((f"{bound[k]}{s}" for k, s in (("le", "]"), ("lt", ")")) if k in bound), "")
     if lo and hi:
@@ -275,8 +263,7 @@ def _message(err: dict[str, Any], model: type[BaseModel], where: str, moved: Mov
         allowed = ", ".join(map(repr, typing.get_args(tp)))
         return f"{dotted}: must be one of {allowed}, got {value!r}"
     if kind in _BOUNDS:
-        must = _range(meta) or _range([annotated_types.Interval(**ctx)])
-        return f"{dotted} must be {must}{_note(meta)}, got {value!r}"
+        return f"{dotted} must be {_range(meta)}{_note(meta)}, got {value!r}"
     if kind == "rule":
         return f"{dotted} must be {ctx['must']}, got {value!r}"
     if kind == "renamed_value":
@@ -290,24 +277,20 @@ def _message(err: dict[str, Any], model: type[BaseModel], where: str, moved: Mov
     return f"{dotted or 'config'}: {err['msg']}, got {value!r}"  # a check without wording here
 
 
-def config_error(exc: ValidationError, model: type[BaseModel], where: str = "", *,
-                 moved: Moved = None, unknown: str = UNKNOWN) -> ConfigError:
-    """The first error of `exc` as one line naming the dotted key (`where` + its path).
+def load(model: type[BaseModel], data: Any, where: str = "", *, moved: Moved = None,
+         unknown: str = UNKNOWN) -> Any:
+    """`model` built from `data`; its first error a one-line `ConfigError` naming the
+    dotted key (`where` + its path).
 
     `moved(dotted_key)`: where an unknown key lives now (a sentence), or None, so an
     old file fails with the new name; `unknown`: the wording for unknown keys
     (fields `keys`, dotted; `names`, bare; `known`; `where`).
     """
-    return ConfigError(_message(exc.errors(include_url=False)[0], model, where, moved, unknown))
-
-
-def load(model: type[BaseModel], data: Any, where: str = "", *, moved: Moved = None,
-         unknown: str = UNKNOWN) -> Any:
-    """`model` built from `data`, any error a `ConfigError` naming the dotted key."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise config_error(exc, model, where, moved=moved, unknown=unknown) from None
+        message = _message(exc.errors(include_url=False)[0], model, where, moved, unknown)
+        raise ConfigError(message) from None
 
 
 # ------------------------------------------------------------------ YAML

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -91,7 +92,7 @@ def remove_stale_temporaries(path: str | Path) -> None:
     path = Path(path)
     stem = temporary_stem(path.name)
     try:
-        siblings = list(path.parent.glob(f".{glob_escape(stem)}.*.tmp"))
+        siblings = list(path.parent.glob(f".{glob.escape(stem)}.*.tmp"))
     except OSError:
         return
     for tmp in siblings:
@@ -102,10 +103,6 @@ def remove_stale_temporaries(path: str | Path) -> None:
             else:
                 with contextlib.suppress(OSError):
                     tmp.unlink()
-
-
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 NAME_MAX = 255  # bytes in one file name (ext4, XFS, btrfs; APFS and NTFS count characters)
@@ -154,25 +151,35 @@ def replace_atomically(
     path = Path(path)
     tmp = temporary_name(path)
     try:
-        if path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, "a folder of that name is in the way", str(path))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(path)
-        if reserve:
-            reserve_space(tmp, reserve)
+        _prepare(path, tmp, reserve)
         yield tmp
         if fsync:
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
     except errors as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise failure(write_failure(path, exc)) from None
     except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _prepare(path: Path, tmp: Path, reserve: int) -> None:
+    """Before writing `tmp` for `path`: no folder in the way, the parent made, stale
+    temporaries gone, `reserve` bytes claimed."""
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "a folder of that name is in the way", str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    if reserve:
+        reserve_space(tmp, reserve)
+
+
+def _remove(*tmps: Path) -> None:
+    for tmp in tmps:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_text(path: str | Path, text: str,
@@ -235,13 +242,7 @@ def replace_together(
     try:
         for path, tmp, size in zip(paths, tmps, reserve or [0] * len(paths), strict=True):
             current = path
-            if path.is_dir():
-                raise IsADirectoryError(errno.EISDIR, "a folder of that name is in the way",
-                                        str(path))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(path)
-            if size:
-                reserve_space(tmp, size)
+            _prepare(path, tmp, size)
         yield tmps
         for path in paths:
             current = path
@@ -253,12 +254,8 @@ def replace_together(
             os.replace(tmp, path)
             fault_point("replaced-one")  # crash tests: between two renames of a group
     except OSError as exc:
-        for tmp in tmps:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
+        _remove(*tmps)
         raise failure(write_failure(current, exc)) from None
     except BaseException:
-        for tmp in tmps:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
+        _remove(*tmps)
         raise

@@ -81,9 +81,6 @@ class Batch:
     # rows with every auxiliary modality; None when all are (no indexing, no sync)
     teacher_rows: torch.Tensor | None = None
 
-    def __len__(self) -> int:
-        return int(self.index.shape[0])
-
 
 @dataclass
 class TrainData:
@@ -108,13 +105,10 @@ class TrainData:
 
     def batch(self, index: torch.Tensor) -> Batch:
         """Slice rows `index` (a device tensor); teacher_rows costs a sync only with missing aux."""
-        def take(mods: dict[str, ModalityData]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-            return {m: (d.x[index], d.lengths[index]) for m, d in mods.items()}
-
         present = self.aux_present[index]
         rows = None if self._all_present else present.nonzero().squeeze(1)
-        return Batch(index, self.labels[index], take(self.target), take(self.auxiliary),
-                     present, rows)
+        return Batch(index, self.labels[index], take_rows(self.target, index),
+                     take_rows(self.auxiliary, index), present, rows)
 
     def __post_init__(self) -> None:
         self._all_present = self.all_aux_present
@@ -139,13 +133,16 @@ class TrainData:
             auxiliary={m: view(d) for m, d in self.auxiliary.items()})
 
 
+def take_rows(mods: dict[str, ModalityData],
+              index: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Each modality's (x, lengths) at rows `index`: (B,), or a stack's (M, B)."""
+    return {m: (d.x[index], d.lengths[index]) for m, d in mods.items()}
+
+
 def file_fingerprint(path: Path) -> str:
     """SHA-256 of a file's bytes: caches are byte-identical for identical features."""
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _align_cache(path: Path, ids: list[str], role: str) -> tuple[list[str], np.ndarray]:

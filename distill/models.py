@@ -205,7 +205,8 @@ class Student(nn.Module):
 class Teacher(nn.Module):
     """Full-modality teacher t = H_T([E_S(x) ; E_A(x_aux)]) and the classifier g.
 
-    `student_encoder`/`classifier` are the student's own modules when shared.
+    `student_encoder`/`classifier` are the student's own modules when shared. `compose`
+    makes t from a and s (CCL's teacher composes them otherwise: `methods.ccl`).
     """
 
     def __init__(self, student_encoder: MultiModalEncoder, aux_encoder: MultiModalEncoder,
@@ -221,8 +222,11 @@ class Teacher(nn.Module):
         if s is None:
             s = self.student_encoder(target)  # (B, d)
         a = self.aux_encoder(auxiliary)  # (B, d)
-        t = self.head(torch.cat([s, a], dim=1))  # (B, 2d) -> (B, d)
+        t = self.compose(a, s)  # (B, d)
         return {"a": a, "t": t, "logits_t": self.classifier(t)}
+
+    def compose(self, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([s, a], dim=1))  # (B, 2d) -> (B, d)
 
 
 def teacher_head(dim: int, hidden: int, dropout: float = 0.0) -> nn.Sequential:

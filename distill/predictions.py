@@ -88,10 +88,7 @@ def as_split(chunks: list[Prediction], labels: torch.Tensor, present: torch.Tens
         for role, (emb, logits) in pred.items():
             parts.setdefault(f"{role}_emb", []).append(emb.float())  # (b, d)
             parts.setdefault(f"{role}_logits", []).append(logits.float())  # (b, C)
-    out = {k: torch.cat(v) for k, v in parts.items()}
-    out["labels"] = labels
-    out["present"] = present
-    return out
+    return {**{k: torch.cat(v) for k, v in parts.items()}, "labels": labels, "present": present}
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor | None = None
@@ -107,8 +104,7 @@ def same_class_cosine(t: torch.Tensor, s: torch.Tensor, labels: torch.Tensor,
     """Mean cos(t_i, s_j) over pairs of the same class, i == j included (paper Fig. 5)."""
     t = F.normalize(t, dim=1) * keep[:, None]
     s = F.normalize(s, dim=1) * keep[:, None]
-    total = t.new_zeros(())
-    count = t.new_zeros(())
+    total = count = t.new_zeros(())  # rebound below, never added to in place
     for start in range(0, t.shape[0], chunk):
         cos = t[start:start + chunk] @ s.T  # (c, n)
         same = (labels[start:start + chunk, None] == labels[None, :]).float()
@@ -168,10 +164,8 @@ def write_outputs(path: Path, data: TrainData, preds: dict[str, Split], *, metho
             _role(g, "student", p, None)
             if "teacher_emb" in p:
                 present = p["present"].cpu().numpy()
-                if present.all():
-                    _role(g, "teacher", p, None)
-                else:
-                    t = _role(g, "teacher", p, present)
+                t = _role(g, "teacher", p, None if present.all() else present)
+                if not present.all():
                     t.create_dataset("ids", data=[i for i, k in zip(ids, present, strict=True)
                                                   if k], dtype=string, track_times=False)
     return path

@@ -32,8 +32,7 @@ log = logging.getLogger("amid.distill")
 
 @dataclass
 class RunState:
-    """One run of the loop (a lone run, or one member of a stack): its configuration,
-    folder and training state."""
+    """A run's configuration, folder and training state."""
 
     cfg: Config
     run: Path

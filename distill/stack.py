@@ -55,7 +55,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from amid.distill.data import Batch, TrainData
+from amid.distill.data import Batch, TrainData, take_rows
 from amid.distill.methods.base import Method, Outputs
 from amid.distill.predictions import as_split, predict_chunks, predict_split
 from amid.schema import per_member_keys
@@ -77,9 +77,7 @@ class Step:
 
 def _as_vector(value: Any, like: Tensor) -> Tensor:
     """A weight or term (float or 0-d tensor) as a float tensor, for stacking."""
-    if isinstance(value, Tensor):
-        return value.to(like.dtype) if value.dtype != like.dtype else value
-    return torch.tensor(float(value), dtype=like.dtype, device=like.device)
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device)
 
 
 def losses_and_weights(method: Method, batch: Batch, out: Outputs,
@@ -130,13 +128,10 @@ class Lone:
         batch = self.data.batch(idx[0])  # (B, ...)
         method = self.method
         with autocast, tapped(method.student.encoder, None if tap is None else tap[0]):
-            raw = method(batch)  # s (B, d), logits_s (B, C), ...
-        out = {k: v.float() for k, v in raw.items()}
+            out, then = forward_and_then(method, batch, epoch)  # s (B, d), logits_s (B, C), ...
         if method.discriminator_step(epoch):
-            d = method.discriminator_losses(batch, out, epoch)
-            return Step(batch, _one(out), disc=None if d is None else _one(d))
-        terms, weights = losses_and_weights(method, batch, out, epoch)
-        return Step(batch, _one(out), terms=(_one(terms), _one(weights)))
+            return Step(batch, _one(out), disc=None if then is None else _one(then))
+        return Step(batch, _one(out), terms=(_one(then[0]), _one(then[1])))
 
     def losses(self, step: Step, epoch: int) -> tuple[Terms, Terms]:
         if step.terms is not None:
@@ -152,17 +147,11 @@ class Lone:
                 autocast: AbstractContextManager | None) -> list[dict]:
         return [predict_split(self.method, self.data, rows[0], batch_size, autocast)]
 
-    def zero_grad(self) -> None:
-        """Nothing to clear: the optimisers own the gradients."""
-
-    def share_grads(self) -> None:
-        """Nothing to share: the gradients are the method's own."""
-
     def sync(self) -> None:
-        """Nothing to copy back: the method's own buffers are live."""
+        """Nothing to do (nor for `zero_grad`, `share_grads`, `restack`): the method's own
+        buffers are live, its gradients its optimisers' own."""
 
-    def restack(self) -> None:
-        """Nothing to restack: the method's own buffers are live."""
+    zero_grad = share_grads = restack = sync
 
 
 def _one(d: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -190,14 +179,12 @@ def _fields(batch: Batch) -> dict[str, Any]:
 class Stack:
     """M members of one method, same shapes, evaluated together under vmap.
 
-    What every vmapped call reads is held here, explicitly: `leaves` (each
-    parameter stacked, (M, *shape)), `buffers` (stacked likewise, from the
-    members at `restack`, back to them at `sync`) and `per_member` (the
-    per-member option values, (M,) each). `fuse` (True unless the losses are
-    compiled): the forward computes the call that follows it in the same vmapped
-    call (each costs a parameter swap and a batching set-up whatever the model's
-    size); `losses_call` computes the terms when it did not (`compile_stack`
-    swaps in a compiled one).
+    Every vmapped call reads `leaves` (parameters), `buffers` (from the members at
+    `restack`, back to them at `sync`), both (M, *shape), and `per_member` ((M,)
+    option values). `fuse` (True unless the losses are compiled): the forward
+    computes the call that follows it in the same vmapped call (each costs a
+    parameter swap and a batching set-up whatever the model's size); `losses_call`
+    computes the terms when it did not (`compile_stack` swaps in a compiled one).
     """
 
     def __init__(self, members: list[Method], datas: list[TrainData]) -> None:
@@ -310,11 +297,8 @@ class Stack:
     def batch(self, idx: Tensor) -> Batch:
         """The rows `idx` of every member's data, (M, B) -> tensors (M, B, ...)."""
         d = self.data
-
-        def take(mods: dict) -> dict:
-            return {m: (v.x[idx], v.lengths[idx]) for m, v in mods.items()}
-
-        return Batch(idx, d.labels[idx], take(d.target), take(d.auxiliary), d.aux_present[idx])
+        return Batch(idx, d.labels[idx], take_rows(d.target, idx), take_rows(d.auxiliary, idx),
+                     d.aux_present[idx])
 
     def forward(self, idx: Tensor, epoch: int, tap: Tensor | None = None,
                 autocast: AbstractContextManager = NO_AUTOCAST) -> Step:

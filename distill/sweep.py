@@ -155,8 +155,7 @@ def expand(params: Path, overrides: list[str], axes: list[tuple[str, list[Any]]]
             cfg = load_config(params, [*overrides, *extra], check=check_method_options)
         except ConfigError as exc:
             raise ConfigError(f"sweep member {name}: {exc}") from None
-        twin = next((m for m in members if m.name == name), None)
-        if twin is not None:
+        if any(m.name == name for m in members):
             raise ConfigError(f"the grid has the point {name} twice (a value repeated in "
                               f"{', '.join(keys)}); each member needs its own run folder")
         members.append(GridPoint(name, assign, cfg, out / name))
@@ -324,7 +323,7 @@ def _why_not(method: str, group: list[GridPoint], data: Any) -> str | None:
     from amid.distill.subsample import train_rows_for
 
     cls = method_class(method, group[0].cfg.methods.get(method))
-    if cls.has_teacher and data.auxiliary and not data.all_aux_present:
+    if cls.uses_auxiliary and data.auxiliary and not data.all_aux_present:
         return "some samples miss an auxiliary modality (members would select different rows)"
     sizes = set()
     for m in group:

@@ -106,11 +106,9 @@ def train_members(method_name: str, cfgs: list[Config], runs: list[Path], *,
 
     Stacked or one after another is the caller's choice (`sweep.py`: stacked
     when the shapes allow), not picked by which is faster on this machine:
-    the two give different numbers (a stacked member draws its dropout per
-    member under vmap and runs its RNNs as cell equations: an equally valid
-    sample, not its lone run's bit-for-bit twin), so a choice by timing
-    would make a run's results depend on the machine and its load.
-    `bench/stack_vs_sequential.py` measures both on the same members.
+    the two give different numbers (`amid.distill.stack`: dropout and RNNs
+    under vmap), so a choice by timing would make a run's results depend on
+    the machine and its load. `bench/stack_vs_sequential.py` measures both.
     """
     with contextlib.ExitStack() as locks:
         for run in runs:

@@ -89,14 +89,16 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, values, 0).sum() / count
 
 
-def _prepare(t_or_s: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    labels = torch.as_tensor(labels, device=t_or_s.device)
-    if t_or_s.dim() != 2 or labels.shape != (t_or_s.shape[0],):
+def _prepare(s: torch.Tensor, labels: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+    if t is not None and t.shape != s.shape:
+        raise ValueError(f"t and s must match in shape: {tuple(t.shape)} vs {tuple(s.shape)}")
+    labels = torch.as_tensor(labels, device=s.device)
+    if s.dim() != 2 or labels.shape != (s.shape[0],):
         raise ValueError(
-            f"expected representations (N, d) and labels (N,), got {tuple(t_or_s.shape)} "
+            f"expected representations (N, d) and labels (N,), got {tuple(s.shape)} "
             f"and {tuple(labels.shape)}"
         )
-    if t_or_s.shape[0] == 0:
+    if s.shape[0] == 0:
         raise ValueError("adversarial losses need a non-empty batch")
     return labels
 
@@ -115,9 +117,7 @@ def discriminator_loss(
     ``disc_e`` (enhanced BCE pair over E, unweighted; 0 when E is empty or
     ``enhanced`` is False), ``eta`` and ``total = disc_f + eta * disc_e``.
     """
-    if t.shape != s.shape:
-        raise ValueError(f"t and s must match in shape: {tuple(t.shape)} vs {tuple(s.shape)}")
-    labels = _prepare(s, labels)
+    labels = _prepare(s, labels, t)
     t, s = t.detach(), s.detach()
     disc_f = _bce(_logits(d_f, t, False), 1.0).mean() + _bce(_logits(d_f, s, False), 0.0).mean()
     zero = torch.zeros((), dtype=s.dtype, device=s.device)
@@ -166,9 +166,7 @@ def alignment_stats(t: torch.Tensor, s: torch.Tensor, labels: torch.Tensor) -> t
     pairs j in P(i), j != i, in the input dtype. Add these up over an epoch
     (no ``.item()`` needed) and pass the total to ``alignment_means``.
     """
-    if t.shape != s.shape:
-        raise ValueError(f"t and s must match in shape: {tuple(t.shape)} vs {tuple(s.shape)}")
-    labels = _prepare(s, labels)
+    labels = _prepare(s, labels, t)
     with torch.no_grad():
         cos = F.normalize(t, dim=1) @ F.normalize(s, dim=1).T
         n = labels.shape[0]

@@ -32,6 +32,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from amid.distill.losses.checks import check_temperature
+
 __all__ = [
     "MI_VARIANTS",
     "RENAMED_VARIANTS",
@@ -84,9 +86,7 @@ def _check_inputs(
         raise ValueError(f"labels must have shape ({anchors.shape[0]},), got {tuple(labels.shape)}")
     if labels.dtype.is_floating_point or labels.dtype.is_complex:
         raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
-    # a tensor temperature is a stacked sweep's per-member value (checked by its config)
-    if not isinstance(temperature, torch.Tensor) and not float(temperature) > 0.0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    check_temperature(temperature)
     return labels
 
 

@@ -4,16 +4,10 @@
     ts_ta : ts + beta * L_TA
     amid  : ts_ta + gamma * L_adv, discriminators trained on L_D (own optimiser)
 
-Each has its own options section (`methods.ts`, `methods.ts_ta`,
-`methods.amid`). The defaults are the paper's: an online teacher trained jointly
-with the student, class-aware positives, alpha 4, beta 1.5, gamma 1, a warm-up of
-20 epochs; `preset: recommended` (RECOMMENDED below) is what this project's study
-chose instead. Switches: `mi_variant` (class_prior | ccl), `warmup_epochs` (L_adv
-and L_D off for the first E_w distillation epochs), `enhanced_disc` (D_e
-on/off), `dynamic_weights` (w_f, w_e moving average, else fixed 0.5/0.5),
-`fixed_teacher` (the teacher gets its own encoders, is CE-trained for
-`teacher_epochs` or loaded from `teacher_run`, then frozen; the shared
-classifier g is part of it and freezes too: `base.TeacherPhase`).
+Each has its own options section (`methods.ts`, `methods.ts_ta`, `methods.amid`),
+the ablation switches among them, each described beside its field below. The
+defaults are the paper's (an online teacher trained jointly with the student);
+`preset: recommended` (RECOMMENDED below) is what this project's study chose instead.
 
 Samples missing an auxiliary modality train the student's CE only: the
 teacher CE is masked, and the pair terms (MI, JSD, adversarial) use the rows
@@ -26,7 +20,6 @@ import logging
 from typing import Annotated, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from amid.distill.data import Batch
@@ -49,7 +42,8 @@ from amid.distill.methods.base import (
     Weight,
     build_student,
     build_teacher,
-    masked_ce,
+    ce_terms,
+    forward_with_teacher,
     teacher_pairs,
 )
 from amid.distill.methods.phase import training_disagreement
@@ -91,7 +85,8 @@ class TSOptions(TeacherPhaseOptions):
     # noisy, docs/results.md section 4)
     positives: Literal["class", "instance"] = "class"
     # the paper trains teacher and student jointly (online); true is its Table 5 ablation
-    # "with fixed teacher" (teacher_epochs / teacher_run from TeacherPhaseOptions)
+    # "with fixed teacher" (teacher_epochs / teacher_run from TeacherPhaseOptions): the
+    # teacher gets its own encoders, and the shared classifier g freezes with it
     fixed_teacher: bool = False
     # (fixed_teacher only) while the teacher pre-trains, the student waits (true) or trains
     # on its own CE (false): waiting costs it teacher_epochs of its train.epochs, which is
@@ -158,24 +153,19 @@ class TS(Method):
         self.register_buffer("align", torch.zeros(4))  # this epoch's alignment_stats sums
 
     # ------------------------------------------------------------ phases
-    def distilling(self, epoch: int) -> bool:
-        return self.phase is None or self.phase.distilling(epoch)
-
     def adversarial(self, epoch: int) -> bool:
-        if not self.use_adv:
-            return False
-        return epoch >= (self.phase.pretrain if self.phase else 0) + self.opts.warmup_epochs
+        pretrain = self.phase.pretrain if self.phase else 0
+        return self.use_adv and epoch >= pretrain + self.opts.warmup_epochs
 
     def gated(self) -> bool:
         return self.opts.min_disagreement > 0
 
     def begin_epoch(self, epoch: int) -> None:
-        if self.phase is not None:
-            self.phase.begin_epoch(epoch)
-            if self.gated() and self.phase.distilling(epoch) and self.teacher_disagreement < 0:
-                self.teacher_disagreement.fill_(training_disagreement(self.teacher,
-                                                                      self.ctx.data))
-                self._log_gate()
+        super().begin_epoch(epoch)
+        # gated() implies a phase (refused otherwise at construction)
+        if self.gated() and self.phase.distilling(epoch) and self.teacher_disagreement < 0:
+            self.teacher_disagreement.fill_(training_disagreement(self.teacher, self.ctx.data))
+            self._log_gate()
         self.align.zero_()
 
     def _log_gate(self) -> None:
@@ -195,18 +185,12 @@ class TS(Method):
         return (self.teacher_disagreement >= self.opts.min_disagreement).float()
 
     # ------------------------------------------------------------ contract
-    def forward(self, batch: Batch) -> Outputs:
-        s, logits_s = self.student(batch.target)  # (B, d), (B, C)
-        shared = self.teacher.student_encoder is self.student.encoder
-        tout = self.teacher(batch.target, batch.auxiliary, s if shared else None)
-        return {"s": s, "logits_s": logits_s, **tout}  # + a, t (B, d), logits_t (B, C)
+    forward = forward_with_teacher
 
     def losses(self, batch: Batch, out: Outputs, epoch: int) -> dict[str, torch.Tensor]:
         o = self.opts
         zero = out["s"].new_zeros(())
-        terms = {"cls_student": F.cross_entropy(out["logits_s"], batch.labels),
-                 "cls_teacher": masked_ce(out["logits_t"], batch.labels, batch.aux_present),
-                 "jsd": zero, "ts": zero}
+        terms = ce_terms(batch, out) | {"jsd": zero, "ts": zero}
         if self.use_ta:
             terms["ta"] = zero
         if self.use_adv:
@@ -250,9 +234,7 @@ class TS(Method):
 
     def discriminator_losses(self, batch: Batch, out: Outputs,
                              epoch: int) -> dict[str, torch.Tensor] | None:
-        if not self.adversarial(epoch):
-            return None
-        pairs = teacher_pairs(batch, out)
+        pairs = teacher_pairs(batch, out) if self.adversarial(epoch) else None
         if pairs is None:
             return None
         p, y = pairs

@@ -4,8 +4,8 @@ A method is an `nn.Module` that owns its networks, its options and its
 phases, and says how to score a batch. Adding one is one file in
 `distill/methods/` with a subclass, an `Options` model (its keys under
 `methods.<name>` in params.yaml, ranges beside the fields) and a
-`@METHODS.register("name")` line, plus its import in `methods/__init__.py`;
-it can then be trained, swept and stacked with no other change.
+`@METHODS.register("name")` line (`methods/__init__.py` imports every module
+there); it can then be trained, swept and stacked with no other change.
 
 The trainer, per batch (all tensors stay on the device)::
 
@@ -95,6 +95,10 @@ class Method(nn.Module):
 
     Options: ClassVar[type] = NoOptions
     has_teacher: ClassVar[bool] = False
+    # reads the auxiliary modalities (a teacher, gmc's joint view...): a stack cannot
+    # select each member's rows with every one of them (sweep._why_not)
+    uses_auxiliary: ClassVar[bool] = True
+    phase: TeacherPhase | None = None  # a fixed teacher's schedule, if the method has one
     # named sets of option values (`methods.<name>.preset`), each filling only the keys
     # a section leaves out; {} for a method without presets (then `preset` is unknown)
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
@@ -139,8 +143,15 @@ class Method(nn.Module):
             pred["teacher"] = (out["t"], out["logits_t"])
         return pred
 
+    def distilling(self, epoch: int) -> bool:
+        """Whether the student distils at `epoch` (always, without a fixed-teacher phase)."""
+        return self.phase is None or self.phase.distilling(epoch)
+
     def begin_epoch(self, epoch: int) -> None:
-        """Hook before epoch `epoch` (0-based); must be idempotent (it reruns on resume)."""
+        """Hook before epoch `epoch` (0-based); must be idempotent (it reruns on resume).
+        Here: a fixed-teacher phase freezes its teacher."""
+        if self.phase is not None:
+            self.phase.begin_epoch(epoch)
 
     def end_epoch(self, epoch: int) -> dict[str, torch.Tensor]:
         """Hook after epoch `epoch`; returns extra scalars to log."""
@@ -149,18 +160,21 @@ class Method(nn.Module):
     def after_validation(self, epoch: int, row: dict[str, float]) -> None:
         """Hook after epoch `epoch`'s validation, with its logged row (`val_acc_teacher`,
         ...), the member's own weights synced: e.g. to keep the best teacher so far.
-        Here: a fixed-teacher phase (`self.phase`, a TeacherPhase) sees it."""
-        phase = getattr(self, "phase", None)
-        if isinstance(phase, TeacherPhase):
-            phase.after_validation(epoch, row)
+        Here: a fixed-teacher phase sees it."""
+        if self.phase is not None:
+            self.phase.after_validation(epoch, row)
 
     def exports(self) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
         """Modules saved at the end, name -> (module, architecture kwargs for its JSON)."""
         arch = {"encoder": self.student.encoder.config(), "num_classes": self.ctx.num_classes}
         found: dict[str, tuple[nn.Module, dict[str, Any]]] = {"student": (self.student, arch)}
-        teacher = getattr(self, "teacher", None)
+        teacher, m = getattr(self, "teacher", None), self.ctx.model
         if isinstance(teacher, Teacher):
-            found["teacher"] = (teacher, teacher_arch(teacher, self.ctx))
+            found["teacher"] = (teacher, {
+                "student_encoder": teacher.student_encoder.config(),
+                "aux_encoder": teacher.aux_encoder.config(),
+                "head": {"dim": m.dim, "hidden": m.hidden, "dropout": m.dropout},
+                "num_classes": self.ctx.num_classes})
         return found
 
     # ------------------------------------------------------------ helpers
@@ -203,44 +217,37 @@ def needs_auxiliary(ctx: MethodContext) -> None:
                           "(dataset.auxiliary is empty)")
 
 
-def build_teacher(ctx: MethodContext, student: Student, separate: bool) -> Teacher:
-    """H_T over E_S and E_A; `separate` gives the teacher its own copy of E_S (same init)."""
-    needs_auxiliary(ctx)
-    s_enc = student.encoder
-    if separate:
-        s_enc = build_encoder(ctx.data.target, ctx.model.student, ctx.model)
-        s_enc.load_state_dict(student.encoder.state_dict())
-    a_enc = build_encoder(ctx.data.auxiliary, ctx.model.auxiliary, ctx.model, clip_mlp=True)
-    head = teacher_head(ctx.model.dim, ctx.model.hidden, ctx.model.dropout)
-    return Teacher(s_enc, a_enc, head, student.classifier)
-
-
-def build_separate_teacher(ctx: MethodContext) -> Teacher:
-    """A full-modality teacher sharing nothing with the student: own E_S copy, E_A, H_T
-    and its own classifier (crd, crcd, kd)."""
+def build_teacher(ctx: MethodContext, student: Student | None = None,
+                  separate: bool = True) -> Teacher:
+    """H_T over E_S and E_A. With `student`: its classifier g, and its E_S unless `separate`
+    (then a copy, same init). Without: a teacher sharing nothing with the student, with
+    its own E_S and classifier (crd, crcd, kd)."""
     needs_auxiliary(ctx)
     m = ctx.model
-    s_enc = build_encoder(ctx.data.target, m.student, m)
+    shared = student is not None and not separate
+    s_enc = student.encoder if shared else build_encoder(ctx.data.target, m.student, m)
+    if student is not None and separate:
+        s_enc.load_state_dict(student.encoder.state_dict())
     a_enc = build_encoder(ctx.data.auxiliary, m.auxiliary, m, clip_mlp=True)
-    return Teacher(s_enc, a_enc, teacher_head(m.dim, m.hidden, m.dropout),
-                   nn.Linear(m.dim, ctx.num_classes))
+    head = teacher_head(m.dim, m.hidden, m.dropout)
+    g = nn.Linear(m.dim, ctx.num_classes) if student is None else student.classifier
+    return Teacher(s_enc, a_enc, head, g)
 
 
-def forward_with_separate_teacher(method: Method, batch: Batch) -> Outputs:
-    """Student and a teacher that shares nothing with it; no graph through a frozen teacher."""
+def forward_with_teacher(method: Method, batch: Batch) -> Outputs:
+    """Student and teacher (a `forward`): a teacher sharing E_S reuses the student's s;
+    no graph through a frozen teacher."""
     s, logits_s = method.student(batch.target)  # (B, d), (B, C)
+    shared = method.teacher.student_encoder is method.student.encoder
     with torch.set_grad_enabled(torch.is_grad_enabled() and not method.is_frozen(method.teacher)):
-        tout = method.teacher(batch.target, batch.auxiliary)  # a, t (B, d), logits_t (B, C)
-    return {"s": s, "logits_s": logits_s, **tout}
+        tout = method.teacher(batch.target, batch.auxiliary, s if shared else None)
+    return {"s": s, "logits_s": logits_s, **tout}  # + a, t (B, d), logits_t (B, C)
 
 
-def teacher_arch(teacher: Teacher, ctx: MethodContext) -> dict[str, Any]:
-    return {
-        "student_encoder": teacher.student_encoder.config(),
-        "aux_encoder": teacher.aux_encoder.config(),
-        "head": {"dim": ctx.model.dim, "hidden": ctx.model.hidden, "dropout": ctx.model.dropout},
-        "num_classes": ctx.num_classes,
-    }
+def ce_terms(batch: Batch, out: Outputs, teacher_logits: str = "logits_t") -> Outputs:
+    """The student's CE, and the teacher's on the rows with every auxiliary modality."""
+    return {"cls_student": F.cross_entropy(out["logits_s"], batch.labels),
+            "cls_teacher": masked_ce(out[teacher_logits], batch.labels, batch.aux_present)}
 
 
 def masked_ce(logits: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

@@ -60,11 +60,11 @@ from amid.distill.methods.base import (
     Outputs,
     Weight,
     build_student,
-    masked_ce,
+    ce_terms,
     needs_auxiliary,
     teacher_pairs,
 )
-from amid.distill.models import Inputs, Teacher, build_encoder
+from amid.distill.models import Teacher, build_encoder
 from amid.schema import Schema, option
 
 
@@ -73,14 +73,6 @@ class ComposedTeacher(Teacher):
 
     def compose(self, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         return a + self.head(torch.cat([F.normalize(a, dim=1), F.normalize(s, dim=1)], dim=1))
-
-    def forward(self, target: Inputs, auxiliary: Inputs,
-                s: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        if s is None:
-            s = self.student_encoder(target)  # (B, d)
-        a = self.aux_encoder(auxiliary)  # (B, d)
-        t = self.compose(a, s)  # (B, d)
-        return {"a": a, "t": t, "logits_t": self.classifier(t)}
 
 
 def nce2(x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tensor:
@@ -123,9 +115,7 @@ class CCL(Method):
 
     def losses(self, batch: Batch, out: Outputs, epoch: int) -> dict[str, torch.Tensor]:
         zero = out["s"].new_zeros(())
-        terms = {
-            "cls_student": F.cross_entropy(out["logits_s"], batch.labels),
-            "cls_teacher": masked_ce(out["logits_t_sg"], batch.labels, batch.aux_present),
+        terms = ce_terms(batch, out, "logits_t_sg") | {
             "nce_student": zero, "kl_student": zero, "nce_teacher": zero, "kl_teacher": zero,
             "nce_st": zero, "nce_sa": zero, "nce_ta": zero,  # the NCE2 parts, logged only
         }

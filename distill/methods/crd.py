@@ -1,9 +1,7 @@
 """`crd`: Contrastive Representation Distillation (Tian et al., ICLR 2020), docs/method.md.
 
-A full-modality teacher t = H_T([E_S' ; E_A]) with its own encoders and its
-own classifier is CE-trained for the first `teacher_epochs` epochs of the run
-(or loaded from `teacher_run`, a `teacher` run folder), then frozen
-(`base.TeacherPhase`). The student then trains on
+The full-modality teacher of `teacher_student` is CE-trained first (or loaded),
+then frozen (`base.TeacherPhase`). The student then trains on
 
     CE(g(s), y) + weight * (L_crd(s -> teacher bank) + L_crd(t -> student bank))
 

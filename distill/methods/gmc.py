@@ -128,12 +128,9 @@ class GMC(Method):
             return terms
         hs = [pairs[0][k] for k in names]
         z = self.projection(torch.cat(hs)).split(hs[0].shape[0])  # shared head, one pass
-        z_joint = z[-1]
-        gmc = zero
         for view, z_v in zip(self.views, z[:-1], strict=True):
-            terms[f"gmc_{view}"] = ntxent_loss(z_v, z_joint, self.opts.temperature)
-            gmc = gmc + terms[f"gmc_{view}"]
-        terms["gmc"] = gmc
+            terms[f"gmc_{view}"] = ntxent_loss(z_v, z[-1], self.opts.temperature)  # vs joint
+        terms["gmc"] = sum((terms[f"gmc_{v}"] for v in self.views), zero)
         return terms
 
     def weights(self, epoch: int) -> dict[str, Weight]:

@@ -1,10 +1,8 @@
 """`kd`: plain knowledge distillation from a full-modality teacher (the simplest rung).
 
-The teacher t = H_T([E_S' ; E_A]) sees every modality and shares nothing
-with the student (own encoders, own classifier). It trains with its own CE,
-either jointly with the student (online, the default) or first and then
-frozen (`fixed_teacher`: `base.TeacherPhase`, generalised distillation as
-Lopez-Paz et al. 2016 state it). The student trains on
+The full-modality teacher of `teacher_student` trains with its own CE, jointly
+with the student (online, the default) or first and then frozen (`fixed_teacher`,
+generalised distillation as Lopez-Paz et al. 2016 state it). The student trains on
 
     (1 - weight) * CE(g(s), y) + weight * T^2 KL(softmax(g_t(t)/T) || softmax(g(s)/T))
 

@@ -1,10 +1,6 @@
-"""The fixed-teacher schedule (`base.TeacherPhase`) and its best-epoch pick.
-
-Every method with a pre-trained, then frozen teacher (crd, crcd; kd, ts, ts_ta
-and amid with `fixed_teacher`) holds one `TeacherPhase` as `self.phase`; its
-options are `base.FixedTeacherOptions` (teacher_epochs, teacher_run,
-teacher_pick). `teacher_pick: best` (docs/results.md, rule D) freezes the
-pre-training epoch's teacher whose validation Top-1 was highest.
+"""The fixed-teacher schedule (`TeacherPhase`), held as `self.phase` by every method with
+a pre-trained, then frozen teacher (crd, crcd; kd, ts, ts_ta and amid with `fixed_teacher`),
+with its options `base.FixedTeacherOptions`, and its best-epoch pick (`TeacherSnapshot`).
 """
 
 from __future__ import annotations
@@ -25,15 +21,15 @@ log = logging.getLogger(__name__)
 
 
 class TeacherPhase:
-    """The fixed-teacher schedule, in one place for every method that has one.
+    """The fixed-teacher schedule.
 
     The teacher is CE-trained for the first `teacher_epochs` epochs of the run
     (the student waits), then frozen: requires_grad False and eval mode. Or
     it is loaded from `teacher_run` (a `teacher` run folder) and frozen from
     the start. A schedule that would leave the student no epoch, or distil
     from an untrained teacher, is refused before anything trains. With
-    `teacher_pick: best` the teacher frozen is the pre-training epoch's whose
-    validation Top-1 was highest (`TeacherSnapshot`), not the last one's.
+    `teacher_pick: best` (docs/results.md, rule D) the teacher frozen is the
+    pre-training epoch's whose validation Top-1 was highest, not the last one's.
     """
 
     def __init__(self, method: Method, teacher: nn.Module, opts: Any) -> None:
@@ -129,9 +125,7 @@ class TeacherSnapshot(nn.Module):
 
     def get_extra_state(self) -> torch.Tensor:
         head = torch.tensor([self.acc, float(self.epoch)], dtype=torch.float64)
-        if self.state is None:
-            return head
-        flat = [v.reshape(-1).to(torch.float64).cpu() for v in self.state.values()]
+        flat = [v.reshape(-1).to(torch.float64).cpu() for v in (self.state or {}).values()]
         return torch.cat([head, *flat])
 
     def set_extra_state(self, state: torch.Tensor) -> None:

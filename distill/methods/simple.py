@@ -14,6 +14,7 @@ from amid.distill.methods.base import (
     Weight,
     build_student,
     build_teacher,
+    forward_with_teacher,
     masked_ce,
 )
 
@@ -21,6 +22,8 @@ from amid.distill.methods.base import (
 @METHODS.register("baseline")
 class Baseline(Method):
     """E_S and g trained with CE on the target modalities only."""
+
+    uses_auxiliary = False
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
@@ -50,11 +53,7 @@ class TeacherAlone(Method):
         self.student = build_student(ctx)
         self.teacher = build_teacher(ctx, self.student, ctx.model.teacher_encoders == "separate")
 
-    def forward(self, batch: Batch) -> Outputs:
-        s, logits_s = self.student(batch.target)  # (B, d), (B, C)
-        shared = self.teacher.student_encoder is self.student.encoder
-        tout = self.teacher(batch.target, batch.auxiliary, s if shared else None)
-        return {"s": s, "logits_s": logits_s, **tout}
+    forward = forward_with_teacher
 
     def losses(self, batch: Batch, out: Outputs, epoch: int) -> dict[str, torch.Tensor]:
         return {"cls_teacher": masked_ce(out["logits_t"], batch.labels, batch.aux_present)}

@@ -1,11 +1,12 @@
 """The shared base of the methods with a separately built teacher (kd, crd, crcd).
 
 The teacher t = H_T([E_S' ; E_A]) sees every modality and shares nothing with the
-student (own encoders, own classifier: `base.build_separate_teacher`). With a
+student (own encoders, own classifier: `base.build_teacher`). With a
 `fixed_teacher` option (kd) it trains online beside the student unless the option
 is set; without one (crd, crcd) it is always CE-trained first, or loaded, then
-frozen (`base.TeacherPhase`). A subclass gives only its distillation terms and
-their weights; the base adds both cross-entropies and the phases:
+frozen (`base.TeacherPhase`). A subclass gives only its distillation terms
+(`distill_losses`, named in `distill_terms`) and their weights (`distill_weights`);
+the base adds both cross-entropies and the phases:
 
     terms   = {cls_student, cls_teacher, <the method's terms, 0 until distilling>}
     weights = {cls_teacher: 1} while the fixed teacher pre-trains, else
@@ -17,7 +18,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from amid.distill.data import Batch
 from amid.distill.methods.base import (
@@ -26,17 +26,16 @@ from amid.distill.methods.base import (
     Outputs,
     TeacherPhase,
     Weight,
-    build_separate_teacher,
     build_student,
-    forward_with_separate_teacher,
-    masked_ce,
+    build_teacher,
+    ce_terms,
+    forward_with_teacher,
     teacher_pairs,
 )
 
 
 class SeparateTeacherMethod(Method):
-    """Student + separate full-modality teacher; subclasses implement `distill_losses`
-    and `distill_weights`, and list their term names in `distill_terms`."""
+    """Student + separate full-modality teacher (subclasses: see the module docstring)."""
 
     has_teacher = True
     distill_terms: ClassVar[tuple[str, ...]] = ()  # the method's terms, in log order
@@ -46,21 +45,12 @@ class SeparateTeacherMethod(Method):
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
         self.student = build_student(ctx)
-        self.teacher = build_separate_teacher(ctx)
+        self.teacher = build_teacher(ctx)
         # options without `fixed_teacher` (crd, crcd) always pre-train or load the teacher
         fixed = getattr(ctx.opts, "fixed_teacher", True)
         self.phase = TeacherPhase(self, self.teacher, ctx.opts) if fixed else None
 
-    def distilling(self, epoch: int) -> bool:
-        """Whether the student distils at `epoch` (always, with an online teacher)."""
-        return self.phase is None or self.phase.distilling(epoch)
-
-    def begin_epoch(self, epoch: int) -> None:
-        if self.phase is not None:
-            self.phase.begin_epoch(epoch)
-
-    def forward(self, batch: Batch) -> Outputs:
-        return forward_with_separate_teacher(self, batch)
+    forward = forward_with_teacher
 
     def distill_losses(self, pairs: Outputs, epoch: int) -> dict[str, torch.Tensor]:
         """The method's terms on the rows with every auxiliary modality (`pairs`: the
@@ -73,9 +63,7 @@ class SeparateTeacherMethod(Method):
 
     def losses(self, batch: Batch, out: Outputs, epoch: int) -> dict[str, torch.Tensor]:
         zero = out["s"].new_zeros(())
-        terms = {"cls_student": F.cross_entropy(out["logits_s"], batch.labels),
-                 "cls_teacher": masked_ce(out["logits_t"], batch.labels, batch.aux_present),
-                 **dict.fromkeys(self.distill_terms, zero)}
+        terms = ce_terms(batch, out) | dict.fromkeys(self.distill_terms, zero)
         pairs = teacher_pairs(batch, {**out, **{k: getattr(batch, k) for k in self.pair_fields}})
         if pairs is None or not self.distilling(epoch):
             return terms

@@ -289,6 +289,14 @@ def test_cli_sweep_folders_stacks_and_fallbacks(tmp_path):
         saved = json.loads((run / "config.json").read_text())["config"]["train"]
         assert (saved["seed"], saved["batch_size"]) == (m["overrides"]["train.seed"],
                                                         m["overrides"]["train.batch_size"])
+    # gmc has no teacher but reads the auxiliary modalities (its joint view): it cannot
+    # stack either (a stack's batches would take the rows missing audio as complete)
+    out_gmc = tmp_path / "sweep_gmc"
+    ok = runner.invoke(app, ["--method", "gmc", "--params", str(params), "--out", str(out_gmc),
+                             "--sweep", "train.seed=[0, 1]", "-q"])
+    assert ok.exit_code == 0, ok.output
+    summary = json.loads((out_gmc / "sweep.json").read_text())["members"]
+    assert [m["mode"] for m in summary] == ["alone", "alone"]
     # baseline has no auxiliary side: the two seeds per batch size stack
     out2 = tmp_path / "sweep2"
     ok = runner.invoke(app, ["--method", "baseline", "--params", str(params), "--out", str(out2),
