@@ -39,6 +39,9 @@ def run(argv: list[str], fault: str | None, log: Path) -> str:
     """One CLI run in a forked child: "ok", "exit N" or "signal NAME"."""
     pid = os.fork()
     if pid == 0:
+        # SIGINT raises KeyboardInterrupt, as Ctrl-C at a terminal does, even where the
+        # suite was started in the background (`cmd &`), which leaves SIGINT ignored
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
