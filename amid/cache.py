@@ -5,27 +5,23 @@ One file per (dataset, modality, extractor): `/ids` (n,) UTF-8 strings,
 float16/float32; sample k is rows offsets[k]:offsets[k+1]. Root attributes
 carry the provenance (`format_version`, `modality`, `extractor`, `model`,
 `params` as JSON, `feature_dim`, `complete`, library versions). An optional
-`/sources` (n,) dataset holds each sample's source fingerprint (what its
-features were made from: media path and content, segment, text), so a
+`/sources` (n,) holds each sample's source fingerprint (`amid.samples`), so a
 changed input is re-extracted; readers that do not know it ignore it.
 
 A cache's bytes are a function of its contents: no timestamps (no `created`
-attribute, HDF5 object times off), attributes in a fixed order, and the
-feature chunks allocated when the dataset is created, so the order in which
-a merge fills them does not move them in the file. Re-extracting identical
-features gives an identical file, and DVC skips everything downstream.
-
-A finished file only ever appears via `os.replace` of a fully written
-temporary file (`amid.storage`); an extraction in progress writes shards
-(`amid.cache_writer`), so a SIGKILL at any moment loses no finished work.
+attribute, HDF5 object times off), attributes in a fixed order, feature chunks
+allocated at creation. Re-extracting identical features gives an identical
+file, and DVC skips everything downstream. A finished file only appears via
+`amid.storage`'s atomic replace; an extraction in progress writes shards
+(`amid.cache_writer`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +29,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-# the errors sidecar lives in its own module; its functions stay importable from here
+# the errors sidecar and the identity record live in their own modules; their
+# functions stay importable from here
 from amid.cache_errors import (  # noqa: F401
     errors_path,
     read_error_sources,
@@ -42,8 +39,6 @@ from amid.cache_errors import (  # noqa: F401
 )
 from amid.errors import CacheError
 from amid.faults import fault_point
-
-# the identity record lives in amid.identity; its functions stay importable from here
 from amid.identity import (  # noqa: F401
     canonical_params,
     identity_differences,
@@ -52,8 +47,6 @@ from amid.identity import (  # noqa: F401
 )
 from amid.storage import hdf5_estimate, replace_atomically
 
-log = logging.getLogger(__name__)
-
 FORMAT_VERSION = 1
 _REQUIRED = ("ids", "offsets", "features")
 SOURCES = "sources"  # optional per-sample source fingerprints (fixed-length ASCII)
@@ -61,7 +54,6 @@ _SOURCE_LEN = 16  # hex digits of a source fingerprint
 
 
 def cache_path(cache_dir: str | Path, dataset: str, modality: str, extractor: str) -> Path:
-    """Where the cache of one (dataset, modality, extractor) lives."""
     return Path(cache_dir) / dataset / f"{modality}__{extractor}.h5"
 
 
@@ -78,14 +70,9 @@ def _library_versions(libraries: tuple[str, ...] = ()) -> str:
 
     versions = {}
     for name in sorted({*BASE_LIBRARIES, *libraries}):
-        try:
+        with contextlib.suppress(md.PackageNotFoundError):
             versions[name] = md.version(name)
-        except md.PackageNotFoundError:
-            continue
     return json.dumps(versions, sort_keys=True)
-
-
-# --------------------------------------------------------------------- reading
 
 
 @dataclass
@@ -131,38 +118,34 @@ def attr_value(value: Any) -> Any:
     return value
 
 
-def _open(path: Path) -> h5py.File:
+@contextlib.contextmanager
+def _open(path: Path, require_complete: bool) -> Iterator[tuple[h5py.File, dict[str, Any]]]:
+    """The open file and its attributes, its version, datasets and completeness checked."""
     if not path.exists():
         raise CacheError(f"feature cache {path} does not exist (run `amid-extract run` first)")
     try:
-        return h5py.File(path, "r")
+        f = h5py.File(path, "r")
     except OSError as exc:
         raise CacheError(f"{path} is not a readable HDF5 file ({exc})") from None
-
-
-def _check_layout(path: Path, f: h5py.File, require_complete: bool) -> dict[str, Any]:
-    attrs = {k: attr_value(v) for k, v in f.attrs.items()}
-    version = attrs.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CacheError(
-            f"{path}: format_version is {version!r}; this reader understands only "
-            f"{FORMAT_VERSION} (a cache from another version of the format)"
-        )
-    missing = [name for name in _REQUIRED if name not in f]
-    if missing:
-        raise CacheError(f"{path}: missing dataset(s) {', '.join('/' + m for m in missing)}")
-    if require_complete and not bool(attrs.get("complete", False)):
-        raise CacheError(
-            f"{path}: complete = false (an extraction did not finish); rerun `amid-extract run`"
-        )
-    return attrs
+    with f:
+        attrs = {k: attr_value(v) for k, v in f.attrs.items()}
+        version = attrs.get("format_version")
+        if version != FORMAT_VERSION:
+            raise CacheError(f"{path}: format_version is {version!r}; this reader understands "
+                             f"only {FORMAT_VERSION} (a cache from another version of the format)")
+        missing = [name for name in _REQUIRED if name not in f]
+        if missing:
+            raise CacheError(f"{path}: missing dataset(s) {', '.join('/' + m for m in missing)}")
+        if require_complete and not bool(attrs.get("complete", False)):
+            raise CacheError(f"{path}: complete = false (an extraction did not finish); rerun "
+                             "`amid-extract run`")
+        yield f, attrs
 
 
 def read_cache(path: str | Path, *, require_complete: bool = True) -> FeatureCache:
     """Load a whole cache into memory, checking every invariant of the format (docs/data.md)."""
     path = Path(path)
-    with _open(path) as f:
-        attrs = _check_layout(path, f, require_complete)
+    with _open(path, require_complete) as (f, attrs):
         _check_shapes(path, f)
         ids = _ids(f)
         offsets = np.asarray(f["offsets"][...], dtype=np.int64)
@@ -174,10 +157,8 @@ def read_cache(path: str | Path, *, require_complete: bool = True) -> FeatureCac
     if np.any(np.diff(offsets) < 0):
         raise CacheError(f"{path}: /offsets must be non-decreasing and end at {features.shape[0]}")
     if "feature_dim" in attrs and int(attrs["feature_dim"]) != features.shape[1]:
-        raise CacheError(
-            f"{path}: feature_dim attribute {attrs['feature_dim']} != /features width "
-            f"{features.shape[1]}"
-        )
+        raise CacheError(f"{path}: feature_dim attribute {attrs['feature_dim']} != /features "
+                         f"width {features.shape[1]}")
     if len(set(ids)) != len(ids):
         raise CacheError(f"{path}: /ids has duplicates")
     # in blocks of ~4M values: a whole-array isfinite would add a quarter of the cache
@@ -186,9 +167,8 @@ def read_cache(path: str | Path, *, require_complete: bool = True) -> FeatureCac
                for lo in range(0, len(features), block)):
         bad = np.flatnonzero(~np.isfinite(features).all(axis=1))
         sample = ids[int(np.searchsorted(offsets, bad[0], side="right") - 1)]
-        raise CacheError(
-            f"{path}: {len(bad)} feature rows are NaN or infinite (first in {sample!r})"
-        )
+        raise CacheError(f"{path}: {len(bad)} feature rows are NaN or infinite (first in "
+                         f"{sample!r})")
     return FeatureCache(path=path, ids=ids, offsets=offsets, features=features, attrs=attrs,
                         sources=sources)
 
@@ -202,8 +182,7 @@ def _ids(f: h5py.File) -> list[str]:
 def read_ids(path: str | Path) -> list[str]:
     """The sample ids of a complete cache, without reading its features."""
     path = Path(path)
-    with _open(path) as f:
-        _check_layout(path, f, require_complete=True)
+    with _open(path, require_complete=True) as (f, _):
         ids = _ids(f)
     if len(set(ids)) != len(ids):
         raise CacheError(f"{path}: /ids has duplicates")
@@ -211,14 +190,10 @@ def read_ids(path: str | Path) -> list[str]:
 
 
 def read_info(path: str | Path) -> dict[str, Any]:
-    """Attributes and sizes of a cache, its layout checked as loading checks it.
-
-    From shapes and the ends of `/offsets` alone (no feature is read); an
-    unfinished cache (`complete = false`) is still described.
-    """
+    """Attributes and sizes of a cache, its layout checked without reading a feature;
+    an unfinished cache (`complete = false`) is still described."""
     path = Path(path)
-    with _open(path) as f:
-        attrs = _check_layout(path, f, require_complete=False)
+    with _open(path, require_complete=False) as (f, attrs):
         _check_shapes(path, f)
         for name in (*_REQUIRED, SOURCES):
             if name in f:
@@ -240,21 +215,10 @@ def _check_shapes(path: Path, f: h5py.File) -> None:
         raise CacheError(f"{path}: /{SOURCES} has {len(f[SOURCES])} entries for {n} ids")
 
 
-# --------------------------------------------------------------------- writing
-
-def write_cache(
-    path: str | Path,
-    ids: Sequence[str],
-    sequences: Sequence[np.ndarray],
-    identity: dict[str, Any],
-    **options: Any,
-) -> Path:
-    """Write a whole cache atomically (temporary file, then rename).
-
-    `identity` holds `modality`, `extractor`, `model` and `params` (a dict);
-    `options` are `write_cache_streaming`'s (`dtype`, `complete`, `extra_attrs`,
-    `sources`, `fault`, `libraries`).
-    """
+def write_cache(path: str | Path, ids: Sequence[str], sequences: Sequence[np.ndarray],
+                identity: dict[str, Any], **options: Any) -> Path:
+    """Write a whole cache atomically. `identity` holds `modality`, `extractor`, `model` and
+    `params` (a dict); `options` are `write_cache_streaming`'s."""
     path = Path(path)
     if len(ids) != len(sequences):
         raise ValueError(f"{len(ids)} ids but {len(sequences)} sequences")
@@ -267,33 +231,22 @@ def write_cache(
         if len(data):
             data[...] = np.concatenate(sequences).astype(data.dtype, copy=False)
 
-    lengths = [len(s) for s in sequences]
-    return write_cache_streaming(path, ids, lengths, {**identity, "feature_dim": dim}, fill,
-                                 **options)
+    return write_cache_streaming(path, ids, [len(s) for s in sequences],
+                                 {**identity, "feature_dim": dim}, fill, **options)
 
 
 def write_cache_streaming(
-    path: str | Path,
-    ids: Sequence[str],
-    lengths: Sequence[int],
-    identity: dict[str, Any],
-    fill: Callable[[h5py.Dataset, np.ndarray], None],
-    *,
-    dtype: str = "float32",
-    complete: bool = True,
-    extra_attrs: dict[str, Any] | None = None,
-    sources: Sequence[str] | None = None,
-    fault: str = "",
+    path: str | Path, ids: Sequence[str], lengths: Sequence[int], identity: dict[str, Any],
+    fill: Callable[[h5py.Dataset, np.ndarray], None], *, dtype: str = "float32",
+    complete: bool = True, sources: Sequence[str] | None = None, fault: str = "",
     libraries: Sequence[str] = (),
 ) -> Path:
-    """Write a cache whose features `fill(features_dataset, offsets)` writes piece by piece.
+    """Write a cache whose features `fill(features_dataset, offsets)` writes piece by piece,
+    so a merge's memory does not grow with the cache.
 
-    Lets a merge copy its inputs one at a time, so its memory does not grow
-    with the cache. `identity` must carry `feature_dim`; `sources`, one
-    fingerprint per id, becomes `/sources`; `libraries` (the extractor's
-    `LIBRARIES`) join `BASE_LIBRARIES` in `library_versions`. `fault` names the
-    crash-test points of this write (`<fault>-writing`: inside it,
-    `<fault>-written`: complete but not yet renamed; see amid.faults).
+    `identity` must carry `feature_dim`; `sources` (one fingerprint per id) becomes
+    `/sources`; `libraries` (the extractor's) join `BASE_LIBRARIES`. `fault` names the
+    crash-test points (`<fault>-writing`: inside, `<fault>-written`: before the rename).
     """
     path = Path(path)
     dim = int(identity["feature_dim"])
@@ -334,7 +287,6 @@ def write_cache_streaming(
                 "feature_dim": dim,
                 "complete": bool(complete),
                 "library_versions": _library_versions(tuple(libraries)),
-                **dict(sorted((extra_attrs or {}).items())),
             }
             for key, value in attrs.items():  # one fixed order: the bytes depend on it
                 f.attrs[key] = value
@@ -344,12 +296,8 @@ def write_cache_streaming(
 
 
 def _early_allocation() -> h5py.h5p.PropDCID:
-    """Chunks allocated at creation, in index order, whatever order they are filled in.
-
-    Without it a chunk takes file space when first written, so a merge that
-    fills the features shard by shard would lay out the same features
-    differently from one run to the next.
-    """
+    """Chunks allocated at creation, in index order: otherwise a chunk takes its place when
+    first written, and a merge filling shard by shard lays the same features out anew."""
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
     dcpl.set_obj_track_times(False)  # h5py's track_times= does not reach a dcpl given to it

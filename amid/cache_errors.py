@@ -31,12 +31,9 @@ def write_errors(path: str | Path, errors: Iterable[tuple[str, ...]]) -> Path:
         except OSError as exc:  # a read-only folder: say so, as a failed write would
             raise CacheError(f"cannot remove {target}: {exc.strerror}") from None
         return target
-    with replace_atomically(target, CacheError) as tmp, open(
-        tmp, "w", newline="", encoding="utf-8"
-    ) as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["sample_id", "reason", "source"])
-        writer.writerows(rows)
+    with (replace_atomically(target, CacheError) as tmp,
+          open(tmp, "w", newline="", encoding="utf-8") as fh):
+        csv.writer(fh).writerows([("sample_id", "reason", "source"), *rows])
     return target
 
 

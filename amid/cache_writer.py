@@ -1,18 +1,13 @@
-"""Resumable, crash-safe writing of one feature cache (`CacheWriter`).
+"""Resumable, crash-safe writing of one feature cache (`CacheWriter`; the format: `amid.cache`).
 
 An extraction commits its work as small shard files in `<file>.parts/`, each
 written to a temporary name and renamed, so a SIGKILL at any moment loses at
-most the samples not yet in a shard; every shard that exists loads. A lock
-file makes it one writer per cache. `finalize` merges the shards, in manifest
-order, into the final file (again temporary name, then rename). The format
-itself is `amid.cache`.
-
-Each sample carries its source fingerprint (`amid.samples`) into the
-shards and the final `/sources`, so a resumed run can tell a committed sample
-made from other media from one it can keep. The crash tests stop the process
-at named points (`amid.faults`): `shard-writing`/`shard-written` inside and
-after a shard's write, `final-writing`/`final-written` inside and after the
-merge, `cleanup` while the shards are being removed.
+most the samples not yet in a shard. A lock file makes it one writer per cache.
+`finalize` merges the shards, in manifest order, into the final file. Each
+sample carries its source fingerprint (`amid.samples`) into the shards and the
+final `/sources`, so a resumed run can tell a committed sample made from other
+media from one it can keep. Crash-test points (`amid.faults`): `shard-writing`/
+`shard-written`, `final-writing`/`final-written`, `cleanup` (removing shards).
 """
 
 from __future__ import annotations
@@ -47,7 +42,7 @@ log = logging.getLogger(__name__)
 
 
 class CacheWriter:
-    """The writer of one cache (see the module's docstring). Usage::
+    """The writer of one cache. Usage::
 
         with CacheWriter(path, identity, libraries=extractor.LIBRARIES) as w:
             todo = [i for i in ids if w.sources.get(i) != source_of[i]]
@@ -55,19 +50,11 @@ class CacheWriter:
             w.finalize(order=ids)
     """
 
-    def __init__(
-        self,
-        path: str | Path,
-        identity: dict[str, Any],
-        *,
-        dtype: str = "float32",
-        shard_size: int = 64,
-        libraries: Sequence[str] = (),
-    ) -> None:
+    def __init__(self, path: str | Path, identity: dict[str, Any], *, dtype: str = "float32",
+                 shard_size: int = 64, libraries: Sequence[str] = ()) -> None:
         self.path = Path(path)
         self.identity = {k: identity[k] for k in IDENTITY_KEYS}
-        # whose versions the cache records (amid.cache.write_cache): the extractor's
-        self.libraries = tuple(libraries)
+        self.libraries = tuple(libraries)  # whose versions the cache records
         self.dtype = dtype
         self.shard_size = shard_size
         self.parts = Path(f"{self.path}.parts")
@@ -77,18 +64,15 @@ class CacheWriter:
         self.done: set[str] = set()
         self.sources: dict[str, str] = {}  # id -> source fingerprint of its committed features
 
-    # -- lifecycle
     def __enter__(self) -> CacheWriter:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # e.g. cache_dir names a file
             raise CacheError(f"cannot create the cache folder {self.path.parent}: {exc}") from None
         try:
-            self._lock = ExclusiveLock(
-                f"{self.path}.lock",
-                CacheError(f"{self.path} is being written by another extraction (lock "
-                           f"{self.path}.lock); wait for it to finish"),
-            ).__enter__()
+            busy = CacheError(f"{self.path} is being written by another extraction (lock "
+                              f"{self.path}.lock); wait for it to finish")
+            self._lock = ExclusiveLock(f"{self.path}.lock", busy).__enter__()
         except OSError as exc:  # a read-only folder: the lock file cannot be made
             raise CacheError(f"cannot write {self.path}.lock: {exc.strerror or exc}") from None
         try:
@@ -122,9 +106,8 @@ class CacheWriter:
             shutil.rmtree(self.parts)
             self.parts.mkdir()
         write_text(marker, json.dumps(self.identity, sort_keys=True), CacheError)
-        # Each shard carries its own identity: a kill during finalize's cleanup
-        # can leave shards without the marker, and they must not be mixed into
-        # a cache of other settings.
+        # Each shard carries its own identity: a kill during finalize's cleanup can leave
+        # shards without the marker, and they must not join a cache of other settings.
         want = identity_hash(self.identity)
         for shard in self._shards():
             try:
@@ -144,34 +127,29 @@ class CacheWriter:
             self.sources.update(zip(ids, sources, strict=True))
 
     def discard(self) -> None:
-        """Remove the shard folder (left by a kill after the final file was in place)."""
+        """Remove the shards (left by a kill after the final file was in place)."""
         self._remove_parts()
         self.done.clear()
         self.sources.clear()
 
     def adopt(self, existing: FeatureCache, keep: set[str] | None = None) -> None:
-        """Start from a finished cache of the same identity (to extend or update it).
-
-        Only samples in `keep` (default: all) that no shard holds yet are taken:
-        an interrupted run already holds them, and shards left by an
-        interrupted cleanup hold some.
-        """
+        """Start from a finished cache of the same identity (to extend or update it): its
+        samples in `keep` (default: all) that no shard holds yet (an interrupted run's)."""
         sources = existing.sources or [""] * len(existing.ids)
         chosen = [k for k, sid in enumerate(existing.ids)
                   if sid not in self.done and (keep is None or sid in keep)]
         if not chosen:
             return
-        write_cache(
-            self._next_shard(),
-            [existing.ids[k] for k in chosen],
-            [existing.sequence(k) for k in chosen],
-            {**self.identity, "feature_dim": existing.feature_dim},
-            dtype=self.dtype,
-            sources=[sources[k] for k in chosen],
-            libraries=self.libraries,
-        )
-        self.done.update(existing.ids[k] for k in chosen)
-        self.sources.update((existing.ids[k], sources[k]) for k in chosen)
+        ids, kept = [existing.ids[k] for k in chosen], [sources[k] for k in chosen]
+        self._write_shard(ids, [existing.sequence(k) for k in chosen], kept)
+        self.done.update(ids)
+        self.sources.update(zip(ids, kept, strict=True))
+
+    def _write_shard(self, ids: Sequence[str], seqs: Sequence[np.ndarray],
+                     sources: Sequence[str], fault: str = "") -> None:
+        write_cache(self._next_shard(), ids, seqs,
+                    {**self.identity, "feature_dim": seqs[0].shape[1]}, dtype=self.dtype,
+                    sources=sources, fault=fault, libraries=self.libraries)
 
     def _next_shard(self) -> Path:
         # After the highest number, not the count: shards may be missing from
@@ -179,7 +157,6 @@ class CacheWriter:
         numbers = [int(p.stem.split("-")[1]) for p in self._shards()]
         return self.parts / f"shard-{max(numbers, default=-1) + 1:06d}.h5"
 
-    # -- adding work
     def add(self, sample_id: str, features: np.ndarray, source: str = "") -> None:
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 2 or not len(features):
@@ -200,18 +177,12 @@ class CacheWriter:
     def _flush(self) -> None:
         if not self._buffer:
             return
-        ids, seqs, sources = zip(*self._buffer, strict=True)
-        identity = {**self.identity, "feature_dim": seqs[0].shape[1]}
-        write_cache(self._next_shard(), ids, seqs, identity, dtype=self.dtype, sources=sources,
-                    fault="shard", libraries=self.libraries)
+        self._write_shard(*zip(*self._buffer, strict=True), fault="shard")
         self._buffer.clear()
 
     def finalize(self, order: Sequence[str]) -> tuple[Path, int]:
-        """Merge the shards in `order` (manifest order) into the final file.
-
-        Returns the path and the number of samples written. Ids in the shards but
-        not in `order` are dropped (the manifest no longer has them).
-        """
+        """Merge the shards in `order` (manifest order) into the final file; ids not in
+        `order` are dropped. Returns the path and the number of samples written."""
         self._flush()
         # Only ids and offsets first: the features are copied shard by shard
         # below, so merging needs one shard in memory, not the whole cache.
@@ -232,10 +203,8 @@ class CacheWriter:
             # the reasons go into the message itself.
             shown = "; ".join(f"{s}: {why}" for s, why, _ in sorted(errors)[:3])
             more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
-            raise CacheError(
-                f"{self.path}: no sample could be extracted ({len(errors)} error(s)"
-                f"{': ' + shown + more if errors else ''})"
-            )
+            raise CacheError(f"{self.path}: no sample could be extracted ({len(errors)} "
+                             f"error(s){': ' + shown + more if errors else ''})")
         position = {sid: k for k, sid in enumerate(ids)}
         by_shard: dict[Path, list[str]] = {}
         for sid in ids:
@@ -245,17 +214,15 @@ class CacheWriter:
             for n, (shard, members) in enumerate(by_shard.items()):
                 features = read_cache(shard).features  # validates the shard, too
                 for sid in members:
-                    _, lo, hi = where[sid]
-                    k = position[sid]
+                    k, (_, lo, hi) = position[sid], where[sid]
                     data[out_offsets[k] : out_offsets[k + 1]] = features[lo:hi]
                 if n == 0:
                     fault_point("final-writing")
 
         lengths = [where[s][2] - where[s][1] for s in ids]
-        identity = {**self.identity, "feature_dim": dim}
-        write_cache_streaming(self.path, ids, lengths, identity, fill, dtype=self.dtype,
-                              sources=[self.sources.get(s, "") for s in ids], fault="final",
-                              libraries=self.libraries)
+        write_cache_streaming(self.path, ids, lengths, {**self.identity, "feature_dim": dim},
+                              fill, dtype=self.dtype, fault="final", libraries=self.libraries,
+                              sources=[self.sources.get(s, "") for s in ids])
         # after the cache: a failed cache write keeps the old cache and its sidecar together
         write_errors(self.path, errors)
         self._remove_parts()

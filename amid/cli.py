@@ -1,14 +1,10 @@
 """What the four commands (`amid-extract`, `amid-train`, `amid-evaluate`, `amid-predict`) share.
 
-One style everywhere:
-
-- `-p/--params FILE` the configuration, `-S/--set key=value` an override
-  (repeatable), `-o/--out PATH` the output, `-q/--quiet` only warnings and
-  errors (third-party progress bars included). A command with subcommands
-  takes `-p` and `-S` before the subcommand too (`group_options`).
-- A mistake the user can fix prints ONE line, `<prog>: error: <message>`, on
-  stderr and exits with status 2; anything else is a bug and keeps its
-  traceback. `errors(prog)` does this around a command body.
+`-p/--params FILE` the configuration, `-S/--set key=value` an override
+(repeatable; before a subcommand too: `group_options`), `-o/--out PATH` the
+output, `-q/--quiet` only warnings and errors. A mistake the user can fix prints
+ONE line, `<prog>: error: <message>`, and exits with status 2 (`errors(prog)`);
+anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -52,11 +48,8 @@ def group_callback(ctx: typer.Context,
 
 def group_options(ctx: typer.Context, params: Path | None,
                   overrides: list[str]) -> tuple[Path | None, list[str]]:
-    """A subcommand's `-p`/`-S`, with those given before the subcommand.
-
-    `-p` after the subcommand wins over one before it; `-S` before it come first,
-    so a later `-S` on the same key wins, as it does within one list.
-    """
+    """A subcommand's `-p`/`-S`, with those given before it: a `-p` after the subcommand
+    wins; `-S` before it come first, so a later `-S` on the same key wins."""
     given = (ctx.parent.obj if ctx.parent is not None else None) or {}
     before = given.get("params")
     # by name: typer vendors its own click, whose ParameterSource is another class
@@ -77,18 +70,14 @@ def fail(prog: str, message: str) -> typer.Exit:
 
 @contextlib.contextmanager
 def errors(prog: str) -> Iterator[None]:
-    """User-fixable errors as one line and exit status 2.
-
-    `AmidError` carries its own message; an OSError that escaped a writer (a
-    read-only folder, a full disk, a permission) is reported with its path.
-    """
+    """User-fixable errors as one line and exit status 2: `AmidError`'s message, or an
+    OSError that escaped a writer (read-only folder, full disk) with its path."""
     try:
         yield
     except AmidError as exc:
         raise fail(prog, str(exc)) from None
     except OSError as exc:
-        where = exc.filename or "a file"
-        raise fail(prog, write_failure(where, exc)) from None
+        raise fail(prog, write_failure(exc.filename or "a file", exc)) from None
 
 
 def duration(seconds: float) -> str:

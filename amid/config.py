@@ -1,21 +1,13 @@
 """The one typed configuration, read from `params.yaml`.
 
 Every command loads it once (`load_config`) and hands explicit values to the
-library; nothing below the CLIs reads `params.yaml`. Loading is strict: an
-unknown key (a misspelled `dvc exp run -S methods.amid.alfa=2`, which DVC
-itself accepts silently), a key given twice, a wrong type or an out-of-range
-value is a `ConfigError` naming the dotted key, and the `--set` override it
-came from when it did.
-
-Each section is a pydantic model (`amid.schema.Schema`) whose fields carry
-their own ranges (`option(default, ge=...)`). Each training method owns its
-options: they live under `methods.<name>` and are typed by the method's own
-`Options` model (`amid.distill.methods`), and each extractor's parameters by
-its `Params` model (`amid.extract.extractors`). The core does not import the
-stages, so this module keeps those two as plain (finite) data: the stage
-that reads them types them before it starts (`load_config(...,
-check=check_method_options)` in amid-train; `expected_identity` in
-amid-extract).
+library; nothing below the CLIs reads `params.yaml`. Loading is strict (see
+`amid.schema`): an unknown key (a misspelled `dvc exp run -S
+methods.amid.alfa=2`, which DVC accepts silently) is an error naming the key,
+and the `--set` it came from. The core does not import the stages, so
+`methods.<name>` and `extract.<m>.params` stay plain (finite) data here; the
+stage that reads them types them with its own models before it starts
+(`check=check_method_options` in amid-train; `expected_identity` in amid-extract).
 `dvc.yaml` lists, per stage, the sections that stage reads.
 """
 
@@ -56,14 +48,12 @@ class DemoConfig(Schema):
     n_per_class: int = option(60, ge=5)  # 10 classes; 60/20/20 % train/val/test
     frames: int = option(6, ge=1)  # frames per video
     frame_size: int = option(32, ge=8)  # pixels, square
-    # std of per-frame pixel noise (image in [0, 1])
-    visual_noise: float = option(0.9, ge=0)
+    visual_noise: float = option(0.9, ge=0)  # std of per-frame pixel noise (image in [0, 1])
     visual_blur: float = option(1.2, ge=0)  # Gaussian blur sigma (8x8 digit pixels)
     sample_rate: int = option(16000, ge=8000)
     duration: float = option(0.5, gt=0)  # seconds of audio per sample
     audio_noise: float = option(0.6, ge=0)  # std of white noise (tone amplitude 1)
-    # chance a transcript's cue word is replaced
-    text_noise: float = option(0.3, ge=0, le=1)
+    text_noise: float = option(0.3, ge=0, le=1)  # chance a transcript's cue word is replaced
     # fraction of training annotations that name a wrong class (the media show the true
     # one; validation and test stay correct): noisy labels a teacher can see through
     label_noise: float = option(0.0, ge=0, lt=1)
@@ -107,8 +97,7 @@ class ModelConfig(Schema):
     dim: int = option(128, ge=1)  # representation dimension d
     hidden: int = option(128, ge=1)  # hidden width of RNNs and MLPs
     student: Literal["gru", "lstm", "pool"] = "gru"
-    # layers run one after another, each its own module: deeper stacks are a typo
-    rnn_layers: int = option(1, ge=1, le=100)
+    rnn_layers: int = option(1, ge=1, le=100)  # each its own module: deeper stacks are a typo
     bidirectional: bool = False
     dropout: float = option(0.1, ge=0, lt=1)
     teacher_encoders: Literal["shared", "separate"] = "shared"
@@ -168,10 +157,9 @@ class PipelineConfig(Schema):
 class SweepConfig(Schema):
     """One named ablation grid: `amid-train --grid NAME`, DVC stage `sweep@NAME`.
 
-    `grid` nests configuration keys down to lists of values, one axis per
-    list (`{train: {seed: [0, 1, 2]}, methods: {amid: {alpha: [0, 4]}}}`); the
-    grid is their product. Nested rather than dotted keys so that
-    `dvc exp run -S sweeps.NAME.grid.train.seed=[0,1]` edits one axis.
+    `grid` nests keys down to lists of values, one axis per list (`{train: {seed:
+    [0, 1]}, methods: {amid: {alpha: [0, 4]}}}`), nested so that `dvc exp run -S
+    sweeps.NAME.grid.train.seed=[0,1]` edits one axis; the grid is their product.
     """
 
     method: PathComponent = "amid"
@@ -183,8 +171,7 @@ class Config(Schema):
     dataset: DatasetConfig = option(DatasetConfig())
     extract: dict[str, ModalityExtractConfig] = option({})
     train: TrainConfig = option(TrainConfig())
-    # methods.<name>: that method's own options (typed by amid.distill.methods)
-    methods: dict[str, FreeMap] = option({})
+    methods: dict[str, FreeMap] = option({})  # each method's own (typed: amid.distill.methods)
     evaluate: EvaluateConfig = option(EvaluateConfig())
     pipeline: PipelineConfig = option(PipelineConfig())
     sweeps: dict[str, SweepConfig] = option({})
@@ -222,10 +209,9 @@ def moved_key(dotted: str) -> str | None:
 def validate(cfg: Config) -> Config:
     """Rules that join several keys."""
     # names that become one part of a path (cache folders, stage and run names)
-    for modality in cfg.extract:
-        check_path_component(modality, f"extract.{modality}")
-    for name in cfg.sweeps:
-        check_path_component(name, f"sweeps.{name}")
+    for section, names in (("extract", cfg.extract), ("sweeps", cfg.sweeps)):
+        for name in names:
+            check_path_component(name, f"{section}.{name}")
     for i, method in enumerate(cfg.pipeline.methods):
         check_path_component(method, f"pipeline.methods[{i}]")
     check_model_size(cfg.train.model)
@@ -233,10 +219,9 @@ def validate(cfg: Config) -> Config:
     for role in ("target", "auxiliary"):
         for modality in getattr(cfg.dataset, role):
             if modality not in cfg.extract:
-                raise ConfigError(
-                    f"dataset.{role} names modality {modality!r}, which has no "
-                    f"extract.{modality} section (have: {', '.join(cfg.extract) or 'none'})"
-                )
+                have = ", ".join(cfg.extract) or "none"
+                raise ConfigError(f"dataset.{role} names modality {modality!r}, which has no "
+                                  f"extract.{modality} section (have: {have})")
     overlap = set(cfg.dataset.target) & set(cfg.dataset.auxiliary)
     if overlap:
         raise ConfigError(f"dataset.target and dataset.auxiliary share {sorted(overlap)}")
@@ -280,21 +265,20 @@ def _extractors(data: dict[str, Any]) -> dict[str, Any]:
 def _override(data: dict[str, Any], assignment: str) -> None:
     """Apply one `--set`; a modality given a new extractor starts from that one's parameters.
 
-    A mapping merges into its section, but the old extractor's parameters mean
-    nothing to a new one (`extract.audio={extractor: panns-cnn14}` over logmel's
-    `n_mels`), and no `--set` could remove them: they are dropped, with a warning,
-    keeping only the parameters this override gives.
+    The old extractor's parameters mean nothing to a new one (logmel's `n_mels` under
+    `extract.audio={extractor: panns-cnn14}`) and no `--set` could remove them: they
+    are dropped, with a warning, keeping only those this override gives.
     """
     before = _extractors(data)
     apply_override(data, assignment)
     given: dict[str, Any] = {}
     apply_override(given, assignment)  # what this override alone sets
     for modality, new in _extractors(data).items():
-        old = before.get(modality)
-        section = data["extract"][modality]
+        old, section = before.get(modality), data["extract"][modality]
         if old is None or new == old or not isinstance(section.get("params"), dict):
             continue
-        own = _extractors_params(given, modality)
+        # a changed extractor was set by this override, so `given` holds its section
+        own = dict(given["extract"][modality].get("params") or {})
         dropped = sorted(set(section["params"]) - set(own))
         section["params"] = own
         if dropped:
@@ -303,34 +287,21 @@ def _override(data: dict[str, Any], assignment: str) -> None:
                         assignment, modality, new, modality, ", ".join(dropped), old, new)
 
 
-def _extractors_params(given: dict[str, Any], modality: str) -> dict[str, Any]:
-    section = (given.get("extract") or {}).get(modality)
-    params = section.get("params") if isinstance(section, dict) else None
-    return dict(params) if isinstance(params, dict) else {}
-
-
 def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = None, *,
                 check: Callable[[Config], None] | None = None) -> Config:
-    """Read `params.yaml`, apply `key=value` overrides, check everything.
-
-    The file is checked alone first, then with each override in turn, so an
-    error names where the bad value came from. `check` adds the checks of a
-    part that owns its own section (amid-train types `methods` with it).
+    """Read `params.yaml`, apply `key=value` overrides, check everything: the file alone
+    first, then with each override in turn, so an error names where the bad value came
+    from. `check` adds the checks of a part that owns its section (amid-train's methods).
     """
     path = Path(path)
     data = read_params(path)
-
-    def build(raw: dict[str, Any]) -> Config:
-        cfg = validate(load(Config, raw, moved=moved_key))
-        if check is not None:
-            check(cfg)
-        return cfg
-
     for assignment in [None, *(overrides or [])]:
         if assignment is not None:
             _override(data, assignment)
         try:
-            cfg = build(data)
+            cfg = validate(load(Config, data, moved=moved_key))
+            if check is not None:
+                check(cfg)
         except ConfigError as exc:
             origin = path if assignment is None else f"--set {assignment}"
             raise ConfigError(f"{origin}: {exc}") from None

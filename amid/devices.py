@@ -1,9 +1,5 @@
-"""Which device a stage runs on, and where it may use mixed precision.
-
-One place for both stages: `train.device` and `extract.<m>.device` resolve the
-same way ("auto": the GPU when there is one), and autocast is used only on
-`AMP_DEVICES`.
-"""
+"""Which device a stage runs on (`train.device` and `extract.<m>.device` alike: "auto"
+is the GPU when there is one), and where it may use mixed precision."""
 
 from __future__ import annotations
 
@@ -44,10 +40,8 @@ HEAP_LIMITS = {"MALLOC_MMAP_THRESHOLD_": (-3, 1 << 30),  # mallopt(M_MMAP_THRESH
 
 
 def keep_large_blocks_in_heap() -> list[str]:
-    """Raise glibc's mmap and trim thresholds for this process (training on the CPU).
-
-    A limit the user set in the environment (glibc's own variables) is left as
-    it is; off glibc (macOS, musl) this does nothing. Returns what was set.
+    """Raise glibc's mmap and trim thresholds for this process (training on the CPU),
+    except those the user set (glibc's variables); off glibc nothing. Returns what was set.
     """
     import ctypes
     import os

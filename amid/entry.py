@@ -1,19 +1,13 @@
 """Console-script entry points: pin the CPU's numerics, then run the stage's command.
 
-Why the pins (docs/reproducibility.md): PyTorch, MKL and OpenBLAS pick their
-kernels by the CPU they find, so AVX-512 code on one machine and AVX2 code on
-another add in another order, and the committed metrics did not come back from
-a fresh clone on another CPU model. Pinned, results depend on the code, the
-inputs, the library versions and the thread count only.
-
-Why here and not in `amid/__init__.py`: a library must not change the process it
-is imported into (the pins make MKL's batched products two to three times slower
-for a program that only wanted, say, `amid.evaluate.metrics`). The commands
-`dvc repro` runs are these entry points, so every stage is pinned; a program that
-imports the library gets the library's numbers unpinned, or calls
-`pin_cpu_numerics()` itself first. Each variable is read lazily by its library
-(at its first kernel), so pinning works even after `import torch`; a value the
-user has set is left alone.
+Why (docs/reproducibility.md): PyTorch, MKL and OpenBLAS pick their kernels by
+the CPU they find, so AVX-512 code on one machine and AVX2 code on another add
+in another order, and the committed metrics did not come back on another CPU
+model. Pinned, results depend on the code, inputs, library versions and thread
+count only. Not in `amid/__init__.py`: a library must not change the process it
+is imported into (the pins make MKL's batched products two to three times
+slower). Each variable is read lazily by its library (at its first kernel), so
+pinning works even after `import torch`; a value the user has set is left alone.
 """
 
 from __future__ import annotations
@@ -31,13 +25,10 @@ CPU_NUMERICS = {
 
 
 def pin_cpu_numerics() -> dict[str, str]:
-    """Set each of `CPU_NUMERICS` the user has not set (x86-64 only: the names are x86
-    kernel families); returns what is now in force."""
+    """Set each unset `CPU_NUMERICS` (x86-64 only: x86 kernel families); returns those in force."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return {}
-    for name, value in CPU_NUMERICS.items():
-        os.environ.setdefault(name, value)
-    return {name: os.environ[name] for name in CPU_NUMERICS}
+    return {name: os.environ.setdefault(name, value) for name, value in CPU_NUMERICS.items()}
 
 
 def _run(module: str, function: str = "main") -> None:

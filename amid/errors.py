@@ -1,10 +1,6 @@
-"""The project's own error type.
-
-Every error a user can fix (bad manifest row, unknown config key, a cache in the
-wrong format, a missing weight file) is an `AmidError` whose message names the
-file, row, key or option at fault. The CLIs print these messages without a
-traceback; anything else is a bug and keeps its traceback.
-"""
+"""The project's own error type: every error a user can fix is an `AmidError` whose
+message names the file, row, key or option at fault; the CLIs print it without a
+traceback (anything else is a bug and keeps its traceback)."""
 
 from __future__ import annotations
 

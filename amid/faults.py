@@ -1,17 +1,13 @@
 """Fault injection at exact points, for the crash tests (never set in normal use).
 
-Code that writes something calls `fault_point("name")` at the moments a crash
-matters (inside a shard write, between a write and its rename, inside a
-cleanup). When the environment variable `AMID_FAULT` names that point, the
-process kills itself there with SIGKILL, exactly as a power cut or the OOM
-killer would, so a test can check what survives without hoping that a timed
-kill lands in the right place:
+Writers call `fault_point("name")` where a crash matters (inside a shard write,
+between a write and its rename, inside a cleanup). When `AMID_FAULT` names that
+point, the process kills itself there with SIGKILL, as a power cut or the OOM
+killer would, so a test needs no timed kill:
 
     AMID_FAULT=shard-written          # die at the first hit of that point
     AMID_FAULT=shard-written:3        # die at its third hit
     AMID_FAULT=epoch-saved:2:SIGTERM  # stop there with another signal (SIGTERM, SIGINT)
-
-Unset (the normal case) it costs one dictionary lookup.
 """
 
 from __future__ import annotations
@@ -24,12 +20,8 @@ _hits: dict[str, int] = {}
 
 
 def fault_point(name: str) -> None:
-    """SIGKILL this process if `AMID_FAULT` asks for a crash at `name` (this hit)."""
-    spec = os.environ.get(ENV)
-    if not spec:
-        return
-    point, _, rest = spec.partition(":")
-    if point != name:
+    point, _, rest = os.environ.get(ENV, "").partition(":")
+    if point != name:  # unset (the normal case) included: `name` is never empty
         return
     nth, _, sig = rest.partition(":")
     _hits[name] = _hits.get(name, 0) + 1

@@ -1,15 +1,10 @@
 """A feature cache's identity: what made its features, so that two caches are
 interchangeable exactly when their identities are equal (docs/data.md).
 
-The identity is {modality, extractor, model, params}: the extractor's name, the
-weights it ran (hub id, path, "random-init(seed=N)" or "none") and every
-parameter that changes the features. A cache records it in its attributes
-(`identity_of` reads it back) and as a short hash (`identity_hash`); extraction
-reuses a cache whose hash matches, training and prediction compare the identity
-they expect with the cache's key by key (`identity_differences`), so a refusal
-names each setting that differs. Every stage reads it from here; what an
-extractor configuration's identity is comes from the extractor itself
-(`amid.extract.extractors.expected_identity`, which loads no weights).
+{modality, extractor, model, params}: the extractor, the weights it ran (hub id,
+path, "random-init(seed=N)" or "none") and every parameter that changes the
+features. Stages compare it key by key (`identity_differences`), so a refusal
+names each setting that differs.
 """
 
 from __future__ import annotations
@@ -35,20 +30,15 @@ def identity_hash(identity: dict[str, Any]) -> str:
 def identity_of(attrs: dict[str, Any]) -> dict[str, Any]:
     """The identity (modality, extractor, model, params dict) a cache's attributes record."""
     params = attrs.get("params", "{}")
-    return {
-        "modality": attrs.get("modality"),
-        "extractor": attrs.get("extractor"),
-        "model": attrs.get("model", "none"),
-        "params": json.loads(params) if isinstance(params, str) else dict(params or {}),
-    }
+    return {"modality": attrs.get("modality"), "extractor": attrs.get("extractor"),
+            "model": attrs.get("model", "none"),
+            "params": json.loads(params) if isinstance(params, str) else dict(params or {})}
 
 
 def identity_differences(expected: dict[str, Any], found: dict[str, Any],
                          ignore: Sequence[str] = ()) -> list[str]:
-    """`key: expected X, cache has Y` for every identity key that differs (params key by key).
-
-    Both sides are identities as `identity_of` returns them; `ignore` names
-    params to leave out (e.g. `precision`, which follows the machine).
+    """`key: expected X, cache has Y` for every identity key that differs (params key by
+    key); `ignore` names params to leave out (e.g. `precision`, which follows the machine).
     """
     a, b = dict(expected.get("params") or {}), dict(found.get("params") or {})
     pairs = [(k, expected.get(k), found.get(k)) for k in ("modality", "extractor", "model")]

@@ -1,13 +1,8 @@
 """The dataset manifest (docs/data.md): one row per sample, validated on load.
 
-Columns: `sample_id`, `label`, `split` (train/val/test, or empty when `fold`
-is used), `fold`, `audio_path`, `video_path` (relative to the dataset root),
-`start`, `end` (seconds), `text`. Errors name the file and the line (the header
-is line 1), so a researcher can open the CSV and fix it. Optional columns
-`audio_start`, `audio_end` give the audio file's own segment when it lies on
-another time line than the video (IEMOCAP's utterance wavs). Media paths must
-stay inside the dataset root, lexically (`../`) and after following symlinks.
-docs/data.md documents the columns for users.
+Errors name the file and the line (the header is line 1), so a researcher can
+open the CSV and fix it. Media paths must stay inside the dataset root,
+lexically (`../`) and after following symlinks.
 """
 
 from __future__ import annotations
@@ -23,17 +18,8 @@ import pandas as pd
 from amid.errors import ManifestError
 from amid.storage import write_text
 
-COLUMNS = [
-    "sample_id",
-    "label",
-    "split",
-    "fold",
-    "audio_path",
-    "video_path",
-    "start",
-    "end",
-    "text",
-]
+COLUMNS = ["sample_id", "label", "split", "fold", "audio_path", "video_path", "start", "end",
+           "text"]
 REQUIRED = ["sample_id", "label"]
 SPLITS = ("train", "val", "test")
 # Optional: the audio file's own segment, replacing start/end for the audio modality.
@@ -90,18 +76,12 @@ class Manifest:
         return self.root / value if value else None
 
     def split_mask(self, split: str, fold: int | None = None) -> np.ndarray:
-        """Boolean mask of a split; with `fold`, that fold is `test`, the rest `train`.
-
-        Every row must carry what the mode reads: a `split` without `fold`, a
-        `fold` with it. A row that has only the other one would otherwise be
-        dropped without a word (or reach numpy as pandas' NA).
-        """
+        """Boolean mask of a split; with `fold`, that fold is `test`, the rest `train`. Every
+        row must carry what the mode reads, else it would be dropped without a word."""
         if fold is None:
             if (self.df["split"] == "").all():
-                raise ManifestError(
-                    f"{self.path}: the manifest uses folds (no split column values); "
-                    "set dataset.fold to the held-out fold"
-                )
+                raise ManifestError(f"{self.path}: the manifest uses folds (no split column "
+                                    "values); set dataset.fold to the held-out fold")
             _refuse(self.df.index[self.df["split"] == ""], self.path, "no `split`",
                     " (they have a `fold`) while other rows have one; give every row a split, "
                     "or set dataset.fold and give every row a fold")
@@ -125,9 +105,7 @@ def read_manifest(
     require_labels: bool = True,
 ) -> Manifest:
     """Read and validate a manifest CSV (or Parquet); media paths checked when asked.
-
-    `require_labels=False` (prediction on new media) lets rows leave `label`,
-    `split` and `fold` empty.
+    `require_labels=False` (prediction on new media): `label`, `split`, `fold` may be empty.
     """
     path = Path(path)
     root = Path(root) if root is not None else path.parent
@@ -137,19 +115,16 @@ def read_manifest(
     if path.is_dir():
         raise ManifestError(f"manifest {path.absolute()} is a folder, not a CSV file")
     try:
-        if path.suffix == ".parquet":
-            df = pd.read_parquet(path)
-        else:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        df = (pd.read_parquet(path) if path.suffix == ".parquet"
+              else pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8"))
     except ImportError:  # no Parquet engine: pandas' own message is several lines about two
         raise ManifestError(f"{path}: reading a Parquet manifest needs pyarrow (pip install "
                             "pyarrow), or write the manifest as CSV") from None
     except UnicodeDecodeError as exc:
         raise ManifestError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     except pd.errors.EmptyDataError:
-        raise ManifestError(
-            f"{path}: the file is empty (expected a header row and samples)"
-        ) from None
+        raise ManifestError(f"{path}: the file is empty (expected a header row and "
+                            "samples)") from None
     except (pd.errors.ParserError, ValueError, OSError) as exc:
         raise ManifestError(f"{path}: cannot be read as a table: {exc}") from None
     if not isinstance(df.index, pd.RangeIndex):
@@ -174,15 +149,11 @@ def validate(
     require_labels: bool = True,
 ) -> pd.DataFrame:
     """Normalise the columns and check every manifest rule (docs/data.md); returns a clean copy.
-
-    `require_labels=False`: `label`, `split` and `fold` may be absent or empty.
     """
     missing = [c for c in (REQUIRED if require_labels else ["sample_id"]) if c not in df.columns]
     if missing:
-        raise ManifestError(
-            f"{source}: missing column(s) {', '.join(missing)}; "
-            f"columns found: {', '.join(map(str, df.columns))}"
-        )
+        raise ManifestError(f"{source}: missing column(s) {', '.join(missing)}; "
+                            f"columns found: {', '.join(map(str, df.columns))}")
     if require_labels and "split" not in df.columns and "fold" not in df.columns:
         raise ManifestError(f"{source}: needs a `split` or a `fold` column")
     df = df.copy().reset_index(drop=True)
@@ -202,8 +173,8 @@ def validate(
     _refuse(bad, source, f"unknown split value(s) {sorted(set(df.loc[bad, 'split']))}",
             f"; use {', '.join(SPLITS)} or leave empty and set `fold`")
     df["fold"] = _numeric(df, "fold", source, integer=True)
-    df["start"] = _numeric(df, "start", source)
-    df["end"] = _numeric(df, "end", source)
+    for column in ("start", "end"):
+        df[column] = _numeric(df, column, source)
     if require_labels:
         _refuse(df.index[(df["split"] == "") & df["fold"].isna()], source,
                 "neither split nor fold")
@@ -254,16 +225,12 @@ def _check_paths(df: pd.DataFrame, column: str, source: str, root: Path, check: 
     if len(gone):
         listed = "\n  ".join(f"line {i + 2}: {root / values[i]}" for i in gone[:_SHOW])
         more = f"\n  ... and {len(gone) - _SHOW} more" if len(gone) > _SHOW else ""
-        raise ManifestError(
-            f"{source}: {len(gone)} media file(s) in `{column}` not found:\n  {listed}{more}"
-        )
+        raise ManifestError(f"{source}: {len(gone)} media file(s) in `{column}` not found:"
+                            f"\n  {listed}{more}")
 
 
 def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write a manifest CSV atomically, columns in the standard order.
-
-    Through `amid.storage.write_text`: a read-only folder or a full disk is one
-    error naming the file, and the previous manifest stays as it was.
-    """
+    """Write a manifest CSV atomically (`amid.storage.write_text`), columns in the standard
+    order."""
     extra = [c for c in df.columns if c not in COLUMNS]
     return write_text(path, df.reindex(columns=COLUMNS + extra, fill_value="").to_csv(index=False))

@@ -1,9 +1,8 @@
 """Name -> object registries for extractors, methods and datasets.
 
-Adding an entry is one file and one decorator line: each registry's package
-imports every module in its folder (`import_all`), so a new file registers
-itself with no import line to add. Lookups of an unknown name fail with the
-known names listed, so a typo in `params.yaml` is obvious.
+A registry's package imports every module in its folder (`import_all`), so a
+new entry is one file and one decorator line. An unknown name fails with the
+known names listed.
 """
 
 from __future__ import annotations
@@ -19,8 +18,8 @@ T = TypeVar("T")
 
 
 def import_all(package: str, path: Iterable[str]) -> list[str]:
-    """Import every module of a package folder (its `__path__`), in name order, so that
-    the `register` decorators in them run; returns the module names imported."""
+    """Import every module of a package folder (its `__path__`), in name order, so their
+    `register` decorators run; returns the module names."""
     names = sorted(m.name for m in pkgutil.iter_modules(list(path)) if not m.name.startswith("_"))
     for name in names:
         importlib.import_module(f"{package}.{name}")

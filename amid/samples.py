@@ -1,24 +1,17 @@
 """Samples as every stage sees them, and what each one's features are made from.
 
-A `MediaItem` is one manifest row resolved for a modality (`media_items`): the
-media file, the segment inside it, the transcript. Extraction decodes it; both
-extraction and training fingerprint it (`sample_sources`), 16 hex digits per
-sample, recorded in a cache's `/sources` (amid.cache), so that `amid-extract run`
-re-extracts exactly the samples whose input changed, even when the manifest keeps
-their ids, and `amid-train` refuses a cache made from other inputs. The
-fingerprint covers:
+A `MediaItem` is one manifest row resolved for a modality (`media_items`). Its
+fingerprint (`sample_sources`, recorded in a cache's `/sources`) lets
+`amid-extract run` re-extract exactly the samples whose input changed, and
+`amid-train` refuse a cache made from other inputs. It covers a text sample's
+transcript; an audio or visual sample's media path relative to the root (moving
+the dataset changes nothing), the file's content fingerprint and the segment.
 
-- audio and visual samples: the media path as the manifest names it
-  (relative to the dataset root, so moving the whole dataset changes
-  nothing), the file's content fingerprint, and the segment bounds used;
-- text samples: the transcript.
-
-The content fingerprint is cheap and reads bytes, never timestamps (a copy
-or a `touch` must not trigger hours of re-extraction): the file size and a
-SHA-256 of its first and last 64 KiB. An edit that keeps the size and
-touches neither end goes unnoticed; in media files the container header and
-index sit at the ends, so a re-encode changes them. A frame folder
-fingerprints its image names and sizes plus its first and last image.
+The content fingerprint reads bytes, never timestamps (a copy or a `touch`
+must not trigger hours of re-extraction): the size and a SHA-256 of the first
+and last 64 KiB. An edit that keeps the size and touches neither end goes
+unnoticed; media files keep their header and index at the ends, so a re-encode
+changes them. A frame folder: its image names and sizes, its first and last image.
 """
 
 from __future__ import annotations
@@ -58,11 +51,9 @@ def _bound(value: Any) -> float | None:
 def media_items(manifest: Manifest, modality: str) -> list[MediaItem]:
     """One MediaItem per manifest row, media resolved for `modality`.
 
-    `start`/`end` locate a sample inside its media, whichever file that is: the
-    video, the video's soundtrack, or the row's own audio file. A row whose
-    audio file lies on another time line than its video (IEMOCAP: the
-    utterance's own wav, the dialog's video) gives the audio's bounds in
-    `audio_start`/`audio_end` (empty: the file's start or end).
+    `start`/`end` locate a sample inside its media (video, its soundtrack, or the
+    row's audio file); an audio file on another time line than its video (IEMOCAP's
+    utterance wavs) has its own bounds in `audio_start`/`audio_end` (empty: its ends).
     """
     df = manifest.df
     items = []
@@ -73,15 +64,8 @@ def media_items(manifest: Manifest, modality: str) -> list[MediaItem]:
                     for c in ("audio_start", "audio_end"))
             if a is not None or b is not None:
                 start, end = a, b
-        items.append(
-            MediaItem(
-                sample_id=df.at[row, "sample_id"],
-                path=manifest.media_path(row, modality),
-                start=start,
-                end=end,
-                text=df.at[row, "text"] or None,
-            )
-        )
+        items.append(MediaItem(df.at[row, "sample_id"], manifest.media_path(row, modality),
+                               start, end, df.at[row, "text"] or None))
     return items
 
 
@@ -102,10 +86,7 @@ def _file(path: Path) -> str:
 @lru_cache(maxsize=65536)
 def content_fingerprint(path: str) -> str:
     """Size and edge hash of a file, or of a frame folder; `missing`/`unreadable` otherwise.
-
-    Memoised per path within a process: many rows can share one recording
-    (IEMOCAP utterances in a dialog video).
-    """
+    Memoised: many rows can share one recording (IEMOCAP's utterances in a dialog video)."""
     p = Path(path)
     try:
         if p.is_dir():
@@ -114,9 +95,7 @@ def content_fingerprint(path: str) -> str:
             ends = [_file(q) for q in (images[:1] + images[-1:])]
             text = json.dumps([listing, ends])
             return "dir:" + hashlib.sha256(text.encode()).hexdigest()[:32]
-        if not p.exists():
-            return "missing"
-        return _file(p)
+        return _file(p) if p.exists() else "missing"
     except OSError as exc:  # the load will fail too, and say why
         return f"unreadable:{exc.errno}"
 
@@ -127,23 +106,17 @@ def sample_source(item: MediaItem, modality: str, root: Path) -> str:
         record: dict = {"text": item.text or ""}
     else:
         relative = "" if item.path is None else os.path.relpath(item.path, root)
-        record = {
-            "path": Path(relative).as_posix() if relative else "",
-            "content": "" if item.path is None else content_fingerprint(str(item.path)),
-            "start": item.start,
-            "end": item.end,
-        }
+        record = {"path": Path(relative).as_posix() if relative else "",
+                  "content": "" if item.path is None else content_fingerprint(str(item.path)),
+                  "start": item.start, "end": item.end}
     text = json.dumps(record, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def sample_sources(items: Iterable[MediaItem], modality: str, root: Path,
                    workers: int = 4) -> dict[str, str]:
-    """sample id -> fingerprint for every item; files are read by a few threads.
-
-    The cache is cleared first: a file may have changed since the last call in
-    this process.
-    """
+    """sample id -> fingerprint for every item; files are read by a few threads. The
+    memo is cleared first: a file may have changed since the last call."""
     content_fingerprint.cache_clear()
     items = list(items)
     if modality == "text" or workers <= 1 or len(items) < 64:

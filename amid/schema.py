@@ -1,21 +1,16 @@
 """Typed configuration on pydantic v2: one base model, one error formatter, the YAML side.
 
-Every option of the project is a field of a `Schema` model: the sections of
-`params.yaml` (`amid.config`), each method's `Options`, each extractor's
-`Params` and each dataset adapter's `Options`. A field states its range
-beside it with `option(default, ge=..., lt=..., note=...)` and whether it
-may differ between stacked members (`per_member=True`, a float read at step
-time: `amid.distill.stack`). pydantic does the checking (unknown keys,
-types without loose coercion, literals, ranges, NaN and infinity refused);
-`load` turns its `ValidationError` into the project's one-line
-`ConfigError`: the dotted key, what it must be, the value given, and for an
-unknown key the known ones and the closest of them; a value given its old
-name (`renamed`) is refused with its new one.
+Every option (the sections of `params.yaml`, each method's `Options`, each
+extractor's `Params`, each adapter's `Options`) is a field of a `Schema` model,
+its range beside it: `option(default, ge=..., note=...)`; `per_member=True` marks
+a float that may differ between stacked members (`amid.distill.stack`). `load`
+turns pydantic's `ValidationError` into one-line `ConfigError`s: the dotted key,
+what it must be, the value given; for an unknown key the known ones and the
+closest; for an old value (`renamed`) its new name.
 
-The YAML side: `parse_yaml` reads YAML as YAML 1.2 tools (DVC's ruamel)
-do, so `1e-3` is a number, and refuses a key given twice; `apply_override`
-applies one `--set key=value` to the raw mapping before it is typed, so a
-`--set` and a `dvc exp run -S` of the same value fail with the same message.
+`parse_yaml` reads YAML as YAML 1.2 tools (DVC's ruamel) do, so `1e-3` is a
+number, and refuses a key given twice; `apply_override` applies one `--set
+key=value` to the raw mapping, so `--set` and `dvc exp run -S` fail alike.
 """
 
 from __future__ import annotations
@@ -46,11 +41,8 @@ from amid.errors import ConfigError
 
 
 class Schema(BaseModel):
-    """A configuration model: unknown keys refused, no loose types, finite numbers only.
-
-    Strict: "3" is not an int, 1.5 is not an int, "yes" is not a bool; an int
-    is read as a float where a float is meant (YAML writes `1` for 1.0).
-    """
+    """A configuration model: unknown keys refused, finite numbers only, no loose types
+    ("3" or 1.5 is no int, "yes" no bool; an int is a float where one is meant)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
@@ -73,16 +65,11 @@ class Schema(BaseModel):
 def option(default: Any, *, ge: float | None = None, gt: float | None = None,
            le: float | None = None, lt: float | None = None, note: str = "",
            per_member: bool = False) -> Any:
-    """A field with its range beside it.
-
-    `note`: said after the range in the error (the unit, or why the bound);
-    `per_member`: the value may differ between the members of one stacked sweep.
-    """
+    """A field with its range; `note` follows the range in the error (unit, or why the bound);
+    `per_member`: the value may differ between the members of one stacked sweep."""
     extra = {k: v for k, v in (("per_member", per_member), ("note", note)) if v} or None
-    if isinstance(default, list | dict | BaseModel):  # each instance its own copy
-        value: dict[str, Any] = {"default_factory": lambda: copy.deepcopy(default)}
-    else:
-        value = {"default": default}
+    fresh = isinstance(default, list | dict | BaseModel)  # each instance its own copy
+    value = {"default_factory": lambda: copy.deepcopy(default)} if fresh else {"default": default}
     return Field(**value, ge=ge, gt=gt, le=le, lt=lt, json_schema_extra=extra)
 
 
@@ -131,10 +118,9 @@ FreeMap = Annotated[dict[str, Any], AfterValidator(_finite)]
 SEED_MAX = 2**32 - 1
 Split = Literal["train", "val", "test"]
 
-# A name that becomes one part of a path (`<cache_dir>/<dataset.name>/...`,
-# `runs/sweeps/<NAME>`): letters, digits and `_ - . +`, not starting with a dot
-# (no `..`, no hidden file), no separator, and short enough to leave room in a
-# 255-byte file name for what is added to it.
+# A name that becomes one part of a path (`<cache_dir>/<dataset.name>/...`, `runs/sweeps/
+# <NAME>`): letters, digits and `_ - . +`, not starting with a dot (no `..`, no hidden
+# file), no separator, and short enough to leave room in a 255-byte file name.
 _COMPONENT = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,99}")
 COMPONENT_RULE = ("one folder or file name: letters, digits, _ - . + (not first: .), "
                   "at most 100 characters")
@@ -154,8 +140,7 @@ PathComponent = Annotated[str, rule(is_path_component, COMPONENT_RULE)]
 
 
 def per_member_keys(cls: type[BaseModel], where: str) -> list[str]:
-    """Dotted keys of `cls` (and nested models) marked `per_member`."""
-    keys = []
+    keys = []  # dotted, nested models included
     for name, info in cls.model_fields.items():
         dotted = f"{where}.{name}"
         if (info.json_schema_extra or {}).get("per_member"):
@@ -172,69 +157,60 @@ def to_dict(cfg: BaseModel) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ errors
 
-# where an unknown dotted key lives now (a sentence), or None: see `load`
+# moved(dotted_key): where an unknown key lives now (a sentence), or None, so an old
+# file fails with the new name
 Moved = Callable[[str], "str | None"] | None
 UNKNOWN = "unknown configuration key(s) {keys}; known here: {known}"
-_EXPECTED = {
-    "int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
-    "string_type": "a string", "list_type": "a list", "dict_type": "a mapping",
-    "model_type": "a mapping",
-}
+_EXPECTED = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
+             "string_type": "a string", "list_type": "a list", "dict_type": "a mapping",
+             "model_type": "a mapping"}
 _BOUNDS = {"greater_than_equal", "greater_than", "less_than_equal", "less_than"}
 
 
-def _strip(tp: Any) -> tuple[Any, list[Any]]:
-    """`tp` without Optional, and the metadata of its Annotated layers."""
-    meta: list[Any] = []
-    while True:
-        if typing.get_origin(tp) is Annotated:
-            tp, *more = typing.get_args(tp)
-            meta += more
-        elif typing.get_origin(tp) in (typing.Union, types.UnionType):
-            rest = [a for a in typing.get_args(tp) if a is not type(None)]
-            if len(rest) != 1:
-                return tp, meta
-            tp = rest[0]
-        else:
-            return tp, meta
-
-
 def _leaf(model: type[BaseModel], loc: tuple) -> tuple[Any, list[Any]]:
-    """The annotation at `loc` under `model`, and every constraint on the way to it."""
+    """The annotation at `loc` under `model` (without Optional), and its constraints."""
     tp: Any = model
     meta: list[Any] = []
-    for part in loc:
-        tp = _strip(tp)[0]
+    for part in (*loc, None):
+        while True:  # through Annotated layers (keeping their constraints) and Optional
+            origin, args = typing.get_origin(tp), typing.get_args(tp)
+            rest = [a for a in args if a is not type(None)]
+            if origin is Annotated:
+                tp, meta = args[0], [*meta, *args[1:]]
+            elif origin in (typing.Union, types.UnionType) and len(rest) == 1:
+                tp = rest[0]
+            else:
+                break
+        if part is None:
+            break
         if isinstance(tp, type) and issubclass(tp, BaseModel) and str(part) in tp.model_fields:
             info = tp.model_fields[str(part)]
             tp, meta = info.annotation, [*info.metadata, info]
-        elif typing.get_origin(tp) in (list, dict):
-            tp, meta = typing.get_args(tp)[-1], []
+        elif origin in (list, dict):
+            tp, meta = args[-1], []
         else:
             return None, []
-    tp, more = _strip(tp)
-    return tp, meta + more
+    return tp, meta
+
+
+_OPS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 
 
 def _range(meta: list[Any]) -> str:
     """`in [1, 256]`, `> 0`, `in [0, 1)`: the bounds found in a field's constraints."""
     bound = {k: v for m in meta if isinstance(m, annotated_types.BaseMetadata)
-             for k in ("ge", "gt", "le", "lt") if (v := getattr(m, k, None)) is not None}
-    lo = next((f"{s}{bound[k]}" for k, s in (("ge", "["), ("gt", "(")) if k in bound), "")
-    hi = next((f"{bound[k]}{s}" for k, s in (("le", "]"), ("lt", ")")) if k in bound), "")
+             for k in _OPS if (v := getattr(m, k, None)) is not None}
+    lo = next((k for k in ("ge", "gt") if k in bound), None)
+    hi = next((k for k in ("le", "lt") if k in bound), None)
     if lo and hi:
-        return f"in {lo}, {hi}"
-    if lo:
-        return f"{'>=' if lo[0] == '[' else '>'} {lo[1:]}"
-    return f"{'<=' if hi[-1] == ']' else '<'} {hi[:-1]}" if hi else ""
+        left, right = "[" if lo == "ge" else "(", "]" if hi == "le" else ")"
+        return f"in {left}{bound[lo]}, {bound[hi]}{right}"
+    return f"{_OPS[lo or hi]} {bound[lo or hi]}" if lo or hi else ""
 
 
 def _note(meta: list[Any]) -> str:
-    for m in meta:
-        extra = getattr(m, "json_schema_extra", None)
-        if isinstance(extra, dict) and extra.get("note"):
-            return f" {extra['note']}"
-    return ""
+    extras = [getattr(m, "json_schema_extra", None) for m in meta]
+    return next((f" {e['note']}" for e in extras if isinstance(e, dict) and e.get("note")), "")
 
 
 def _message(err: dict[str, Any], model: type[BaseModel], where: str, moved: Moved,
@@ -280,12 +256,8 @@ def _message(err: dict[str, Any], model: type[BaseModel], where: str, moved: Mov
 def load(model: type[BaseModel], data: Any, where: str = "", *, moved: Moved = None,
          unknown: str = UNKNOWN) -> Any:
     """`model` built from `data`; its first error a one-line `ConfigError` naming the
-    dotted key (`where` + its path).
-
-    `moved(dotted_key)`: where an unknown key lives now (a sentence), or None, so an
-    old file fails with the new name; `unknown`: the wording for unknown keys
-    (fields `keys`, dotted; `names`, bare; `known`; `where`).
-    """
+    dotted key (`where` + its path). `unknown`: the wording for unknown keys (fields
+    `keys`, dotted; `names`, bare; `known`; `where`)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -297,11 +269,7 @@ def load(model: type[BaseModel], data: Any, where: str = "", *, moved: Moved = N
 
 
 class StrictLoader(yaml.SafeLoader):
-    """YAML as researchers write it: `1e-3` is a number, a key given twice is an error.
-
-    PyYAML follows YAML 1.1, where a float needs a dot (`1e-3` is a string);
-    YAML 1.2 and every other tool (DVC's ruamel included) read it as 0.001.
-    """
+    """YAML 1.2's floats (PyYAML's 1.1 reads `1e-3` as a string); a key given twice refused."""
 
 
 StrictLoader.add_implicit_resolver(
@@ -313,19 +281,12 @@ StrictLoader.add_implicit_resolver(
 )
 
 
-_MERGE = "tag:yaml.org,2002:merge"
-
-
 def _mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    """A mapping whose own keys are distinct; merge keys (`<<: *defaults`) as YAML defines them.
-
-    A merge key has no constructor of its own: SafeLoader's `construct_mapping`
-    flattens it (the mapping's own keys override the merged ones, which is the
-    point of a merge), so only the keys written in this mapping are compared.
-    """
+    """A mapping whose own keys are distinct. Merge keys (`<<: *defaults`) are skipped:
+    `construct_mapping` flattens them, the mapping's own keys overriding merged ones."""
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
-        if key_node.tag == _MERGE:
+        if key_node.tag == "tag:yaml.org,2002:merge":
             continue
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
@@ -344,7 +305,8 @@ def parse_yaml(text: str) -> Any:
 
 
 def _merge(node: dict[str, Any], key: str, value: Any) -> None:
-    """Set `key`; a mapping merges into an existing mapping instead of replacing it."""
+    """Set `key`; a mapping merges into an existing mapping (`--set 'train={epochs: 1}'`
+    changes epochs and keeps the file's other train keys)."""
     old = node.get(key)
     if isinstance(value, dict) and isinstance(old, dict):
         for k, v in value.items():
@@ -354,11 +316,7 @@ def _merge(node: dict[str, Any], key: str, value: Any) -> None:
 
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:
-    """Apply one `dotted.key=value` (value parsed as YAML) to a raw mapping.
-
-    A mapping value merges into the section it names (`--set 'train={epochs: 1}'`
-    changes epochs and keeps the file's other train keys).
-    """
+    """Apply one `dotted.key=value` (value parsed as YAML) to a raw mapping."""
     if "=" not in assignment:
         raise ConfigError(f"--set {assignment}: not of the form key=value")
     key, raw = assignment.split("=", 1)

@@ -1,10 +1,9 @@
 """Upper bounds on sizes, checked when the configuration is loaded (`amid.config.validate`).
 
-Bounds a real configuration never reaches: a typo (`hidden: 1000000000`) is
-refused at load, naming the key and the memory it would need, instead of a
-traceback from torch's or numpy's allocator (after minutes of swapping). The
-model's count follows `amid.distill.models` (tests/reliability/
-test_names_and_bounds.py compares it with torch's own count).
+A typo (`hidden: 1000000000`) is refused at load, naming the key and the memory
+it would need, instead of a traceback from torch's or numpy's allocator after
+minutes of swapping. The model's count follows `amid.distill.models`
+(tests/reliability/test_names_and_bounds.py compares it with torch's own count).
 """
 
 from __future__ import annotations
@@ -19,12 +18,11 @@ if TYPE_CHECKING:  # amid.config imports this module
 MODEL_BUDGET_GIB = 64  # training state of the networks (more than any one GPU holds)
 TRAIN_BYTES_PER_PARAMETER = 16  # float32 weight, gradient and Adam's two moments
 DEMO_BUDGET_GIB = 1  # one demo sample's media in memory while it is made
-_GIB = 2**30
 
 
 def _gib(nbytes: float) -> float:
     # a value like rnn_layers: 10**400 passes float's range: say "inf GiB", not OverflowError
-    return float(min(nbytes, 10**300)) / _GIB
+    return float(min(nbytes, 10**300)) / 2**30
 
 
 def _mlp_parameters(sizes: list[int]) -> int:
@@ -32,12 +30,9 @@ def _mlp_parameters(sizes: list[int]) -> int:
 
 
 def model_parameters(model: ModelConfig) -> int:
-    """Parameters of the networks every run of `model` builds, at their smallest.
-
-    The student's encoder of a 1-wide feature (`amid.distill.models.SequenceEncoder`),
-    the teacher head and AMID's 5-layer discriminator: a lower bound, since
-    real features are wider and there are more modalities and classifiers.
-    """
+    """A lower bound of the parameters of `model`'s networks: the student's encoder of a
+    1-wide feature (`amid.distill.models.SequenceEncoder`), the teacher head and AMID's
+    5-layer discriminator (real features are wider, and there are more networks)."""
     h, d, dirs = model.hidden, model.dim, 2 if model.bidirectional else 1
     if model.student == "pool":
         encoder = _mlp_parameters([2, h, d])

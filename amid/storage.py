@@ -2,13 +2,10 @@
 
 A reader, or a later run, sees the old file or the new one, never half of
 one: the bytes go to a temporary name beside the target (`.<name>.<pid>.tmp`)
-and are renamed over it only once complete (a name too long for that, past
-the 255-byte file-name limit, gets a temporary of its first bytes and a hash
-of the whole, so every legal name can be written). A write that fails (read-only
+and are renamed over it only once complete. A write that fails (read-only
 folder, full disk, a folder where the file should be) raises one `AmidError`
 naming the file, removes the temporary and keeps the previous good file.
-Temporaries of killed writers (their pid no longer runs) are removed by the
-next write of the same file.
+Temporaries of killed writers are removed by the next write of the same file.
 
 HDF5 (h5py 3.16) segfaults when it closes a file whose write failed for lack
 of space, and torch's zip writer aborts the process; `reserve` claims the
@@ -54,10 +51,8 @@ def reserve_space(path: str | Path, nbytes: int) -> None:
 
 
 def hdf5_estimate(arrays_bytes: int, n_strings: int = 0, string_bytes: int = 0) -> int:
-    """A generous upper bound of an HDF5 file's size: payload, string heap, metadata.
-
-    Measured with h5py 3.16: ~11 kB of fixed metadata, under 40 bytes per
-    variable-length string besides its text, ~2% for the chunk index.
+    """A generous upper bound of an HDF5 file's size. Measured with h5py 3.16: ~11 kB of
+    metadata, under 40 bytes per variable-length string besides its text, ~2% chunk index.
     """
     return int(arrays_bytes * 1.05) + string_bytes + 64 * n_strings + (1 << 16)
 
@@ -76,7 +71,6 @@ def write_failure(path: str | Path, exc: BaseException) -> str:
 
 
 def _alive(pid: int) -> bool:
-    """Whether `pid` runs (a temporary of a live writer is not stale)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -87,8 +81,8 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(path: str | Path) -> None:
-    """Delete `.<name>.<pid>.tmp` beside `path` left by writers that no longer run
-    (a file, or a folder: a run folder's copy, `amid.distill.reuse`)."""
+    """Delete `.<name>.<pid>.tmp` (files, or folders: `amid.distill.reuse`) beside `path`
+    left by writers that no longer run."""
     path = Path(path)
     stem = temporary_stem(path.name)
     try:
@@ -101,8 +95,7 @@ def remove_stale_temporaries(path: str | Path) -> None:
             if tmp.is_dir() and not tmp.is_symlink():
                 shutil.rmtree(tmp, ignore_errors=True)
             else:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
+                _remove(tmp)
 
 
 NAME_MAX = 255  # bytes in one file name (ext4, XFS, btrfs; APFS and NTFS count characters)
@@ -110,12 +103,9 @@ _PID_DIGITS = 10  # room for any pid (Linux's largest, 4194304, has 7 digits)
 
 
 def temporary_stem(name: str) -> str:
-    """What `.<stem>.<pid>.tmp` is built from: `name`, or its first bytes and a hash.
-
-    A 250-byte name is legal, but `.<name>.<pid>.tmp` adds up to 16 bytes; past
-    NAME_MAX the stem is the name's first 64 bytes (whole characters), `~` and
-    16 hex digits of the SHA-256 of the whole name: two long names never share
-    a temporary, and a stale one is still found by the next write of its file.
+    """What `.<stem>.<pid>.tmp` is built from: `name`, or, where that would pass NAME_MAX,
+    its first 64 bytes (whole characters), `~` and 16 hex digits of its SHA-256: two long
+    names never share a temporary, and a stale one is found by the next write of its file.
     """
     raw = os.fsencode(name)
     if len(raw) + len("..tmp.") + _PID_DIGITS <= NAME_MAX:
@@ -133,21 +123,13 @@ def temporary_name(path: str | Path, pid: int | None = None) -> Path:
 
 @contextlib.contextmanager
 def replace_atomically(
-    path: str | Path,
-    failure: Callable[[str], Exception] = OutputError,
-    *,
-    reserve: int = 0,
-    fsync: bool = False,
-    errors: tuple[type[BaseException], ...] = (OSError,),
+    path: str | Path, failure: Callable[[str], Exception] = OutputError, *, reserve: int = 0,
+    fsync: bool = False, errors: tuple[type[BaseException], ...] = (OSError,),
 ) -> Iterator[Path]:
-    """Yield a temporary name beside `path`; when the block succeeds, rename it onto `path`.
-
-    The parent folder is created. The bytes are reserved first when `reserve`
-    is given. A write that fails with one of `errors` (a full disk, a
-    read-only folder, typically) raises `failure(message)` naming the file;
-    anything else propagates. Either way the temporary is removed and the
-    previous file at `path` is untouched.
-    """
+    """Yield a temporary name beside `path` (parent folder made, `reserve` bytes claimed);
+    when the block succeeds, rename it onto `path`. A write that fails with one of
+    `errors` raises `failure(message)` naming the file; anything else propagates. Either
+    way the temporary is removed and the previous file at `path` is untouched."""
     path = Path(path)
     tmp = temporary_name(path)
     try:
@@ -157,17 +139,15 @@ def replace_atomically(
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except errors as exc:
+    except BaseException as exc:
         _remove(tmp)
-        raise failure(write_failure(path, exc)) from None
-    except BaseException:
-        _remove(tmp)
+        if isinstance(exc, errors):
+            raise failure(write_failure(path, exc)) from None
         raise
 
 
 def _prepare(path: Path, tmp: Path, reserve: int) -> None:
-    """Before writing `tmp` for `path`: no folder in the way, the parent made, stale
-    temporaries gone, `reserve` bytes claimed."""
+    """No folder in the way, the parent made, stale temporaries gone, `reserve` claimed."""
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "a folder of that name is in the way", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -202,9 +182,8 @@ _FS_IOC_GETFLAGS = 0x80086601
 
 
 def cannot_replace(path: Path) -> str | None:
-    """Why `path` could not be replaced by a rename (its folder not writable, the file
-    immutable or append-only: `chattr +i/+a`), or None. Checked before a group's first
-    rename, so one blocked file stops the group before any of it is replaced."""
+    """Why a rename could not replace `path` (its folder not writable, the file immutable
+    or append-only: `chattr +i/+a`), or None; checked before a group's first rename."""
     folder = path.parent if str(path.parent) else Path(".")
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"its folder {folder} is not writable"
@@ -230,12 +209,10 @@ def replace_together(
     paths: list[Path], failure: Callable[[str], Exception] = OutputError, *,
     reserve: list[int] | None = None,
 ) -> Iterator[list[Path]]:
-    """`replace_atomically` for the outputs of one command: yield a temporary per path;
-    when the block succeeds and every destination can be replaced (`cannot_replace`),
-    rename them onto their paths one after another. A failure before the renames (a
-    write, a blocked destination) replaces none of them and keeps every previous file.
-    Only a kill between two renames can leave a mixed set: writers that must let a
-    reader tell also record a shared id in each file (predictions, exports)."""
+    """`replace_atomically` for the outputs of one command: a temporary per path, renamed
+    one after another once every destination can be replaced (`cannot_replace`). A failure
+    before the renames keeps every previous file; only a kill between two renames leaves a
+    mixed set (writers that must let a reader tell record a shared id in each file)."""
     paths = [Path(p) for p in paths]
     tmps = [temporary_name(p) for p in paths]
     current = paths[0]
@@ -246,16 +223,14 @@ def replace_together(
         yield tmps
         for path in paths:
             current = path
-            why = cannot_replace(path)
-            if why:
+            if why := cannot_replace(path):
                 raise PermissionError(errno.EPERM, why, str(path))
         for path, tmp in zip(paths, tmps, strict=True):
             current = path
             os.replace(tmp, path)
             fault_point("replaced-one")  # crash tests: between two renames of a group
-    except OSError as exc:
+    except BaseException as exc:
         _remove(*tmps)
-        raise failure(write_failure(current, exc)) from None
-    except BaseException:
-        _remove(*tmps)
+        if isinstance(exc, OSError):
+            raise failure(write_failure(current, exc)) from None
         raise

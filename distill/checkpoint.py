@@ -3,11 +3,9 @@
 `checkpoint.pt` holds the method's state (networks, discriminators, dynamic
 weights), both optimisers, the completed epoch count, every RNG state, the
 metric history, the resolved configuration and the caches trained on (path,
-identity, SHA-256). It is written to a temporary name and renamed, so a crash
-leaves the previous epoch's file intact. It is read with `weights_only=True`
-(plain tensors and containers only). A resume with another configuration, or
-on caches whose bytes changed, is refused naming what differs: it would mix
-two experiments in one run.
+identity, SHA-256); it is read with `weights_only=True`. A resume with another
+configuration, or on caches whose bytes changed, is refused naming what differs:
+it would mix two experiments in one run.
 """
 
 from __future__ import annotations
@@ -30,13 +28,10 @@ RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.eval_batch_size")
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
     np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "python": _to_lists(random.getstate()),
-        "generator": generator.get_state(),
-    }
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+            "python": _to_lists(random.getstate()), "generator": generator.get_state()}
 
 
 def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
@@ -74,8 +69,7 @@ def config_changes(old: dict[str, Any], new: dict[str, Any],
     """Dotted keys whose value differs, ignoring those a resume may change (`ignore=()`:
     every key, as a sweep asks of a finished run it would take instead of training)."""
     a, b = flatten_config(old), flatten_config(new)
-    keys = sorted(set(a) | set(b))
-    return [k for k in keys if a.get(k) != b.get(k) and k not in ignore]
+    return [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in ignore]
 
 
 def input_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -132,12 +126,9 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 
 def interned(x: Any) -> Any:
-    """`x` with every string interned (containers rebuilt, tensors as they are).
-
-    Pickle writes a string once and refers back to it by the object's identity; a
-    resumed run holds the same strings as other objects (its history's keys and its
-    optimiser's came from the loaded checkpoint), so the same state gave other bytes.
-    Interned, equal states give equal files, as an uninterrupted run's."""
+    """`x` with every string interned (containers rebuilt, tensors as they are): pickle
+    shares a string by identity, so a resumed run's equal state (its strings loaded from
+    the checkpoint) gave other bytes (docs/reproducibility.md)."""
     if isinstance(x, str):
         return sys.intern(x)
     if isinstance(x, dict):  # a state_dict stays an OrderedDict with its `_metadata`
@@ -167,30 +158,26 @@ def read_torch_file(path: Path) -> Any:
 
 
 def load_checkpoint(path: Path, method: str, config: dict[str, Any],
-                    inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+                    inputs: dict[str, Any]) -> dict[str, Any]:
     """Read a checkpoint; check it belongs to this method, configuration and caches."""
     ckpt = read_torch_file(path)
     if not isinstance(ckpt, dict) or not {"method", "config", "epoch"} <= set(ckpt):
         raise CheckpointError(f"{path}: not an amid-train checkpoint; delete it to start over")
     if ckpt.get("method") != method:
-        raise CheckpointError(
-            f"{path} is a checkpoint of method {ckpt.get('method')!r}, not {method!r}; "
-            "use another --out folder"
-        )
+        raise CheckpointError(f"{path} is a checkpoint of method {ckpt.get('method')!r}, "
+                              f"not {method!r}; use another --out folder")
     changed = config_changes(ckpt["config"], config)
     if changed:
         raise CheckpointError(
             f"{path} was trained with a different configuration ({', '.join(changed[:8])}); "
-            "resuming would mix two experiments: use another --out folder or delete the checkpoint"
-        )
-    if inputs is not None:
-        if "inputs" not in ckpt:
-            raise CheckpointError(f"{path} records no cache fingerprints (an older amid-train), "
-                                  "so a resume cannot tell whether the features changed; delete "
-                                  "it to start over")
-        moved = input_changes(ckpt["inputs"], inputs)
-        if moved:
-            raise CheckpointError(
-                f"{path} was trained on other features ({'; '.join(moved)}); resuming would "
-                "mix two feature sets: use another --out folder or delete the checkpoint")
+            "resuming would mix two experiments: use another --out folder or delete the checkpoint")
+    if "inputs" not in ckpt:
+        raise CheckpointError(f"{path} records no cache fingerprints (an older amid-train), "
+                              "so a resume cannot tell whether the features changed; delete "
+                              "it to start over")
+    moved = input_changes(ckpt["inputs"], inputs)
+    if moved:
+        raise CheckpointError(
+            f"{path} was trained on other features ({'; '.join(moved)}); resuming would "
+            "mix two feature sets: use another --out folder or delete the checkpoint")
     return ckpt

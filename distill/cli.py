@@ -19,8 +19,9 @@ from pathlib import Path
 import typer
 
 from amid.cli import errors, params_option, quiet_option, set_option, setup_logging
-from amid.config import load_config
+from amid.config import TrainConfig, load_config
 from amid.errors import AmidError
+from amid.schema import check_path_component, per_member_keys
 
 PROG = "amid-train"
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -79,6 +80,7 @@ def train_command(
         if list_methods:
             typer.echo(method_listing(params, overrides))
             return
+        axes: list = []
         if grid is not None:
             method, axes = _named_grid(params, overrides, grid, method)
         elif method is None:
@@ -90,17 +92,16 @@ def train_command(
         if reuse and not (sweep or grid is not None):
             raise AmidError("--reuse takes finished runs for the points of a grid: give it "
                             "with --grid or --sweep")
+        run = out or Path("runs") / method
         if sweep or grid is not None or repeat_seeds:
             from amid.distill.sweep import parse_axes, run_repeats, run_sweep
 
             if repeat_seeds:
-                done = run_repeats(method, params, overrides,
-                                   out if out is not None else Path("runs") / method)
+                done = run_repeats(method, params, overrides, run)
             else:
-                axes = (axes if grid is not None else []) + parse_axes(sweep)
                 default = Path("runs") / ("sweeps" if grid else "") / (grid or f"{method}-sweep")
-                folder = out if out is not None else default
-                done = run_sweep(method, params, overrides, axes, folder, reuse=reuse)
+                done = run_sweep(method, params, overrides, axes + parse_axes(sweep),
+                                 out or default, reuse=reuse)
             for name, res in done.items():
                 row = res.history[-1] if res.history else {}
                 acc = {k: round(v, 4) for k, v in row.items() if k.startswith("val_acc")}
@@ -110,9 +111,7 @@ def train_command(
             return
         from amid.distill.train import train
 
-        cfg = load_config(params, overrides, check=check_method_options)
-        run = out if out is not None else Path("runs") / method
-        history = train(method, cfg, run)
+        history = train(method, load_config(params, overrides, check=check_method_options), run)
     last = history[-1] if history else {}
     shown = {k: round(v, 4) for k, v in last.items() if k.endswith(("acc_student", "acc_teacher"))}
     typer.echo(f"{method}: {len(history)} epochs -> {run} {shown}")
@@ -123,7 +122,6 @@ def _check_method(name: str, params: Path, overrides: list[str]) -> None:
     with a `method` key); refused in one line otherwise."""
     from amid.distill.methods import METHODS, check_method_options
     from amid.distill.methods.base import known_method
-    from amid.schema import check_path_component
 
     check_path_component(name, "--method")
     if name in METHODS:
@@ -151,10 +149,8 @@ def _named_grid(params: Path, overrides: list[str], name: str,
 def method_listing(params: Path | None = None, overrides: list[str] | None = None) -> str:
     """Every method with its options, defaults, presets and per-member marks; then the
     variants the params file defines (when it loads)."""
-    from amid.config import TrainConfig
     from amid.distill.methods import METHODS, check_method_options
     from amid.distill.methods.base import registered_method
-    from amid.schema import per_member_keys
 
     lines = ["methods (options under methods.<name>; * may differ within one stack):"]
     for name in METHODS:

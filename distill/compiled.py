@@ -1,22 +1,17 @@
 """`train.compile`: torch.compile of a method's forward and loss terms, with an eager fallback.
 
 Why these two: on a GPU an eager AMID step is launch-bound (hundreds of small
-kernels, most of them in the MI, JSD and adversarial terms); compiling
-`losses` (and `forward` when the encoders are not RNNs, see
-`compiled_functions`) lets inductor fuse them, and AOTAutograd fuses their
-backward too. The discriminator step stays eager (a few small MLP calls). In a
-stacked sweep the vmapped `forward` and `losses` of the stack are compiled the
-same way (`compile_stack`, the losses only): Dynamo traces through
-`torch.func.vmap` and `functional_call`.
+kernels, most of them in the MI, JSD and adversarial terms); compiled, inductor
+fuses them and AOTAutograd their backward. The discriminator step stays eager
+(a few small MLP calls). A stack's vmapped loss terms compile the same way
+(`compile_stack`): Dynamo traces through `torch.func.vmap` and `functional_call`.
 
 Fallback: if compiling (or running the compiled code) raises, a warning names
 the function and the error, and that function runs eagerly from then on. A
 retry is safe: `forward` has no side effects, and the only one of `losses`
-(the alignment sums) comes after everything that can fail to compile.
-
-On the CPU inductor is told to draw random numbers like eager PyTorch
-(`fallback_random`), so dropout masks, and with them the results, match an
-eager run within float tolerance.
+(the alignment sums) comes after everything that can fail to compile. On the
+CPU inductor draws random numbers like eager PyTorch (`fallback_random`), so
+results match an eager run within float tolerance.
 """
 
 from __future__ import annotations
@@ -29,18 +24,20 @@ import torch
 
 log = logging.getLogger("amid.distill")
 
-COMPILED = ("forward", "losses")
 BACKEND = "inductor"  # tests swap in a failing backend to exercise the fallback
 
 
 class Guarded:
-    """Call the compiled function; on its first failure warn and stay eager."""
+    """Call `eager` compiled; if compiling or its first call fails, warn and stay eager."""
 
-    def __init__(self, name: str, eager: Callable[..., Any],
-                 compiled: Callable[..., Any] | None) -> None:
+    def __init__(self, name: str, eager: Callable[..., Any]) -> None:
         self.name = name
         self.eager = eager
-        self.compiled: Callable[..., Any] | None = compiled
+        self.compiled: Callable[..., Any] | None = None
+        try:
+            self.compiled = torch.compile(eager, backend=BACKEND)
+        except Exception as exc:  # e.g. an unknown backend or an unsupported Python
+            log.warning("torch.compile unavailable for %s (%s); running it eagerly", name, exc)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.compiled is None:
@@ -60,47 +57,31 @@ class Guarded:
 
 
 def compile_method(method: torch.nn.Module, device: torch.device) -> dict[str, Guarded]:
-    """Replace `method.forward` and `method.losses` by guarded compiled versions, in place.
-
-    Returns the guards (their `active` says whether compiled code is in use).
-    The module's parameters and state_dict are untouched, so checkpoints and
-    exported weights are the same as an eager run's.
-    """
+    """Replace `method.forward` and `method.losses` by guarded compiled versions, in place
+    (parameters and state_dict untouched: checkpoints as an eager run's); the guards."""
     _eager_like_random(device)
     guards = {}
     for name in compiled_functions(method):
-        guards[name] = _guard(f"{type(method).__name__}.{name}", getattr(method, name))
+        guards[name] = Guarded(f"{type(method).__name__}.{name}", getattr(method, name))
         setattr(method, name, guards[name])
     return guards
 
 
 def compile_stack(stack: Any, device: torch.device) -> dict[str, Guarded]:
     """Give a `Stack` a guarded compiled version of its vmapped loss terms (`losses_call`),
-    computed on their own after the forward (`fuse` off), not with it.
-
-    Dynamo refuses any frame that touches an nn.GRU/nn.LSTM module unless told
-    otherwise; the stack only reads their weights (its RNNs run as unrolled
-    cell equations, `models.rnn_cells`), so allowing them is safe here.
+    computed on their own after the forward (`fuse` off), not with it. The loss terms
+    only: Dynamo cannot yet fake-run the vmapped encoders' linear layers.
     """
     import torch._dynamo
 
+    # Dynamo refuses frames that touch nn.GRU/nn.LSTM; the stack only reads their
+    # weights (its RNNs run as cell equations, `models.rnn_cells`): safe here
     torch._dynamo.config.allow_rnn = True
     _eager_like_random(device)
-    # the loss terms only: Dynamo cannot yet fake-run the vmapped encoders' linear
-    # layers (the forward falls back), while the terms are where the small kernels are
-    guards = {"losses": _guard("Stack.losses", stack.vmapped_losses)}
+    guards = {"losses": Guarded("Stack.losses", stack.vmapped_losses)}
     stack.losses_call = guards["losses"]
     stack.fuse = False  # the losses must be the compiled call, not part of the forward's
     return guards
-
-
-def _guard(qual: str, eager: Callable[..., Any]) -> Guarded:
-    try:
-        compiled: Callable[..., Any] | None = torch.compile(eager, backend=BACKEND)
-    except Exception as exc:  # e.g. an unknown backend or an unsupported Python
-        log.warning("torch.compile unavailable for %s (%s); running it eagerly", qual, exc)
-        compiled = None
-    return Guarded(qual, eager, compiled)
 
 
 def _eager_like_random(device: torch.device) -> None:
@@ -116,11 +97,7 @@ def _eager_like_random(device: torch.device) -> None:
 
 
 def compiled_functions(method: torch.nn.Module) -> tuple[str, ...]:
-    """`losses` always; `forward` only when no encoder is an RNN.
-
-    Dynamo does not trace nn.GRU/nn.LSTM: a recurrent forward splits into one
-    small graph per encoder piece, which costs compile time and saves nothing
-    (the RNN is one ATen/cuDNN call anyway). The loss terms are the launch-heavy part.
-    """
+    """`losses` always; `forward` only when no encoder is an RNN (Dynamo does not trace
+    nn.GRU/nn.LSTM: a recurrent forward splits into small graphs and saves nothing)."""
     rnn = any(isinstance(m, torch.nn.RNNBase) for m in method.modules())
-    return ("losses",) if rnn else COMPILED
+    return ("losses",) if rnn else ("forward", "losses")

@@ -12,9 +12,7 @@ with a zero sequence of length 1 and `present=False`, so it still trains the
 student while the teacher-side terms skip it.
 
 Each modality remembers which cache it came from (path, identity, a SHA-256
-of the file): a run records them, a resumed run and `amid-predict` check
-them. `TrainData.with_train_rows` gives a view with fewer training rows
-(`dataset.train_per_class` / `train_fraction`) and statistics of those rows.
+of the file): a run records them, a resumed run and `amid-predict` check them.
 """
 
 from __future__ import annotations
@@ -30,8 +28,9 @@ import numpy as np
 import torch
 
 from amid.cache import cache_path, read_cache, read_ids
+from amid.config import Config
 from amid.distill.features import feature_stats, pad_sequences
-from amid.distill.provenance import stale_sources
+from amid.distill.provenance import check_cache_identities, stale_sources
 from amid.errors import CacheError, ManifestError
 from amid.identity import identity_of
 from amid.manifest import SPLITS, Manifest, read_manifest
@@ -96,33 +95,29 @@ class TrainData:
     fold: int | None = None
     dropped: dict[str, int] = field(default_factory=dict)
 
-    @property
-    def all_aux_present(self) -> bool:
-        return bool(self.aux_present.all()) if self.auxiliary else True
+    def __post_init__(self) -> None:  # once (a host sync), not at every batch
+        self.all_aux_present = bool(self.aux_present.all()) if self.auxiliary else True
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def batch(self, index: torch.Tensor) -> Batch:
-        """Slice rows `index` (a device tensor); teacher_rows costs a sync only with missing aux."""
+        """Slice rows `index` (B,), or a stack's (M, B), on the device. teacher_rows costs a
+        sync only with missing aux, and a stack has none (its members would select
+        different rows: `Stack` reads every row)."""
         present = self.aux_present[index]
-        rows = None if self._all_present else present.nonzero().squeeze(1)
+        select = index.dim() == 1 and not self.all_aux_present
+        rows = present.nonzero().squeeze(1) if select else None
         return Batch(index, self.labels[index], take_rows(self.target, index),
                      take_rows(self.auxiliary, index), present, rows)
-
-    def __post_init__(self) -> None:
-        self._all_present = self.all_aux_present
 
     @property
     def inputs(self) -> dict[str, dict[str, Any]]:
         return {m: d.record() for m, d in {**self.target, **self.auxiliary}.items()}
 
     def with_train_rows(self, rows: torch.Tensor) -> TrainData:
-        """A view training on `rows` only (a subsample of the training split).
-
-        The features are shared, not copied; the normalisation statistics are
-        those of the new training rows, as if the others did not exist.
-        """
+        """A view training on `rows` only (a subsample of the training split): the
+        features shared, the normalisation statistics those of `rows` alone."""
         def view(d: ModalityData) -> ModalityData:
             mean, std = feature_stats(d.x, d.lengths, rows[d.present[rows]], d.source, self.ids)
             return dataclasses.replace(d, mean=mean, std=std)
@@ -155,43 +150,26 @@ def _align_cache(path: Path, ids: list[str], role: str) -> tuple[list[str], np.n
         raise CacheError(
             f"{path}: holds only {found} of the manifest's {len(ids)} sample ids (the {role} "
             f"cache of another dataset, or an unfinished extraction?); first ids in the cache: "
-            f"{cache_ids[:3]}, in the manifest: {ids[:3]}"
-        )
+            f"{cache_ids[:3]}, in the manifest: {ids[:3]}")
     return cache_ids, rows
 
 
-def load_data(
-    manifest_path: str | Path,
-    root: str | Path,
-    cache_dir: str | Path,
-    dataset: str,
-    target: list[str],
-    auxiliary: list[str],
-    extractors: dict[str, str],
-    *,
-    fold: int | None = None,
-    device: str | torch.device = "cpu",
-    max_steps: int = 512,
-) -> TrainData:
-    """Load manifest + caches into a `TrainData` on `device`.
-
-    `extractors` maps each modality to its extractor name (the cache identity).
-    Raises ManifestError for splits/classes that cannot train, CacheError for
-    caches that do not match the manifest.
-    """
-    manifest: Manifest = read_manifest(manifest_path, root, check_media=False)
+def data_from_config(cfg: Config, device: torch.device) -> TrainData:
+    """The manifest and caches `cfg.dataset` names, as a `TrainData` on `device`; splits or
+    classes that cannot train are a ManifestError, caches that do not match the manifest
+    or `extract.<m>` a CacheError."""
+    ds = cfg.dataset
+    target, auxiliary, fold = ds.target, ds.auxiliary, ds.fold
+    manifest: Manifest = read_manifest(ds.manifest, ds.root, check_media=False)
     masks = {s: manifest.split_mask(s, fold) for s in SPLITS}
-    in_split = np.any(np.stack(list(masks.values())), axis=0)
     ids_all = manifest.ids
-    keep = in_split.copy()
+    keep = np.any(np.stack(list(masks.values())), axis=0)  # in a split
     # first the ids of every cache (which samples survive), then the features one
     # modality at a time: peak host memory is one cache and its padded copy
     caches: dict[str, tuple[Path, list[str], np.ndarray]] = {}
     dropped: dict[str, int] = {}
     for m in [*target, *auxiliary]:
-        if m not in extractors:
-            raise CacheError(f"modality {m!r} has no extractor configured (extract.{m})")
-        path = cache_path(cache_dir, dataset, m, extractors[m])
+        path = cache_path(ds.cache_dir, ds.name, m, cfg.extract[m].extractor)
         caches[m] = path, *_align_cache(path, ids_all, "target" if m in target else "auxiliary")
         missing = keep & (caches[m][2] < 0)
         if m in target and missing.any():
@@ -202,15 +180,13 @@ def load_data(
             log.warning("%d samples have no %s features (%s): student-only", missing.sum(), m, path)
     rows_kept = np.flatnonzero(keep)
     if not len(rows_kept):
-        raise ManifestError(
-            f"{manifest.path}: no sample is both in a split and in every target cache"
-        )
+        raise ManifestError(f"{manifest.path}: no sample is both in a split and in every "
+                            "target cache")
     ids = [ids_all[i] for i in rows_kept]
-    labels_all = manifest.label_indices()
+    labels = manifest.label_indices()[rows_kept]
     split_rows = {s: np.flatnonzero(masks[s][rows_kept]) for s in SPLITS}
     if not len(split_rows["train"]):
         raise ManifestError(f"{manifest.path}: no training samples (split 'train', fold {fold})")
-    labels = labels_all[rows_kept]
     train_classes = set(labels[split_rows["train"]].tolist())
     classes = manifest.classes
     if len(train_classes) < 2:  # every score would be 1.0 by construction
@@ -225,9 +201,7 @@ def load_data(
         raise ManifestError(
             f"{manifest.path}: class(es) {missing_cls} have no training sample "
             f"(they appear only in {', '.join(s for s, v in where.items() if v)}); "
-            "a classifier cannot learn them"
-        )
-    dev = torch.device(device)
+            "a classifier cannot learn them")
     mods: dict[str, ModalityData] = {}
     for m, (path, cache_ids, rows) in caches.items():
         cache = read_cache(path)
@@ -236,29 +210,21 @@ def load_data(
         r = rows[rows_kept]
         stale_sources(manifest, m, cache, r)  # made from what the manifest gives now?
         identity = identity_of(cache.attrs)
-        x, lengths = pad_sequences(cache, r, max_steps)
+        x, lengths = pad_sequences(cache, r, cfg.train.max_steps)
         del cache
         xt, lt = torch.from_numpy(x), torch.from_numpy(lengths)
         train_rows = torch.from_numpy(split_rows["train"][r[split_rows["train"]] >= 0])
-        mean, std = feature_stats(xt, lt, train_rows, path, [ids_all[i] for i in rows_kept],
-                                  warn=True)
-        mods[m] = ModalityData(
-            m, xt.to(dev), lt.to(dev), torch.from_numpy(r >= 0).to(dev), mean, std, path,
-            identity, file_fingerprint(path),
-        )
-    aux_present = torch.ones(len(ids), dtype=torch.bool, device=dev)
+        mean, std = feature_stats(xt, lt, train_rows, path, ids, warn=True)
+        mods[m] = ModalityData(m, xt.to(device), lt.to(device),
+                               torch.from_numpy(r >= 0).to(device), mean, std, path, identity,
+                               file_fingerprint(path))
+    aux_present = torch.ones(len(ids), dtype=torch.bool, device=device)
     for m in auxiliary:
         aux_present &= mods[m].present
-    return TrainData(
-        ids=ids,
-        labels=torch.from_numpy(labels).to(dev),
-        classes=classes,
-        splits={s: torch.from_numpy(r).to(dev) for s, r in split_rows.items() if len(r)},
-        target={m: mods[m] for m in target},
-        auxiliary={m: mods[m] for m in auxiliary},
-        aux_present=aux_present,
-        device=dev,
-        dataset=dataset,
-        fold=fold,
-        dropped=dropped,
-    )
+    splits = {s: torch.from_numpy(r).to(device) for s, r in split_rows.items() if len(r)}
+    data = TrainData(ids=ids, labels=torch.from_numpy(labels).to(device), classes=classes,
+                     splits=splits, target={m: mods[m] for m in target},
+                     auxiliary={m: mods[m] for m in auxiliary}, aux_present=aux_present,
+                     device=device, dataset=ds.name, fold=fold, dropped=dropped)
+    check_cache_identities(data, cfg)
+    return data

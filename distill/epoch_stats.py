@@ -1,4 +1,5 @@
-"""What the training loop counts over an epoch, on the device (one host sync per epoch)."""
+"""What the training loop counts over an epoch, on the device (one host sync per epoch),
+and which loss term pushes the student encoder, how hard (`term_gradients`)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,8 @@ import torch
 
 
 class EpochSums:
-    """Each term's sum over an epoch's batches and its first non-finite batch, per member.
-
-    One (M, K) tensor on the device, grown when terms appear mid-epoch (the
-    discriminators switching on): no host sync until the epoch ends.
-    """
+    """Each term's sum over an epoch's batches and its first non-finite batch, per member:
+    (M, K) on the device, grown when terms appear mid-epoch (the discriminators start)."""
 
     def __init__(self) -> None:
         self.keys: list[str] = []
@@ -61,3 +59,26 @@ class TrainingHits:
     def accuracies(self) -> dict[str, torch.Tensor]:
         return {f"train_acc_{role}": self.right[role] / self.seen[role].clamp(min=1)
                 for role in self.right}
+
+
+def term_gradients(parts: dict[str, torch.Tensor], weights: dict[str, torch.Tensor],
+                   s: torch.Tensor) -> dict[str, torch.Tensor]:
+    """`grad_<term>`: (M,) norms of each weighted term's gradient w.r.t. the tap s (M, B, d),
+
+        grad_<k> = || d (w_k L_k) / d s ||_F        s: the student encoder's output (B, d)
+
+    the gradient term k sends into the student encoder through every use of s, taken on
+    the epoch's first batch at a zero "tap" added to s (`stack.tapped`). A term with
+    weight 0 or that does not reach s (the teacher's own CE with separate encoders)
+    reports 0. Cost: one extra backward per term through the loss computations only.
+    """
+    zero = s.new_zeros(s.shape[0])
+    out: dict[str, torch.Tensor] = {}
+    for k, term in parts.items():
+        weighted = (weights[k] * term).sum() if k in weights else None
+        if weighted is None or not weighted.requires_grad or not s.requires_grad:
+            out[f"grad_{k}"] = zero
+            continue
+        (g,) = torch.autograd.grad(weighted, s, retain_graph=True, allow_unused=True)
+        out[f"grad_{k}"] = zero if g is None else g.flatten(1).norm(dim=1)  # (M,)
+    return out

@@ -1,16 +1,14 @@
 """Cached sequences as padded arrays, and the statistics that normalise them.
 
-`pad_sequences` turns cache rows into one zero-padded (N, T_max, D) array plus
-lengths, the layout training and prediction both read (amid.distill.data,
-amid.distill.inference). `feature_stats` gives the per-dimension mean and std
-of the training rows in float64, refusing a corrupt outlier or features that are
-constant everywhere. Both work in blocks of `_BLOCK` values, so memory stays at
-one block beside the result.
+Training and prediction both pad here (amid.distill.data, amid.distill.inference),
+so they follow one rule. Both functions work in blocks of `_BLOCK` values, so memory
+stays at one block beside the result.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,16 +40,13 @@ def empty_samples(cache: FeatureCache, rows: np.ndarray) -> None:
                          "them out")
 
 
-def pad_sequences(
-    cache: FeatureCache, rows: np.ndarray, max_steps: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+def pad_sequences(cache: FeatureCache, rows: np.ndarray,
+                  max_steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Sequences `rows` of `cache` as (N, T_max, D) float32 zero-padded, plus lengths (N,).
 
     A row of -1 (sample absent from this cache) becomes one zero step. Sequences
-    longer than `max_steps` are subsampled evenly (vectorised: no Python loop
-    over samples unless subsampling is needed). A present sample with no step at
-    all is refused (`empty_samples`): training and prediction both pad here, so
-    they follow one rule.
+    longer than `max_steps` are subsampled evenly (vectorised: no Python loop over
+    samples unless subsampling is needed). A present sample with no step is refused.
     """
     rows = np.asarray(rows, dtype=np.int64)
     empty_samples(cache, rows)
@@ -59,20 +54,18 @@ def pad_sequences(
     safe = np.where(present, rows, 0)
     starts = cache.offsets[safe]
     lengths = np.where(present, cache.offsets[safe + 1] - starts, 1).astype(np.int64)
-    if max_steps is not None and lengths.max(initial=0) > max_steps:
-        picks = [
-            starts[k] + subsample_steps(int(lengths[k]), max_steps) if present[k] else None
-            for k in range(len(rows))
-        ]
+    subsampled = max_steps is not None and lengths.max(initial=0) > max_steps
+    if subsampled:
+        picks = [starts[k] + subsample_steps(int(lengths[k]), max_steps) if present[k] else None
+                 for k in range(len(rows))]
         lengths = np.array([len(p) if p is not None else 1 for p in picks], dtype=np.int64)
         src = np.concatenate([p if p is not None else [-1] for p in picks])
-    else:
-        within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        src = np.where(np.repeat(present, lengths), np.repeat(starts, lengths) + within, -1)
+    step = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    if not subsampled:
+        src = np.where(np.repeat(present, lengths), np.repeat(starts, lengths) + step, -1)
     n, t_max, dim = len(rows), int(lengths.max(initial=1)), cache.feature_dim
     out = np.zeros((n, t_max, dim), dtype=np.float32)
     sample = np.repeat(np.arange(n), lengths)
-    step = np.arange(len(src)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     valid = np.flatnonzero(src >= 0)
     # in blocks of steps: one gather of everything would hold a second copy of the cache
     block = max(1, _BLOCK // max(1, dim))
@@ -90,12 +83,11 @@ def feature_stats(x: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor, so
                   ids: list[str], warn: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Mean/std (D,) over the valid steps of `rows` (the training split), in float64.
 
-    Blocks of rows keep memory at one block. A single value so far from the
-    others that it would own the statistics (a corrupt row of 3e38, say)
-    leaves every other sample at zero after normalisation and the student at
-    chance; it is refused here, naming the sample, rather than trained on. So are
-    features constant in every dimension (`constant_dims`); `warn`: log the dimensions
-    that are constant when others are not (they stay at 0 after normalisation).
+    A single value so far from the others that it would own the statistics (a
+    corrupt row of 3e38, say) would leave every other sample at zero after
+    normalisation and the student at chance: it is refused, naming the sample. So
+    are features constant in every dimension (`constant_dims`); `warn`: log the
+    dimensions constant when others are not (they stay at 0 after normalisation).
     """
     dim, steps = int(x.shape[2]), int(x.shape[1])
     rows = rows.to(x.device)
@@ -113,25 +105,23 @@ def feature_stats(x: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor, so
     peak = torch.zeros(dim, dtype=torch.float64, device=x.device)
     for b in blocks:
         peak = torch.maximum(peak, frames(b).abs().amax(dim=0))
+    def sums(*terms: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> list[torch.Tensor]:
+        """Each `term(frames, keep)` summed over every block's frames, (D,) float64 each;
+        keep: (k, D), False at the one peak value of each dimension."""
+        out = [torch.zeros(dim, dtype=torch.float64, device=x.device) for _ in terms]
+        for b in blocks:
+            f = frames(b)
+            keep = f.abs() < peak
+            for acc, term in zip(out, terms, strict=True):
+                acc += term(f, keep).sum(dim=0)
+        return out
+
     # 2. mean and spread of everything but that one value per dimension
-    s1 = torch.zeros(dim, dtype=torch.float64, device=x.device)
-    s1_rest = torch.zeros_like(s1)
-    n_rest = torch.zeros_like(s1)
-    for b in blocks:
-        f = frames(b)
-        s1 += f.sum(dim=0)
-        keep = f.abs() < peak
-        s1_rest += torch.where(keep, f, 0).sum(dim=0)
-        n_rest += keep.sum(dim=0)
-    mean = s1 / total
-    mean_rest = s1_rest / n_rest.clamp(min=1)
-    var = torch.zeros_like(s1)
-    var_rest = torch.zeros_like(s1)
-    for b in blocks:
-        f = frames(b)
-        var += ((f - mean) ** 2).sum(dim=0)
-        keep = f.abs() < peak
-        var_rest += torch.where(keep, (f - mean_rest) ** 2, 0).sum(dim=0)
+    s1, s1_rest, n_rest = sums(lambda f, _: f, lambda f, k: torch.where(k, f, 0),
+                               lambda _, k: k)
+    mean, mean_rest = s1 / total, s1_rest / n_rest.clamp(min=1)
+    var, var_rest = sums(lambda f, _: (f - mean) ** 2,
+                         lambda f, k: torch.where(k, (f - mean_rest) ** 2, 0))
     std = (var / total).sqrt()
     std_rest = (var_rest / n_rest.clamp(min=1)).sqrt()
     wild = (std_rest > 0) & ((peak - mean_rest).abs() > OUTLIER_STDS * std_rest)
@@ -142,8 +132,7 @@ def feature_stats(x: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor, so
             f"{source}: sample {sample!r} has the value {float(peak[d]):.3g} in feature {d}, "
             f"{float((peak[d] - mean_rest[d]).abs() / std_rest[d]):.2g} standard deviations "
             "from every other training value: it would swamp the normalisation (a corrupt "
-            "row?); fix or re-extract that sample"
-        )
+            "row?); fix or re-extract that sample")
     mean_np, std_np = mean.cpu().numpy(), std.cpu().numpy()
     constant = constant_dims(mean_np, std_np)
     if constant.all():
@@ -162,11 +151,8 @@ def feature_stats(x: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor, so
 
 def constant_dims(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """(D,) bool: dimensions whose spread is nil next to their own level and to the
-    features' typical spread (the median std), so rounding noise on a constant.
-
-    Relative, not an absolute floor: a std floored to 1 below 1e-6 turned features
-    of a small scale (all stds ~1e-8) into zeros, and the student trained on nothing.
-    """
+    features' typical spread (the median std), so rounding noise on a constant. Relative:
+    an absolute floor turned features of a small scale (all stds ~1e-8) into zeros."""
     spread = std[std > 0]
     typical = float(np.median(spread)) if len(spread) else 0.0
     return std <= CONSTANT_RATIO * np.maximum(np.abs(mean), typical)

@@ -34,42 +34,35 @@ def _atomic(path: Path, write: Any) -> None:
         write(tmp)
 
 
-def save_module(module: nn.Module, meta: dict[str, Any], run_dir: Path, name: str) -> Path:
+def save_module(module: nn.Module, meta: dict[str, Any], run_dir: Path, name: str) -> None:
     """Write `<name>.safetensors` and `<name>.json` (meta) in `run_dir`, each atomically."""
     run_dir = Path(run_dir)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
-    weights = run_dir / f"{name}.safetensors"
-    _atomic(weights, lambda tmp: save_file(tensors, str(tmp), metadata={"module": name}))
+    _atomic(run_dir / f"{name}.safetensors",
+            lambda tmp: save_file(tensors, str(tmp), metadata={"module": name}))
     # Key order is meaningful: a multi-modal encoder fuses its modalities in the
     # order of its config's mapping, so it must survive the round trip.
     text = json.dumps(meta, indent=2)
     _atomic(run_dir / f"{name}.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    return weights
 
 
-def load_weights(module: nn.Module, path: str | Path, device: str | torch.device = "cpu") -> None:
+def load_weights(module: nn.Module, path: str | Path) -> None:
     """Load a safetensors file into `module`; any mismatch is a CheckpointError naming the file."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"weight file {path} does not exist")
     try:
-        state = load_file(str(path), device=str(device))
+        state = load_file(str(path))  # on the CPU
     except (SafetensorError, OSError) as exc:
-        raise CheckpointError(
-            f"{path}: not a readable safetensors file (truncated?): {exc}"
-        ) from None
+        raise CheckpointError(f"{path}: not a readable safetensors file (truncated?): {exc}") \
+            from None
     own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or extra or shapes:
-        detail = "; ".join(
-            f"{what}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-            for what, keys in (
-                ("missing", missing), ("unexpected", extra), ("shape differs", shapes)
-            )
-            if keys
-        )
+    wrong = {"missing": sorted(set(own) - set(state)),
+             "unexpected": sorted(set(state) - set(own)),
+             "shape differs": [k for k in own if k in state and own[k].shape != state[k].shape]}
+    if any(wrong.values()):
+        detail = "; ".join(f"{what}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+                           for what, keys in wrong.items() if keys)
         raise CheckpointError(f"{path}: weights are for another architecture ({detail})")
     _check_values(path, own, state)
     module.load_state_dict(state)
@@ -77,25 +70,18 @@ def load_weights(module: nn.Module, path: str | Path, device: str | torch.device
 
 def _check_values(path: Path, own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]
                   ) -> None:
-    """Refuse tensors whose dtype differs from the module's, or that hold NaN / inf.
-
-    `load_state_dict` would cast an integer tensor into a float parameter without
-    a word (a header edited from F32 to I32 reinterprets the same bytes as
-    integers: every prediction becomes one class), and NaN weights give NaN
-    logits whose argmax is class 0 for every sample.
-    """
+    """Refuse tensors whose dtype differs from the module's (`load_state_dict` would cast
+    a header edited from F32 to I32 without a word: one class for every sample), or that
+    hold NaN / inf (NaN logits: class 0 for every sample)."""
     for key, tensor in state.items():
         want = own[key].dtype
         if tensor.dtype != want:
             raise CheckpointError(
                 f"{path}: tensor {key!r} is stored as {_dtype_name(tensor.dtype)}, the "
-                f"module's is {_dtype_name(want)} (a damaged or edited file)"
-            )
+                f"module's is {_dtype_name(want)} (a damaged or edited file)")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise CheckpointError(
-                f"{path}: tensor {key!r} holds NaN or infinite values (a diverged or "
-                "damaged run); retrain or restore the file"
-            )
+            raise CheckpointError(f"{path}: tensor {key!r} holds NaN or infinite values (a "
+                                  "diverged or damaged run); retrain or restore the file")
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -137,17 +123,15 @@ def load_student(run_dir: str | Path, device: str = "cpu") -> tuple[Student, dic
         encoder = MultiModalEncoder(**arch["encoder"])
         model = Student(encoder, nn.Linear(arch["encoder"]["dim"], arch["num_classes"]))
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(
-            f"{run_dir / 'student.json'}: bad architecture entry ({exc})"
-        ) from None
+        raise CheckpointError(f"{run_dir / 'student.json'}: bad architecture entry ({exc})") \
+            from None
     load_weights(model, run_dir / "student.safetensors")
     return model.to(device).eval(), meta
 
 
 @torch.no_grad()
-def predict_student(
-    model: Student, meta: dict[str, Any], caches: dict[str, FeatureCache], batch_size: int = 256
-) -> dict[str, Any]:
+def predict_student(model: Student, meta: dict[str, Any], caches: dict[str, FeatureCache],
+                    batch_size: int = 256) -> dict[str, Any]:
     """Embeddings, logits, probabilities and predicted class names for every sample
     present in all of the student's target-modality caches (in the first cache's order)."""
     target = meta["target"]
@@ -159,8 +143,7 @@ def predict_student(
         if caches[m].feature_dim != want:
             raise CacheError(
                 f"{caches[m].path}: features have dim {caches[m].feature_dim}, the student was "
-                f"trained on {m} features of dim {want} (another extractor?)"
-            )
+                f"trained on {m} features of dim {want} (another extractor?)")
     # one id -> row map per modality, built once: rebuilding it per id made
     # prediction quadratic in the number of samples (300k ids took hours)
     index = {m: caches[m].index() for m in target}
@@ -179,17 +162,10 @@ def predict_student(
         e, lg = model(inputs)  # (b, d), (b, C)
         embs.append(e.float().cpu())
         logits.append(lg.float().cpu())
-    d = model.encoder.dim
-    emb = torch.cat(embs).numpy() if embs else np.zeros((0, d), np.float32)
+    emb = torch.cat(embs).numpy() if embs else np.zeros((0, model.encoder.dim), np.float32)
     lg = torch.cat(logits) if logits else torch.zeros((0, len(meta["classes"])))
     probs = lg.softmax(dim=1).numpy()
-    classes = meta["classes"]
-    predicted = [classes[k] for k in probs.argmax(axis=1)] if len(ids) else []
-    return {
-        "ids": ids,
-        "embeddings": emb,
-        "logits": lg.numpy(),
-        "probabilities": probs,
-        "predicted": predicted,
-        "labels": predicted,  # the older name of `predicted` (predicted class names)
-    }
+    predicted = [meta["classes"][k] for k in probs.argmax(axis=1)]
+    return {"ids": ids, "embeddings": emb, "logits": lg.numpy(), "probabilities": probs,
+            "predicted": predicted,
+            "labels": predicted}  # the older name of `predicted` (predicted class names)

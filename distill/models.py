@@ -30,12 +30,9 @@ Inputs = dict[str, tuple[torch.Tensor, torch.Tensor]]  # modality -> (x (B,T,D),
 
 
 def rnn_cells(rnn: nn.GRU | nn.LSTM, x: torch.Tensor) -> torch.Tensor:
-    """A single-layer, one-direction GRU/LSTM over x (B, T, In) -> (B, T, H), step by step.
-
-    The cell equations of PyTorch's documentation, with the module's own
-    weights (gate order r, z, n for the GRU; i, f, g, o for the LSTM). The
-    input projection of every step is one matmul, as in the fused kernel.
-    """
+    """A single-layer, one-direction GRU/LSTM over x (B, T, In) -> (B, T, H), step by step:
+    the cell equations of PyTorch's documentation with the module's own weights (gate
+    order r, z, n; i, f, g, o), every step's input projection in one matmul."""
     w_ih, w_hh = rnn.weight_ih_l0, rnn.weight_hh_l0  # (G*H, In), (G*H, H)
     b_ih, b_hh = rnn.bias_ih_l0, rnn.bias_hh_l0  # (G*H,)
     hidden = w_hh.shape[1]
@@ -69,8 +66,7 @@ def rnn_cells(rnn: nn.GRU | nn.LSTM, x: torch.Tensor) -> torch.Tensor:
 
 def run_rnn(rnn: nn.GRU | nn.LSTM, x: torch.Tensor) -> torch.Tensor:
     """Outputs (B, T, H) of a single-layer RNN: the fused module, or its cell equations
-    when its weights are vmapped (one member's row of a stack: the module has no
-    batching rule, and the weights say so whatever called it)."""
+    when its weights are vmapped (a stack's member: see the module's docstring)."""
     vmapped = torch._C._functorch.is_batchedtensor(rnn.weight_ih_l0)
     return rnn_cells(rnn, x) if vmapped else rnn(x)[0]
 
@@ -101,13 +97,10 @@ def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 class SequenceEncoder(nn.Module):
-    """One modality: (B, T, D) + lengths -> (B, out_dim).
-
-    kinds: "gru"/"lstm" (masked, optionally bidirectional RNN, last valid
-    step), "pool" (masked mean and max over time, then an MLP: cheap),
-    "mlp" (masked mean, then an MLP: for clip-level features, T = 1).
-    Inputs are standardised with the training split's statistics (buffers).
-    """
+    """One modality: (B, T, D) + lengths -> (B, out_dim), inputs standardised with the
+    training split's statistics. kinds: "gru"/"lstm" (masked, optionally bidirectional
+    RNN, last valid step), "pool" (masked mean and max over time, then an MLP: cheap),
+    "mlp" (masked mean, then an MLP: for clip-level features, T = 1)."""
 
     def __init__(self, in_dim: int, out_dim: int, kind: str = "gru", hidden: int = 128,
                  layers: int = 1, bidirectional: bool = False, dropout: float = 0.0) -> None:
@@ -203,11 +196,8 @@ class Student(nn.Module):
 
 
 class Teacher(nn.Module):
-    """Full-modality teacher t = H_T([E_S(x) ; E_A(x_aux)]) and the classifier g.
-
-    `student_encoder`/`classifier` are the student's own modules when shared. `compose`
-    makes t from a and s (CCL's teacher composes them otherwise: `methods.ccl`).
-    """
+    """Full-modality teacher t = H_T([E_S(x) ; E_A(x_aux)]) and the classifier g (the
+    student's own modules when shared); CCL's teacher overrides `compose` (`methods.ccl`)."""
 
     def __init__(self, student_encoder: MultiModalEncoder, aux_encoder: MultiModalEncoder,
                  head: nn.Module, classifier: nn.Linear) -> None:

@@ -47,11 +47,9 @@ def predict_chunks(module: torch.nn.Module, predict: Callable[[Any], Any],
     modes the calls read) in eval mode meanwhile and its mode given back after.
 
     Its parameters (and `weights`, tensors the calls read instead: a stack's) do not
-    require grad meanwhile either (`weights_only`): PyTorch picks some CPU kernels by
-    `requires_grad` even under no_grad, so a teacher frozen by its schedule and the same
-    teacher loaded from a checkpoint (no epoch run since, so not frozen in this process)
-    predicted values 1e-8 apart, and a resumed run's outputs.h5 differed from an
-    uninterrupted one's. Predictions depend on the weights and the inputs only.
+    require grad meanwhile either: PyTorch picks some CPU kernels by `requires_grad` even
+    under no_grad, and a resumed run's outputs.h5 differed from an uninterrupted one's
+    by 1e-8 (docs/reproducibility.md).
     """
     was_training = module.training
     module.eval()
@@ -115,11 +113,8 @@ def same_class_cosine(t: torch.Tensor, s: torch.Tensor, labels: torch.Tensor,
 
 
 def split_metrics(preds: dict[str, Split]) -> dict[str, torch.Tensor]:
-    """Accuracies per split and role, the teacher-student gap and same-class cosine.
-
-    Gap and cosine use the validation split when there is one, else the
-    training split: test data never steers anything.
-    """
+    """Accuracies per split and role, the teacher-student gap and same-class cosine (on the
+    validation split when there is one, else the training split: never on test data)."""
     out: dict[str, torch.Tensor] = {}
     for split, p in preds.items():
         out[f"{split}_acc_student"] = accuracy(p["student_logits"], p["labels"])
@@ -136,12 +131,9 @@ def split_metrics(preds: dict[str, Split]) -> dict[str, torch.Tensor]:
 
 
 def write_outputs(path: Path, data: TrainData, preds: dict[str, Split], *, method: str,
-                  seed: int, extra: dict[str, Any] | None = None) -> Path:
-    """`outputs.h5` per the contract, written to a temporary name and renamed.
-
-    `extra`: more root attributes (what the run trained on: train_samples,
-    train_per_class, train_fraction), JSON-encoded.
-    """
+                  seed: int, extra: dict[str, Any]) -> None:
+    """`outputs.h5` per the contract, written to a temporary name and renamed; `extra`:
+    more root attributes (what the run trained on), JSON-encoded."""
     string = h5py.string_dtype("utf-8")
     # HDF5 segfaults on a full disk; reserve first (see amid.storage)
     size = sum(v.numel() * v.element_size() for p in preds.values() for v in p.values())
@@ -152,7 +144,7 @@ def write_outputs(path: Path, data: TrainData, preds: dict[str, Split], *, metho
         f.attrs["dataset"] = data.dataset
         f.attrs["fold"] = json.dumps(data.fold)
         f.attrs["seed"] = seed
-        for key, value in (extra or {}).items():
+        for key, value in extra.items():
             f.attrs[key] = json.dumps(value)
         for split, p in preds.items():
             rows = data.splits[split].cpu().numpy()
@@ -168,17 +160,13 @@ def write_outputs(path: Path, data: TrainData, preds: dict[str, Split], *, metho
                 if not present.all():
                     t.create_dataset("ids", data=[i for i, k in zip(ids, present, strict=True)
                                                   if k], dtype=string, track_times=False)
-    return path
 
 
-def _role(group: h5py.Group, role: str, p: Split, keep: np.ndarray | None) -> Any:
-    emb = p[f"{role}_emb"].cpu().numpy().astype(np.float32)
-    logits = p[f"{role}_logits"].cpu().numpy().astype(np.float32)
-    if keep is not None:
-        emb, logits = emb[keep], logits[keep]
+def _role(group: h5py.Group, role: str, p: Split, keep: np.ndarray | None) -> h5py.Group:
     sub = untimed_group(group, role)
-    sub.create_dataset("embeddings", data=emb, track_times=False)
-    sub.create_dataset("logits", data=logits, track_times=False)
+    for name, key in (("embeddings", "emb"), ("logits", "logits")):
+        x = p[f"{role}_{key}"].cpu().numpy().astype(np.float32)
+        sub.create_dataset(name, data=x if keep is None else x[keep], track_times=False)
     return sub
 
 
@@ -194,20 +182,13 @@ def untimed_group(parent: h5py.Group, name: str) -> h5py.Group:
 def finish_run(method: Method, name: str, data: TrainData, cfg: Config, run: Path) -> None:
     """Safetensors + JSON per module, and the last epoch's predictions as outputs.h5."""
     tc = cfg.train
-    common = {
-        "method": name,
-        "classes": data.classes,
-        "target": list(data.target),
-        "auxiliary": list(data.auxiliary),
-        "feature_dims": {m: d.dim for m, d in {**data.target, **data.auxiliary}.items()},
-        "max_steps": tc.max_steps,
-        "dataset": data.dataset,
-        "fold": data.fold,
-        "seed": tc.seed,
-        "train_samples": int(data.splits["train"].shape[0]),
-        "train_per_class": cfg.dataset.train_per_class,
-        "train_fraction": cfg.dataset.train_fraction,
-    }
+    common = {"method": name, "classes": data.classes, "target": list(data.target),
+              "auxiliary": list(data.auxiliary),
+              "feature_dims": {m: d.dim for m, d in {**data.target, **data.auxiliary}.items()},
+              "max_steps": tc.max_steps, "dataset": data.dataset, "fold": data.fold,
+              "seed": tc.seed, "train_samples": int(data.splits["train"].shape[0]),
+              "train_per_class": cfg.dataset.train_per_class,
+              "train_fraction": cfg.dataset.train_fraction}
     for role, (module, arch) in method.exports().items():
         extra = {"trained": getattr(method, "student_trained", True)} if role == "student" else {}
         mods = data.target if role == "student" else {**data.target, **data.auxiliary}

@@ -1,14 +1,12 @@
 """Training reads the caches its configuration describes, or refuses.
 
-A cache's file name names only the extractor; its attributes record every
-setting that made the features (docs/data.md). Before anything trains, each
-cache's identity is compared with what `extract.<modality>` says now, so a
-changed setting (`extract.visual.params.grid=4` against a grid-8 cache) is
-an error naming the differing keys instead of a run that records grid 4 and
-trained on grid 8. `precision` is left out: bf16 or fp32 follows the machine
-the cache was made on, not the configuration. Each sample's source fingerprint
-(`/sources`) is compared with the manifest's too (`stale_sources`): a transcript
-or clip changed in the manifest but not extracted again is refused, not trained on.
+Before anything trains, each cache's identity (its attributes record every setting
+that made the features: docs/data.md) is compared with what `extract.<modality>`
+says now, so a changed setting (`extract.visual.params.grid=4` against a grid-8
+cache) is an error naming the differing keys, not a run that records grid 4 and
+trained on grid 8. `precision` is left out: it follows the machine the cache was
+made on. Each sample's source fingerprint is compared with the manifest's too
+(`stale_sources`).
 """
 
 from __future__ import annotations
@@ -32,12 +30,9 @@ if TYPE_CHECKING:  # data.py loads the caches through this module's checks
 
 
 def expected_identity(modality: str, spec: ModalityExtractConfig) -> tuple[dict[str, Any], bool]:
-    """(identity a cache of `spec` carries, complete?) without loading any weights.
-
-    For an extractor this installation does not know (an imported cache such
-    as the published UCF51 embeddings, or a test's synthetic one) only the
-    extractor name and the params the configuration gives can be checked.
-    """
+    """(identity a cache of `spec` carries, complete?) without loading any weights; for an
+    extractor this installation does not know (an imported cache such as the published
+    UCF51 embeddings) only its name and the params the configuration gives."""
     if spec.extractor in EXTRACTORS:  # a bad parameter is a ConfigError naming it
         return extractor_identity(spec.extractor, spec.params,
                                   f"extract.{modality}.params"), True

@@ -2,19 +2,14 @@
 
 `amid-train --grid NAME --reuse runs/amid` (dvc.yaml's `sweep@NAME`): a grid
 point whose run configuration is exactly that of a finished run under a reuse
-folder gets a copy of that run's folder, as DVC's run-cache or a build cache
-would. Without it the demo's alpha grid trained its alpha=4 row a second
-time, and got other numbers than the method's own runs of the same
-configuration (dropout under vmap depends on the stack's width): the ablation
-and the main table disagreed on one and the same experiment.
+folder gets a copy of that run's folder. Without it the alpha grid trained its
+alpha=4 row a second time and got other numbers than the method's own run of
+the same configuration (dropout under vmap depends on the stack's width).
 
 Taken only when everything that decides the result is the same: the method,
-every key of the recorded configuration (`train.epochs`, `train.device` and
-`train.eval_batch_size` included, which a resume may change: the folder's
-files must be those of this point), the caches' fingerprints, and a finished
-run (its checkpoint's epoch is `train.epochs`, its `outputs.h5` written).
-The check is made on the source and again on the copy, so a source rewritten
-meanwhile is never half taken.
+every key of the recorded configuration (those a resume may change included),
+the caches' fingerprints, and a finished run (all `train.epochs`, `outputs.h5`
+written); checked on the source and again on the copy.
 """
 
 from __future__ import annotations
@@ -79,9 +74,8 @@ def finished_as(run: Path, method: str, config: dict[str, Any], inputs: dict[str
 
 def _same(record: Any, method: str, config: dict[str, Any], inputs: dict[str, Any]) -> bool:
     """A config.json or checkpoint of `method`, every key of `config`, the same caches."""
-    if not isinstance(record, dict) or record.get("method") != method:
-        return False
-    if not isinstance(record.get("config"), dict) or not isinstance(record.get("inputs"), dict):
+    if not (isinstance(record, dict) and record.get("method") == method
+            and isinstance(record.get("config"), dict) and isinstance(record.get("inputs"), dict)):
         return False
     return not config_changes(record["config"], config, ignore=()) and \
         not input_changes(record["inputs"], inputs)
@@ -91,13 +85,10 @@ def take_over(source: Path, dest: Path, method: str, config: dict[str, Any],
               inputs: dict[str, Any], epochs: int) -> list[dict[str, float]] | None:
     """Copy the finished run `source` to `dest` (which holds no checkpoint); its history.
 
-    The copy goes to a temporary folder beside `dest` and is checked there
-    (`finished_as`); under `dest`'s lock (that of `train_members`), whatever
-    `dest` held (a run killed before its first checkpoint) is moved aside and
-    the copy renamed into place in one step. None, and nothing changed, when the
-    copy does not check out, `dest` is being trained by another process or has
-    got a checkpoint meanwhile: the point is then trained (or resumed) as usual.
-    A failed copy (full disk) is an OutputError naming `dest`; `dest` is untouched.
+    The copy is checked in a temporary folder beside `dest`, then, under `dest`'s
+    lock, renamed into place (what `dest` held moved aside). None, and nothing
+    changed, when the copy does not check out or `dest` is locked or has got a
+    checkpoint meanwhile. A failed copy (full disk) is an OutputError naming `dest`.
     """
     tmp, old = temporary_name(dest), temporary_name(dest.with_name(dest.name + ".old"))
     for stale in (dest, dest.with_name(dest.name + ".old")):  # killed take_overs' copies

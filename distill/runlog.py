@@ -2,15 +2,12 @@
 
 `<run>/dvclive/` holds one TSV per metric (`plots/metrics/<name>.tsv`: a `step`
 column, the epoch from 0, and the metric's column) and `metrics.json` (each
-metric's last value and `step`): the layout dvclive writes, which `dvc plots`,
-DVC Studio and `amid.evaluate.history` read, byte for byte as dvclive's `Live`
-wrote it. It is written here, through `amid.storage`'s atomic replace, not by
-`Live`: opening a `Live` looks for the DVC project around the working directory
-and, in a git repository without one, runs `dvc init` there (a `.dvc/` folder
-staged in the user's git index), fails in a repository without commits, and
-costs a second of imports per training process. The folder is rewritten from the
-checkpoint's history when a run starts or resumes, which keeps the logged history
-equal to the checkpoint's even when a crash fell between logging and saving.
+metric's last value and `step`), byte for byte as dvclive's `Live` wrote them
+(`dvc plots`, DVC Studio and `amid.evaluate.history` read them). Not by `Live`:
+opening one runs `dvc init` in a git repository without a DVC project, fails in
+one without commits, and costs a second of imports. The folder is rewritten from
+the checkpoint's history when a run starts or resumes, so the logged history equals
+the checkpoint's even when a crash fell between logging and saving.
 """
 
 from __future__ import annotations
@@ -40,7 +37,8 @@ class RunLog:
 
     def write(self, names: list[str] | None = None) -> None:
         """The TSVs of `names` (default: every metric) and the summary, from `rows`."""
-        names = names if names is not None else _names(self.rows)
+        if names is None:  # every metric, in the order they first appear
+            names = list(dict.fromkeys(k for row in self.rows for k in row if k != "epoch"))
         for name in names:
             lines = [f"step\t{Path(name).name}"] + [
                 f"{int(row['epoch'])}\t{row[name]}" for row in self.rows if name in row]
@@ -53,10 +51,6 @@ class RunLog:
         if self.rows:
             summary["step"] = int(self.rows[-1]["epoch"])
         write_text(self.folder / "metrics.json", json.dumps(summary, indent=4) + "\n")
-
-
-def _names(rows: list[dict[str, float]]) -> list[str]:
-    return list(dict.fromkeys(k for row in rows for k in row if k != "epoch"))
 
 
 def open_live(run: Path, history: list[dict[str, float]]) -> RunLog:

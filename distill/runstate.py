@@ -88,7 +88,7 @@ def run_config(cfg: Config, method: str) -> dict[str, Any]:
 
 def resume(name: str, runs: list[RunState]) -> int:
     """Load each member's checkpoint; every member must have reached the same epoch."""
-    epochs = []
+    epochs, rngs = [], []
     for rs in runs:
         remove_strays(rs.run)  # temporaries of a killed run
         if not rs.ckpt.exists():
@@ -105,6 +105,7 @@ def resume(name: str, runs: list[RunState]) -> int:
         if rs.disc_opt is not None:
             rs.disc_opt.load_state_dict(ckpt["disc_optimizer"])
         set_rng_state(ckpt["rng"], rs.generator)
+        rngs.append(ckpt["rng"])
         rs.history = ckpt["history"]
         epochs.append(int(ckpt["epoch"]))
         log.info("resuming %s in %s after epoch %d", name, rs.run, ckpt["epoch"])
@@ -113,20 +114,13 @@ def resume(name: str, runs: list[RunState]) -> int:
                         f"({dict(zip((str(r.run) for r in runs), epochs, strict=True))}); "
                         "they are resumed one by one by amid-train --sweep")
     if len(runs) > 1 and epochs[0]:  # the stack's shared dropout stream: member 0's
-        set_rng_state(load_checkpoint(runs[0].ckpt, name, runs[0].config)["rng"],
-                      runs[0].generator)
+        set_rng_state(rngs[0], runs[0].generator)
     return epochs[0]
 
 
 def checkpoint_state(rs: RunState, name: str, epoch: int) -> dict[str, Any]:
-    return {
-        "method": name,
-        "epoch": epoch,
-        "history": rs.history,
-        "config": rs.config,
-        "inputs": rs.data.inputs,
-        "method_state": own_storage(rs.method.state_dict()),
-        "optimizer": rs.opt.state_dict(),
-        "disc_optimizer": rs.disc_opt.state_dict() if rs.disc_opt is not None else None,
-        "rng": rng_state(rs.generator),
-    }
+    return {"method": name, "epoch": epoch, "history": rs.history, "config": rs.config,
+            "inputs": rs.data.inputs, "method_state": own_storage(rs.method.state_dict()),
+            "optimizer": rs.opt.state_dict(),
+            "disc_optimizer": rs.disc_opt.state_dict() if rs.disc_opt is not None else None,
+            "rng": rng_state(rs.generator)}

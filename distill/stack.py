@@ -1,7 +1,7 @@
 """How the trainer calls the methods: one run (`Lone`) or M stacked members (`Stack`).
 
-Both engines take the same calls and give the same types, with a leading
-member dimension M on every tensor they return (M = 1 for a lone run):
+Both engines take the same calls, and every tensor they return has a leading
+member dimension M (M = 1 for a lone run):
 
     step = engine.forward(idx, epoch, tap, autocast)  # idx (M, B) rows -> Step
     step.out                                          # {name: (M, B, ...)}, float32
@@ -9,36 +9,23 @@ member dimension M on every tensor they return (M = 1 for a lone run):
     terms, weights = engine.losses(step, epoch)       # {name: (M,)}, {name: (M,)}
     preds = engine.predict(rows, batch_size, autocast)  # per member, as predictions.predict_split
 
-A `Step` holds everything the forward computed, so nothing waits inside an
-engine between two calls. `tap` (M, B, d), when given, is a zero added to
-the student encoder's output for that forward only (`tapped`): its gradient
-is what every use of s sends into E_S (`diagnostics.term_gradients`).
+`tap` (M, B, d), when given, is a zero added to the student encoder's output for
+that forward only (`tapped`; `epoch_stats.term_gradients`). `Lone` calls the
+method directly (fused RNN kernels, cuDNN on a GPU).
 
-`Lone` calls the method directly (fused RNN kernels, cuDNN on a GPU).
+`Stack` evaluates the SAME `Method` calls for every member at once with
+`torch.func.vmap` over `functional_call`: there is no second copy of any loss.
+Each member keeps its own optimisers, checkpoint and run folder, its parameters
+views of the rows of the stacked ones (`Stack.__init__`); buffers live stacked
+too, copied back at `sync`. Options marked `per_member` enter each vmapped call
+as (M,) tensors, read through `Stack.view`: the members' options never change.
 
-`Stack` evaluates the SAME `Method.forward`, `losses`, `weights` and
-`discriminator_losses` for every member at once with `torch.func.vmap`
-over `functional_call`. Each parameter lives once, stacked, (M, *shape),
-for the stack's life, and each member's own `nn.Parameter` is a view of
-its row: vmap reads the stacked tensor with no copy per step, the members'
-optimisers update their rows in place, and each member keeps its own
-optimiser, checkpoint and run folder, exactly as a lone run (its gradient
-is its row of the stacked gradient, `share_grads`). Buffers live stacked
-too, copied back at `sync`. Options marked `per_member` (alpha, tau...)
-enter the vmapped call as an argument, (M,) tensors, and the method reads
-them from `Stack.view` (the template's modules under a context of the
-stack's own, holding that call's values): the members' options objects are
-never changed. There is no second copy of any loss: a change to a method
-changes its stacked members too.
-
-What vmap needs, and where it is provided: RNN modules have no batching rule,
-so recurrent encoders given vmapped weights run their cell equations
-(`models.run_rnn`); random ops draw per member (`randomness="different"`),
-so with dropout a stacked member is an equally valid sample of its
-configuration but not its lone run's bit-for-bit twin (with dropout 0 it
-is, within float rounding; tests check every method that way); every sample
-must have every auxiliary modality (row selection would give members
-different shapes).
+What vmap needs: RNNs given vmapped weights run their cell equations
+(`models.run_rnn`); random ops draw per member (`randomness="different"`), so
+with dropout a stacked member is an equally valid sample of its configuration
+but not its lone run's bit-for-bit twin (with dropout 0 it is, within float
+rounding); a method that reads auxiliary modalities needs every sample to have
+them (row selection would give members different shapes).
 """
 
 from __future__ import annotations
@@ -46,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -55,7 +42,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from amid.distill.data import Batch, TrainData, take_rows
+from amid.distill.data import Batch, TrainData
 from amid.distill.methods.base import Method, Outputs
 from amid.distill.predictions import as_split, predict_chunks, predict_split
 from amid.schema import per_member_keys
@@ -75,38 +62,28 @@ class Step:
     terms: tuple[Terms, Terms] | None = None  # (terms, weights), when computed with `out`
 
 
-def _as_vector(value: Any, like: Tensor) -> Tensor:
-    """A weight or term (float or 0-d tensor) as a float tensor, for stacking."""
-    return torch.as_tensor(value, dtype=like.dtype, device=like.device)
-
-
 def losses_and_weights(method: Method, batch: Batch, out: Outputs,
                        epoch: int) -> tuple[Terms, Terms]:
-    """The method's named terms and their weights, every weight a tensor."""
+    """The method's named terms and their weights, every weight (float or 0-d tensor) a
+    tensor like the terms, for stacking."""
     terms = method.losses(batch, out, epoch)
     like = next(iter(terms.values()))
-    return terms, {k: _as_vector(w, like) for k, w in method.weights(epoch).items()}
+    return terms, {k: torch.as_tensor(w, dtype=like.dtype, device=like.device)
+                   for k, w in method.weights(epoch).items()}
 
 
-@contextlib.contextmanager
-def tapped(encoder: nn.Module, tap: Tensor | None) -> Iterator[None]:
+def tapped(encoder: nn.Module, tap: Tensor | None) -> AbstractContextManager:
     """Within the block, `encoder`'s output plus `tap` (a zero: same values, and its
     gradient is the one every use of the output sends back). Nothing when tap is None."""
     if tap is None:
-        yield
-        return
-    handle = encoder.register_forward_hook(lambda _module, _inputs, s: s + tap)
-    try:
-        yield
-    finally:
-        handle.remove()
+        return contextlib.nullcontext()
+    return encoder.register_forward_hook(lambda _module, _inputs, s: s + tap)  # removed on exit
 
 
 def forward_and_then(method: Method, batch: Batch, epoch: int) -> tuple[Outputs, Any]:
-    """The forward (under the caller's autocast), then the call that follows it in the
-    step when nothing comes between: the discriminators' terms in an epoch that trains
-    them, else the loss terms; that call runs as the trainer runs it, on float32
-    outputs, outside autocast."""
+    """The forward (under the caller's autocast), then the call that follows it: the
+    discriminators' terms in an epoch that trains them, else the loss terms, on float32
+    outputs outside autocast, as the trainer runs it."""
     out = {k: v.float() for k, v in method(batch).items()}
     with torch.autocast(out["s"].device.type, enabled=False):
         if method.discriminator_step(epoch):
@@ -116,8 +93,6 @@ def forward_and_then(method: Method, batch: Batch, epoch: int) -> tuple[Outputs,
 
 class Lone:
     """One run: the method's own calls, results given a member dimension of 1."""
-
-    size = 1
 
     def __init__(self, method: Method, data: TrainData) -> None:
         self.method = method
@@ -179,12 +154,10 @@ def _fields(batch: Batch) -> dict[str, Any]:
 class Stack:
     """M members of one method, same shapes, evaluated together under vmap.
 
-    Every vmapped call reads `leaves` (parameters), `buffers` (from the members at
-    `restack`, back to them at `sync`), both (M, *shape), and `per_member` ((M,)
-    option values). `fuse` (True unless the losses are compiled): the forward
-    computes the call that follows it in the same vmapped call (each costs a
-    parameter swap and a batching set-up whatever the model's size); `losses_call`
-    computes the terms when it did not (`compile_stack` swaps in a compiled one).
+    `fuse` (True unless the losses are compiled): the forward computes the call that
+    follows it in the same vmapped call (each costs a parameter swap and a batching
+    set-up whatever the model's size); `losses_call` computes the terms when it did
+    not (`compile_stack` swaps in a compiled one).
     """
 
     def __init__(self, members: list[Method], datas: list[TrainData]) -> None:
@@ -205,12 +178,13 @@ class Stack:
         self.names = [n for n, _ in self.template.named_parameters()]
         # the members' own Parameter objects (resumed before the stack is built)
         self._params = [[m.get_parameter(n) for n in self.names] for m in members]
-        # each parameter stacked once, (M, *shape); the members' Parameters become views
-        # of its rows, so what their optimisers write is what the next step reads
+        # each parameter stacked once, (M, *shape), for the stack's life; the members'
+        # Parameters become views of its rows, so what their optimisers write in place
+        # is what the next vmapped call reads, with no copy per step
+        self.leaves: dict[str, Tensor] = {}
         with torch.no_grad():
-            self.leaves = {n: torch.stack([ps[k] for ps in self._params])
-                           for k, n in enumerate(self.names)}
             for k, n in enumerate(self.names):
+                self.leaves[n] = torch.stack([ps[k] for ps in self._params])
                 for m, ps in enumerate(self._params):
                     ps[k].data = self.leaves[n][m]
         self.fuse = True
@@ -227,7 +201,7 @@ class Stack:
         # in place (parameters by the optimisers, buffers by `restack`)
         self._state = {f"method.{n}": t for n, t in (*self.leaves.items(),
                                                      *self.buffers.items())}
-        self.per_member = self._per_member_options()
+        self.per_member = self._per_member_options()  # (M,) each, read through `view`
         self.restack()  # the members' phase (which parameters take gradients)
 
     # ------------------------------------------------------------ state
@@ -274,10 +248,9 @@ class Stack:
         `tapped`; `shared`: one batch (B, ...) read by every member, not (M, B, ...)."""
         def one(state: dict[str, Tensor], values: dict[str, Tensor], fields: dict[str, Any],
                 t: Tensor | None, *rest: Any) -> Any:
-            # this call's member: its option values in the view's options for the call
-            # (as functional_call swaps its tensors in), the shared ones after; set
-            # without validation (they are tensors) and with no copy (torch.compile
-            # cannot trace one); the members' own options never change
+            # this call's member's option values into the view's options for the call, the
+            # shared ones back after; set without validation (they are tensors) and with no
+            # copy (torch.compile cannot trace one)
             shared = {k: getattr(self.options, k) for k in values}
             for k, v in values.items():
                 object.__setattr__(self.options, k, v)
@@ -294,15 +267,9 @@ class Stack:
             self._state, self.per_member, _fields(batch), tap, *args)
 
     # ------------------------------------------------------------ calls
-    def batch(self, idx: Tensor) -> Batch:
-        """The rows `idx` of every member's data, (M, B) -> tensors (M, B, ...)."""
-        d = self.data
-        return Batch(idx, d.labels[idx], take_rows(d.target, idx), take_rows(d.auxiliary, idx),
-                     d.aux_present[idx])
-
     def forward(self, idx: Tensor, epoch: int, tap: Tensor | None = None,
                 autocast: AbstractContextManager = NO_AUTOCAST) -> Step:
-        batch = self.batch(idx)
+        batch = self.data.batch(idx)  # (M, B) rows -> tensors (M, B, ...)
         disc_epoch = self.template.discriminator_step(epoch)  # the epoch decides, for all
         if self.fuse:
             with autocast:
@@ -337,10 +304,9 @@ class Stack:
                 autocast: AbstractContextManager | None) -> list[dict]:
         """Every member's eval-mode predictions on its rows, as `predict_split` gives them.
 
-        Members that score the same rows (a shared validation split: the usual case) run
-        together under vmap, each chunk of rows gathered once for all; a chunk holds
-        `batch_size // M` rows, so a stacked chunk is no larger than a lone run's. Members
-        with rows of their own (training subsets) run one by one through their modules.
+        Members scoring the same rows (the usual case) run together under vmap, in chunks
+        of `batch_size // M` rows (no larger than a lone run's); members with rows of
+        their own (training subsets) run one by one through their modules.
         """
         if any(not torch.equal(r, rows[0]) for r in rows[1:]):
             self.sync()
@@ -350,7 +316,7 @@ class Stack:
         chunks = predict_chunks(  # the template's modes are what the vmapped calls read
             self.template, lambda batch: self._vmap(lambda m, b: m.predict(b), batch,
                                                     shared=True),
-            self.batch, shared, max(1, batch_size // self.size), autocast,
+            self.data.batch, shared, max(1, batch_size // self.size), autocast,
             weights=self.leaves.values())  # what the vmapped calls read
         # role -> (emb (M, b, d), logits (M, b, C)) per chunk; each member its row
         return [as_split([{role: (e[m], lg[m]) for role, (e, lg) in c.items()} for c in chunks],

@@ -4,8 +4,7 @@ A stratified subsample of the TRAINING split only: per class, `train_per_class`
 of its training samples (all of them if it has fewer), or `train_fraction` of
 them (at least one), drawn with `train.seed`. Validation and test stay whole,
 and every method sees the same rows for one seed, so a learning curve compares
-methods on identical data. The run records what it trained on (`train_samples`
-in outputs.h5 and the metrics; the options in config.json).
+methods on identical data.
 """
 
 from __future__ import annotations

@@ -1,31 +1,18 @@
-"""`amid-train --sweep`: a grid of configurations in one process, one run folder per member.
+"""`amid-train --sweep/--grid`: a grid of configurations in one process, a run folder each.
 
-A grid is the cartesian product of axes. An axis is a dotted key and a list of
-values, given inline (`--sweep 'methods.amid.alpha=[1,2,4]'`, the value parsed
-as YAML) or as a YAML file mapping keys to lists (`--sweep grid.yaml`, e.g.
-`{train.seed: [0, 1, 2], methods.amid.tau: [0.05, 0.1]}`, keys dotted or
-nested), or named in params.yaml (`sweeps.NAME`, `--grid NAME`). Every member's
-configuration is loaded and checked before anything trains.
+A grid is the cartesian product of axes, each a dotted key and a list of values
+(inline, from a YAML file, or `sweeps.NAME` of params.yaml: `amid-train --help`).
+Every member's configuration is checked before anything trains. Members land in
+`<out>/<name>/` (named from the axis values, e.g. `alpha=1,seed=0`), each a
+complete run folder; `<out>/sweep.json` lists them and how they trained.
 
-Members land in `<out>/<name>/` (name from the axis values, e.g.
-`alpha=1,seed=0`), each a complete run folder that `amid-evaluate` reads;
-`<out>/sweep.json` lists them with their overrides and how they trained.
-
-Members that differ only in values marked `per_member` (the training seed,
-lr, weight_decay, disc_lr, and each method's float weights and temperatures:
-see `amid-train --help` or the method's Options) train together as one stack
-(`amid.distill.stack`): every method can be stacked, competitors and
-`fixed_teacher` included. Members run one after another through the same
-loop, sharing the loaded data, when their shapes differ (model sizes, batch
-size, epochs, training-set size...), when some samples miss an auxiliary
-modality, or when their checkpoints stopped after different epochs.
-Rerunning the same command resumes every member from its own checkpoint.
-
-With `reuse` folders (`--reuse runs/amid`), a member whose run configuration
-equals a finished run's there (every key, the same caches) is a copy of that
-run folder instead of a second training (`amid.distill.reuse`): dvc.yaml's
-grids reuse their method's own runs, so the alpha grid's alpha=4 row is the
-amid row of the main table. sweep.json names the source (`reused_from`).
+Members that differ only in `per_member` values train together as one stack
+(`amid.distill.stack`; every method can be stacked); the others run one after
+another through the same loop, sharing the loaded data (other shapes, samples
+missing an auxiliary modality, checkpoints stopped after different epochs).
+Rerunning resumes every member. A member equal to a finished run under a `reuse`
+folder is a copy of it (`amid.distill.reuse`): dvc.yaml's grids reuse their
+method's own runs, so the alpha grid's alpha=4 row is the amid row of the main table.
 """
 
 from __future__ import annotations
@@ -45,6 +32,9 @@ from amid.distill.checkpoint import flatten_config, read_torch_file
 from amid.distill.methods import check_method_options
 from amid.distill.methods.base import method_class
 from amid.distill.reuse import candidates, finished_as, reuse_folders, take_over
+from amid.distill.runstate import run_config
+from amid.distill.subsample import train_rows_for
+from amid.distill.train import data_from_config, resolve_device, train_members
 from amid.errors import AmidError, ConfigError
 from amid.schema import parse_yaml, per_member_keys, to_dict
 from amid.storage import write_json
@@ -54,8 +44,7 @@ log = logging.getLogger("amid.distill")
 
 @dataclass
 class GridPoint:
-    """One point of a sweep's grid: its folder name, the axis values it sets, its checked
-    configuration and its run folder."""
+    """One point of a sweep's grid: the axis values it sets and its checked configuration."""
 
     name: str
     overrides: dict[str, Any]
@@ -94,22 +83,17 @@ def parse_axes(specs: list[str]) -> list[tuple[str, list[Any]]]:
         if not isinstance(data, dict) or not data:
             raise ConfigError(f"{path}: a sweep file maps dotted keys to lists of values")
         axes += grid_axes(data, str(path))
-    seen: set[str] = set()
-    for key, values in axes:
+    for i, (key, values) in enumerate(axes):
         if not values:
             raise ConfigError(f"--sweep {key}: the list of values is empty")
-        if key in seen:
+        if key in [k for k, _ in axes[:i]]:
             raise ConfigError(f"--sweep {key}: the key is given twice")
-        seen.add(key)
     return axes
 
 
 def grid_axes(grid: dict[str, Any], where: str) -> list[tuple[str, list[Any]]]:
-    """Axes of a grid mapping: keys nest (or are dotted) down to a list of values each.
-
-    `{train: {seed: [0, 1]}, train.loss.alpha: [1, 2]}` gives
-    `[("train.seed", [0, 1]), ("train.loss.alpha", [1, 2])]`. A lone value is
-    an axis of one (a fixed override for every member).
+    """Axes of a grid mapping, keys nested or dotted: `{train: {seed: [0, 1]}, a.b: 2}` gives
+    `[("train.seed", [0, 1]), ("a.b", [2])]` (a lone value: an override for every member).
     """
     axes: list[tuple[str, list[Any]]] = []
 
@@ -131,20 +115,16 @@ def grid_axes(grid: dict[str, Any], where: str) -> list[tuple[str, list[Any]]]:
 def member_name(assign: dict[str, Any]) -> str:
     """`alpha=1,seed=0`: the last key part, the full key where two axes share it."""
     tails = [k.rsplit(".", 1)[-1] for k in assign]
-    parts = []
-    for (key, value), tail in zip(assign.items(), tails, strict=True):
-        label = tail if tails.count(tail) == 1 else key
-        text = json.dumps(value) if not isinstance(value, str) else value
-        parts.append(f"{label}={text}")
-    name = ",".join(parts).replace("/", "_").replace(" ", "")
-    return name or "default"
+    parts = [f"{tail if tails.count(tail) == 1 else key}="
+             f"{value if isinstance(value, str) else json.dumps(value)}"
+             for (key, value), tail in zip(assign.items(), tails, strict=True)]
+    return ",".join(parts).replace("/", "_").replace(" ", "") or "default"
 
 
 def expand(params: Path, overrides: list[str], axes: list[tuple[str, list[Any]]],
            out: Path, name_of: Callable[[dict[str, Any]], str] = member_name) -> list[GridPoint]:
-    """Every member's checked configuration; errors name the member's overrides.
-
-    `name_of` names a member's folder from its axis values (default `member_name`)."""
+    """Every member's checked configuration (`name_of`: its folder name from its axis
+    values); errors name the member."""
     members: list[GridPoint] = []
     keys = [k for k, _ in axes]
     for combo in itertools.product(*[v for _, v in axes]):
@@ -164,8 +144,6 @@ def expand(params: Path, overrides: list[str], axes: list[tuple[str, list[Any]]]
 
 def stack_key(method: str, cfg: Config) -> str:
     """Members with equal keys may share a stack: everything but per-member values."""
-    from amid.distill.runstate import run_config
-
     cls = method_class(method, cfg.methods.get(method))  # a variant: the method it trains
     free = set(per_member_keys(TrainConfig, "train")) | set(
         per_member_keys(cls.Options, f"methods.{method}"))
@@ -191,13 +169,9 @@ def run_sweep(method: str, params: Path, overrides: list[str], axes: list[tuple[
               reuse: Sequence[Path] = ()) -> dict[str, Result]:
     """Train every member of the grid; raises AmidError after the rest if any member failed.
 
-    `axes` from `parse_axes` (command-line specs) and/or `grid_axes` (a
-    `sweeps.NAME.grid` section); `name_of` names the members' folders; a member
-    identical to a finished run under one of the `reuse` folders is copied from
-    it (`amid.distill.reuse`), not trained.
+    `axes` from `parse_axes` and/or `grid_axes`; `name_of` names the members' folders; a
+    member identical to a finished run under a `reuse` folder is copied, not trained.
     """
-    from amid.distill.train import data_from_config, resolve_device, train_members
-
     members = expand(params, overrides, axes, out, name_of)
     reuse = reuse_folders(list(reuse))  # a missing folder refused before anything loads
     datas: dict[str, Any] = {}
@@ -211,24 +185,21 @@ def run_sweep(method: str, params: Path, overrides: list[str], axes: list[tuple[
 
     before = _earlier_members(out)
     sources = candidates(reuse)
-    pending = []
     for m in members:
         taken = _reused(method, m, data_for, sources, before.get(m.name))
-        if taken is None:
-            pending.append(m)
-        else:
+        if taken is not None:
             results[m.name] = taken
-    groups: dict[tuple[str, int], list[GridPoint]] = {}
-    for m in pending:  # same shapes and same progress: one stack
-        groups.setdefault((stack_key(method, m.cfg), _epoch_done(m.run)), []).append(m)
+    groups: dict[tuple[str, int], list[GridPoint]] = {}  # same shapes and progress: a stack
+    for m in members:
+        if m.name not in results:
+            groups.setdefault((stack_key(method, m.cfg), _epoch_done(m.run)), []).append(m)
     for group in groups.values():
         data = data_for(group[0].cfg)
-        reason = "a single member" if len(group) < 2 else _why_not(method, group, data)
-        batches = [group] if reason is None else [[m] for m in group]
-        if reason is not None and len(group) >= 2:
+        reason = None if len(group) < 2 else _why_not(method, group, data)
+        if reason is not None:
             log.warning("sweep members %s train one after another: %s",
                         ", ".join(m.name for m in group), reason)
-        for batch in batches:
+        for batch in [group] if reason is None else [[m] for m in group]:
             mode = "stacked" if len(batch) > 1 else "alone"
             try:
                 done = train_members(method, [m.cfg for m in batch], [m.run for m in batch],
@@ -239,25 +210,23 @@ def run_sweep(method: str, params: Path, overrides: list[str], axes: list[tuple[
                 for m in batch:
                     results[m.name] = Result(m.run, [], str(exc), mode)
                     log.warning("sweep member %s failed: %s", m.name, exc)
-    summary = [{"name": m.name, "overrides": m.overrides, "run": str(m.run),
-                "mode": results[m.name].mode, "epochs": len(results[m.name].history),
-                "error": results[m.name].error,
-                "reused_from": str(results[m.name].source) if results[m.name].source else None}
-               for m in members]
+    done = {m.name: results[m.name] for m in members}  # the grid's order
+    summary = [{"name": m.name, "overrides": m.overrides, "run": str(m.run), "mode": r.mode,
+                "epochs": len(r.history), "error": r.error,
+                "reused_from": str(r.source) if r.source else None}
+               for m, r in zip(members, done.values(), strict=True)]
     write_json(out / "sweep.json", {"method": method, "axes": dict(axes), "members": summary})
     failed = [f"{s['name']}: {s['error']}" for s in summary if s["error"]]
     if failed:
         raise AmidError(f"{len(failed)} of {len(members)} sweep members failed (the others "
                         f"finished, see {out / 'sweep.json'}):\n" + "\n".join(failed))
-    return {m.name: results[m.name] for m in members}  # the grid's order
+    return done
 
 
 def _reused(method: str, m: GridPoint, data_for: Callable[[Config], Any],
             sources: list[Path], earlier: dict[str, Any] | None) -> Result | None:
     """`m` as a copy of a finished run of `sources`; or, on a rerun, `m` already such a
     copy (its earlier sweep.json entry says so and it still checks out). None: train it."""
-    from amid.distill.runstate import run_config
-
     if not sources and not (earlier and earlier.get("mode") == "reused"):
         return None  # nothing to compare with: no data loaded for it here
     config, inputs = run_config(m.cfg, method), data_for(m.cfg).inputs
@@ -295,13 +264,9 @@ def _earlier_members(out: Path) -> dict[str, dict[str, Any]]:
 def run_repeats(method: str, params: Path, overrides: list[str], out: Path, *,
                 live: bool = True) -> dict[str, Result]:
     """`method` at `train.seed` and at each of `pipeline.repeat_seeds`, as one sweep over
-    `train.seed` (one stack: one process, one data load, one pass of the loop for all).
-
-    dvc.yaml's `train@<name>` stage. The members' folders keep the names the
-    report groups into one row (mean ± std over seeds) and `amid-evaluate run`
-    names its metrics files by: `<out>/<name>` for `train.seed` and
-    `<out>/<name>_seed<k>` for the others, `<name>` being the folder name of
-    `out` (`runs/amid` -> `runs/amid/amid`, `runs/amid/amid_seed1`, ...).
+    `train.seed` (one stack), dvc.yaml's `train@<name>`: `<out>/<name>` for `train.seed`
+    and `<out>/<name>_seed<k>` for the others, `<name>` being `out`'s folder name (the
+    names the report groups into one row and `amid-evaluate run` names metrics by).
     """
     cfg = load_config(params, overrides, check=check_method_options)
     base, repeats = cfg.train.seed, cfg.pipeline.repeat_seeds
@@ -320,8 +285,6 @@ def run_repeats(method: str, params: Path, overrides: list[str], out: Path, *,
 
 def _why_not(method: str, group: list[GridPoint], data: Any) -> str | None:
     """Why these members cannot share a stack (checked on their training rows)."""
-    from amid.distill.subsample import train_rows_for
-
     cls = method_class(method, group[0].cfg.methods.get(method))
     if cls.uses_auxiliary and data.auxiliary and not data.all_aux_present:
         return "some samples miss an auxiliary modality (members would select different rows)"

@@ -1,22 +1,15 @@
 """The training loop of `amid-train`: one method, one run folder per member, resumable.
 
-`_train` reads top to bottom. Setup: device and data; per run its seed,
-training rows, method and optimisers (`runstate.build_run`); resume; the engine that
-calls the method (`_engine`). Per epoch: `_train_epoch` (seeded
-permutations, batches as index slices, one forward per batch, the
-discriminator step when the method has one that epoch before the networks'
-step, the weighted sum of the method's named terms, metrics kept on the
-device), `_evaluate` (validation, the epoch's one host sync), `_record`
-(history, the method's hook, live log), `_save`. At the end each run's
-modules as safetensors + JSON and the LAST epoch's predictions as
-`outputs.h5` (test data is never used to pick anything).
+`_train` reads top to bottom: setup (device, data, each run built by
+`runstate.build_run`, resume, the engine), then per epoch `_train_epoch`,
+`_evaluate` (the epoch's one host sync), `_record` and `_save`; at the end each
+run's modules and the LAST epoch's predictions (`predictions.finish_run`: test
+data is never used to pick anything).
 
-Shapes carry a leading member dimension M: a plain run is M = 1 (`stack.Lone`:
-the method's own calls); a sweep's stack trains M members that differ only
-in per-member values (`stack.Stack`: the same calls under vmap), each with
-its own optimisers, batch order, checkpoint and run folder. Why the
-configuration, not the machine's speed, decides between the two: see
-`train_members`.
+Shapes carry a leading member dimension M: a plain run is M = 1 (`stack.Lone`);
+a sweep's stack trains M members that differ only in per-member values
+(`stack.Stack`), each with its own optimisers, batch order, checkpoint and run
+folder (why the configuration, not the machine's speed, decides: `train_members`).
 """
 
 from __future__ import annotations
@@ -33,10 +26,10 @@ from amid.cli import duration
 from amid.config import Config
 from amid.devices import amp_allowed, keep_large_blocks_in_heap
 from amid.devices import resolve_device as _resolve
-from amid.distill import compiled, diagnostics
+from amid.distill import compiled
 from amid.distill.checkpoint import save_checkpoint
-from amid.distill.data import TrainData, load_data
-from amid.distill.epoch_stats import EpochSums, TrainingHits
+from amid.distill.data import TrainData, data_from_config
+from amid.distill.epoch_stats import EpochSums, TrainingHits, term_gradients
 from amid.distill.methods import weighted_total
 from amid.distill.predictions import finish_run, split_metrics
 from amid.distill.runlog import log_epoch, open_live, run_header
@@ -71,25 +64,10 @@ def mixed_precision(device: torch.device, amp: bool) -> tuple[bool, Any]:
     return False, contextlib.nullcontext()
 
 
-def data_from_config(cfg: Config, device: torch.device) -> TrainData:
-    """The caches `cfg` names, loaded onto `device`, each checked against `extract.<m>`."""
-    from amid.distill.provenance import check_cache_identities
-
-    ds = cfg.dataset
-    extractors = {m: cfg.extract[m].extractor for m in [*ds.target, *ds.auxiliary]}
-    data = load_data(ds.manifest, ds.root, ds.cache_dir, ds.name, ds.target, ds.auxiliary,
-                     extractors, fold=ds.fold, device=device, max_steps=cfg.train.max_steps)
-    check_cache_identities(data, cfg)
-    return data
-
-
 def train(method_name: str, cfg: Config, run: str | Path, *, data: TrainData | None = None,
           live: bool = True) -> list[dict[str, float]]:
-    """Train `method_name` into folder `run`, resuming from `run/checkpoint.pt` if present.
-
-    Returns the per-epoch metric history. `data` may be passed to reuse loaded
-    caches (tests, several runs in one process); it must be on the device.
-    """
+    """Train `method_name` into folder `run`, resuming from `run/checkpoint.pt` if present;
+    the per-epoch metric history. `data`: caches already loaded onto the device."""
     (state,) = train_members(method_name, [cfg], [Path(run)], data=data, live=live,
                              stacked=False)
     return state.history
@@ -100,15 +78,12 @@ def train_members(method_name: str, cfgs: list[Config], runs: list[Path], *,
                   stacked: bool = True) -> list[RunState]:
     """Train every (config, run folder) pair; together as a stack when `stacked`.
 
-    One trainer per run folder: a folder being trained by another process is
-    refused. In a stack, a member whose loss turns NaN stops (its `error`
-    says why) and the others go on; a lone run raises instead.
+    A folder being trained by another process is refused. In a stack, a member whose
+    loss turns NaN stops (its `error` says why) and the others go on; a lone run raises.
 
-    Stacked or one after another is the caller's choice (`sweep.py`: stacked
-    when the shapes allow), not picked by which is faster on this machine:
-    the two give different numbers (`amid.distill.stack`: dropout and RNNs
-    under vmap), so a choice by timing would make a run's results depend on
-    the machine and its load. `bench/stack_vs_sequential.py` measures both.
+    Stacked or not is the caller's choice (`sweep.py`: stacked when the shapes allow),
+    not picked by speed: the two give different numbers (dropout and RNNs under vmap),
+    and a choice by timing would make results depend on the machine and its load.
     """
     with contextlib.ExitStack() as locks:
         for run in runs:
@@ -197,10 +172,8 @@ def _train_epoch(engine: Lone | Stack, runs: list[RunState], rows: torch.Tensor,
                  autocast: Any) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]]:
     """One pass over the training rows (M, n), each member in its own order: per batch
     the discriminators' step (in an epoch that trains them), then the networks' step.
-
-    Returns name -> (M,): the mean of each term, each term's gradient norm at s
-    (first batch) and the training accuracies; and each term's first non-finite
-    batch per member (-1: none).
+    Returns name -> (M,): each term's mean and gradient norm at s (first batch), the
+    training accuracies; and each term's first non-finite batch per member (-1: none).
     """
     for rs in runs:
         rs.method.begin_epoch(epoch)  # phases: freeze a fixed teacher, reset sums
@@ -225,7 +198,7 @@ def _train_epoch(engine: Lone | Stack, runs: list[RunState], rows: torch.Tensor,
         total = weighted_total(parts, weights)  # (M,)
         terms |= {f"loss_{k}": v for k, v in parts.items()} | {"loss_total": total}
         if b == 0:  # on the epoch's first batch: one extra backward per term
-            grads = diagnostics.term_gradients(parts, weights, tap)  # grad_<term>: (M,)
+            grads = term_gradients(parts, weights, tap)  # grad_<term>: (M,)
         _step(engine, [rs.opt for rs in runs], total.sum())
         sums.add(terms, b)
         hits.add(data.labels[idx], data.aux_present[idx], step.out)  # labels (M, B)
@@ -270,10 +243,9 @@ def _record(engine: Lone | Stack, runs: list[RunState], logged: list[dict[str, f
     whose loss turned NaN stops instead (a lone run raises)."""
     engine.sync()  # the hooks read each member's own weights and buffers
     for m, (rs, row) in enumerate(zip(runs, logged, strict=True)):
-        if rs.error is not None:
-            continue
-        _check_finite(rs, {k: v[m] for k, v in bad.items()}, epoch, stacked)
-        if rs.error is not None:
+        if rs.error is None:
+            _check_finite(rs, {k: v[m] for k, v in bad.items()}, epoch, stacked)
+        if rs.error is not None:  # stopped now or before
             continue
         rs.history.append(row)
         rs.method.after_validation(epoch, row)  # e.g. keep the best teacher so far

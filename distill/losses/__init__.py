@@ -1,11 +1,5 @@
-"""Pure loss functions of stage two (docs/method.md).
-
-One small module per loss, each with its paper, equation and tensor shapes:
-``mi`` (class-aware MI bound, AMID and CCL forms), ``jsd`` (prediction
-alignment), ``adversarial`` (two discriminators and dynamic weights), ``kd``
-(Hinton et al.'s soft targets), and the baselines ``crd``, ``ntxent`` (GMC),
-``crcd`` and ``kl`` (CCL's symmetric KL).
-"""
+"""Pure loss functions of stage two (docs/method.md): one small module per loss, each with
+its paper, equation and tensor shapes."""
 
 from amid.distill.losses.adversarial import (
     adversarial_loss,
@@ -24,19 +18,7 @@ from amid.distill.losses.mi import MI_VARIANTS, class_aware_mi_loss, symmetric_m
 from amid.distill.losses.ntxent import ntxent_loss
 
 __all__ = [
-    "MI_VARIANTS",
-    "CRDLoss",
-    "adversarial_loss",
-    "alignment_means",
-    "alignment_stats",
-    "class_aware_mi_loss",
-    "crcd_loss",
-    "discriminator_loss",
-    "enhanced_mask",
-    "jsd_loss",
-    "kd_loss",
-    "ntxent_loss",
-    "symmetric_kl_loss",
-    "symmetric_mi_loss",
-    "update_dynamic_weights",
+    "MI_VARIANTS", "CRDLoss", "adversarial_loss", "alignment_means", "alignment_stats",
+    "class_aware_mi_loss", "crcd_loss", "discriminator_loss", "enhanced_mask", "jsd_loss",
+    "kd_loss", "ntxent_loss", "symmetric_kl_loss", "symmetric_mi_loss", "update_dynamic_weights",
 ]

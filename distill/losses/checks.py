@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["check_pair", "check_temperature"]
-
 
 def check_pair(loss: str, a: torch.Tensor, b: torch.Tensor,
                what: str = "(N, C) logit tensors") -> None:

@@ -2,11 +2,10 @@
 Relation Contrastive Distillation", CVPR 2021, Eq. 3-8).
 
 Follows the authors' public code, Lechatelia/CRCD ``crcd/memory.py``
-(``ContrastMemory.forward``, the student-side term ``out_v1``) and
-``crcd/criterion.py``. CRCD distils the teacher's inter-sample *relations*:
-each relation is anchored on a TEACHER representation. With z = the
-L2-normalised representations (student and teacher in the same d: project
-before calling), for a teacher anchor a, a sample j and a candidate k::
+(``ContrastMemory.forward``, the student-side term ``out_v1``) and ``crcd/criterion.py``.
+CRCD distils the teacher's inter-sample *relations*: each relation is anchored on a TEACHER
+representation. With z = the L2-normalised representations (student and teacher in the same
+d: project before calling), for a teacher anchor a, a sample j and a candidate k::
 
     r^s_aj = normalize(z^t_a - z^s_j)        student relation to the anchor
     r^t_ak = normalize(z^t_a - z^t_k)        teacher relation to the anchor
@@ -14,18 +13,16 @@ before calling), for a teacher anchor a, a sample j and a candidate k::
     loss = mean_{a, j != a} -log( exp(<r^s_aj, r^t_aj> / tau)
                                   / sum_{k != a} exp(<r^s_aj, r^t_ak> / tau) )
 
-(the authors write ``s_j - t_a`` and ``t_k - t_a``; flipping both signs
-leaves every dot product unchanged). Anchors a are the first
-``max_anchors`` rows (the batch is shuffled). Shapes: f_s, f_t (N, d) ->
-scalar; memory (M, N, N) logits for M anchors.
+(the authors write ``s_j - t_a`` and ``t_k - t_a``; flipping both signs leaves every dot
+product unchanged). Anchors a are the first ``max_anchors`` rows (the batch is shuffled).
+Shapes: f_s, f_t (N, d) -> scalar; memory (M, N, N) logits for M anchors.
 
 Differences from the authors' code, and why:
 
-- Candidates k are the other samples of the batch (N - 1 of them), not the
-  sample plus ``nce_k`` = 500 negatives drawn from a memory bank: the
-  authors' tensor is (B, B, K+1, f), 1 GiB at B = 64, K = 500, f = 128 per
-  step, beyond this project's CPU budget; the batch gives the relations of
-  current, not momentum-averaged, features.
+- Candidates k are the other samples of the batch (N - 1 of them), not the sample plus
+  ``nce_k`` = 500 negatives drawn from a memory bank: the authors' tensor is (B, B, K+1, f),
+  1 GiB at B = 64, K = 500, f = 128 per step, beyond this project's CPU budget; the batch
+  gives the relations of current, not momentum-averaged, features.
 - Anchors are the teacher's current representations, not its memory-bank
   rows: the teacher is frozen here and has no embedding head, so its bank
   rows would converge to exactly these.
@@ -50,21 +47,14 @@ import torch.nn.functional as F
 
 from amid.distill.losses.checks import check_temperature
 
-__all__ = ["crcd_loss"]
 
-
-def crcd_loss(
-    f_s: torch.Tensor,
-    f_t: torch.Tensor,
-    temperature: float = 0.05,
-    max_anchors: int | None = 64,
-) -> torch.Tensor:
+def crcd_loss(f_s: torch.Tensor, f_t: torch.Tensor, temperature: float = 0.05,
+              max_anchors: int | None = 64) -> torch.Tensor:
     """Teacher-anchored relation InfoNCE, student vs teacher: (N, d) x (N, d) -> scalar."""
     if f_s.dim() != 2 or f_s.shape != f_t.shape:
-        raise ValueError(
-            "crcd_loss needs student and teacher representations of the same shape (N, d), got "
-            f"{tuple(f_s.shape)} and {tuple(f_t.shape)}; project them to a common d first"
-        )
+        raise ValueError("crcd_loss needs student and teacher representations of the same shape "
+                         f"(N, d), got {tuple(f_s.shape)} and {tuple(f_t.shape)}; project them "
+                         "to a common d first")
     check_temperature(temperature)
     if max_anchors is not None and max_anchors < 1:
         raise ValueError(f"max_anchors must be >= 1 or None, got {max_anchors}")

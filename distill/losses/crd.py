@@ -1,17 +1,15 @@
 """Contrastive Representation Distillation (Tian et al., ICLR 2020, Eq. 10-19).
 
-Follows the authors' public code, HobbitLong/RepDistiller ``crd/criterion.py``
-(``CRDLoss``, ``ContrastLoss``, ``Embed``), ``crd/memory.py``
-(``ContrastMemory``) and the negative sampler of ``dataset/cifar100.py``
-(``CIFAR100InstanceSample``, mode "exact").
+Follows the authors' public code, HobbitLong/RepDistiller ``crd/criterion.py`` (``CRDLoss``,
+``ContrastLoss``, ``Embed``), ``crd/memory.py`` (``ContrastMemory``) and the negative
+sampler of ``dataset/cifar100.py`` (``CIFAR100InstanceSample``, mode "exact").
 
-Student features f_s (N, d_s) and teacher features f_t (N, d_t) go through
-linear embedding heads to ``feat_dim`` (128) and are L2-normalised: e_s, e_t.
-Two memory banks (n_data, feat_dim) hold, per training sample, a momentum
-average of the student and of the teacher embedding. For each sample i with
-label y_i, K = 16384 negatives are drawn uniformly from the bank rows of the
-OTHER classes (without replacement, or with replacement when that pool has
-fewer than K rows), and with the candidates ``[i, k_1..k_K]``:
+Student features f_s (N, d_s) and teacher features f_t (N, d_t) go through linear embedding
+heads to ``feat_dim`` (128) and are L2-normalised: e_s, e_t. Two memory banks (n_data,
+feat_dim) hold, per training sample, a momentum average of the student and of the teacher
+embedding. For each sample i with label y_i, K = 16384 negatives are drawn uniformly from
+the bank rows of the OTHER classes (without replacement, or with replacement when that pool
+has fewer than K rows), and with the candidates ``[i, k_1..k_K]``:
 
 - student anchor e_s_i scores the teacher bank rows, teacher anchor e_t_i
   the student bank rows: ``x = exp(<anchor, row> / tau) / Z`` (tau 0.07),
@@ -22,10 +20,9 @@ fewer than K rows), and with the candidates ``[i, k_1..k_K]``:
       loss = -1/N sum_i [ log x_i0 / (x_i0 + K Pn)
                           + sum_{k >= 1} log K Pn / (x_ik + K Pn) ]
 
-``total = loss(student anchors) + loss(teacher anchors)``. After scoring, bank
-rows idx are updated: ``m <- normalize(momentum * m + (1 - momentum) * e)``,
-momentum 0.5. Banks start as the authors': uniform in +-sqrt(3 / feat_dim),
-not normalised (rows of norm about 1).
+``total = loss(student anchors) + loss(teacher anchors)``. After scoring, bank rows idx are
+updated: ``m <- normalize(momentum * m + (1 - momentum) * e)``, momentum 0.5. Banks start as
+the authors': uniform in +-sqrt(3 / feat_dim), not normalised (rows of norm about 1).
 
 Differences from the authors' code, and why:
 
@@ -35,12 +32,11 @@ Differences from the authors' code, and why:
 - The scores are one product with the whole bank, then gathered at the
   candidates, rather than a gather of (N, K+1, feat_dim) bank rows: the same
   numbers, without a 1 GiB gather per step at K = 16384.
-- Negatives come from a counter-based generator: a hash of (the module's
-  seed, a draw counter, the anchor's index, ...), both buffers. Uniform like
-  ``np.random.choice``, but a function of the module's own state, so a run
-  and the same run as a member of a stacked sweep (where random ops are
-  drawn for the whole stack at once) pick the same negatives, and a resumed
-  run continues the sequence.
+- Negatives come from a counter-based generator: a hash of (the module's seed, a draw
+  counter, the anchor's index, ...), both buffers. Uniform like ``np.random.choice``, but a
+  function of the module's own state, so a run and the same run as a member of a stacked
+  sweep (where random ops are drawn for the whole stack at once) pick the same negatives,
+  and a resumed run continues the sequence.
 
 Parameters live in the module (embedding heads are trained, the banks and Z
 are buffers updated in training mode only), so the loss works in the dtype
@@ -55,8 +51,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CRDLoss"]
-
 _MASK = 0xFFFFFFFF
 
 
@@ -70,21 +64,12 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
 
 class CRDLoss(nn.Module):
     """CRD in both directions; ``forward`` returns ``{"crd_s", "crd_t", "total"}``.
+    ``labels`` (n_data,) are the classes of the bank rows: a row's negatives are drawn
+    from the rows of the other classes."""
 
-    ``labels`` (n_data,) are the classes of the bank rows: a row's negatives
-    are drawn from the rows of the other classes.
-    """
-
-    def __init__(
-        self,
-        s_dim: int,
-        t_dim: int,
-        labels: torch.Tensor,
-        feat_dim: int = 128,
-        n_negatives: int = 16384,
-        temperature: float = 0.07,
-        momentum: float = 0.5,
-    ) -> None:
+    def __init__(self, s_dim: int, t_dim: int, labels: torch.Tensor, feat_dim: int = 128,
+                 n_negatives: int = 16384, temperature: float = 0.07,
+                 momentum: float = 0.5) -> None:
         super().__init__()
         labels = torch.as_tensor(labels).long()
         n_data = labels.numel()
@@ -94,9 +79,8 @@ class CRDLoss(nn.Module):
         if n_negatives < 1:
             raise ValueError(f"n_negatives must be >= 1, got {n_negatives}")
         if not temperature > 0.0 or not 0.0 <= momentum < 1.0:
-            raise ValueError(
-                f"need temperature > 0 and 0 <= momentum < 1, got {temperature}, {momentum}"
-            )
+            raise ValueError(f"need temperature > 0 and 0 <= momentum < 1, got {temperature}, "
+                             f"{momentum}")
         # bank rows sorted by class: a row's negative pool is everything outside its
         # class's segment [start, start + count) of `order`
         order = torch.argsort(labels, stable=True)
@@ -104,18 +88,14 @@ class CRDLoss(nn.Module):
         if counts.numel() < 2:
             raise ValueError("CRD draws negatives from other classes: the bank holds one class")
         starts = torch.cumsum(counts, 0) - counts
-        self.n_data = n_data
-        self.n_negatives = n_negatives
-        self.temperature = temperature
-        self.momentum = momentum
-        self.register_buffer("labels", labels, persistent=False)
-        self.register_buffer("order", order, persistent=False)
-        self.register_buffer("class_start", starts[inverse], persistent=False)  # (n_data,)
-        self.register_buffer("class_count", counts[inverse], persistent=False)  # (n_data,)
-        pool = n_data - counts[inverse]
+        self.n_data, self.n_negatives = n_data, n_negatives
+        self.temperature, self.momentum = temperature, momentum
         # the authors' rule, per anchor: replacement only when the pool is smaller than K
-        replace = pool < n_negatives
-        self.register_buffer("replace", replace, persistent=False)
+        replace = n_data - counts[inverse] < n_negatives
+        derived = {"labels": labels, "order": order, "class_start": starts[inverse],
+                   "class_count": counts[inverse], "replace": replace}  # each (n_data,)
+        for name, value in derived.items():  # from `labels` alone: not in the state_dict
+            self.register_buffer(name, value, persistent=False)
         # which sampler paths exist, decided here on the host (never from a buffer in forward,
         # which a stacked sweep batches)
         self._some_replace, self._all_replace = bool(replace.any()), bool(replace.all())
@@ -132,10 +112,8 @@ class CRDLoss(nn.Module):
         self.register_buffer("draws", torch.zeros((), dtype=torch.long))
 
     def sample_negatives(self, idx: torch.Tensor) -> torch.Tensor:
-        """(N, K) bank rows of classes other than each anchor's, as the authors' sampler.
-
-        Advances the draw counter (in training mode), as a random generator would.
-        """
+        """(N, K) bank rows of classes other than each anchor's, as the authors' sampler;
+        advances the draw counter (in training mode), as a random generator would."""
         key = _hash32(_hash32(self.seed ^ (self.draws & _MASK)) ^ idx[:, None])  # (N, 1)
         if self.training:
             self.draws += 1
@@ -164,25 +142,18 @@ class CRDLoss(nn.Module):
         """ContrastLoss on (N, K+1) scores <anchor, row> / tau, positive first."""
         log_x = logits - log_z  # log of exp(.) / Z
         log_noise = math.log((logits.shape[1] - 1) / self.n_data)  # log K Pn
-        noise = torch.full_like(log_x, log_noise)
-        log_d1 = log_x[:, 0] - torch.logaddexp(log_x[:, 0], noise[:, 0])
-        log_d0 = log_noise - torch.logaddexp(log_x[:, 1:], noise[:, 1:])
+        log_den = torch.logaddexp(log_x, torch.full_like(log_x, log_noise))  # log(x + K Pn)
+        log_d1 = log_x[:, 0] - log_den[:, 0]
+        log_d0 = log_noise - log_den[:, 1:]
         return -(log_d1.sum() + log_d0.sum()) / logits.shape[0]
 
-    def forward(
-        self,
-        f_s: torch.Tensor,
-        f_t: torch.Tensor,
-        idx: torch.Tensor,
-        contrast_idx: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, f_s: torch.Tensor, f_t: torch.Tensor, idx: torch.Tensor,
+                contrast_idx: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """f_s (N, d_s), f_t (N, d_t), idx (N,) bank rows, contrast_idx (N, K) or None."""
         idx = torch.as_tensor(idx, device=f_s.device).long()
         if f_s.shape[0] != f_t.shape[0] or idx.shape != (f_s.shape[0],):
-            raise ValueError(
-                f"f_s, f_t and idx must share the batch size, got {tuple(f_s.shape)}, "
-                f"{tuple(f_t.shape)}, {tuple(idx.shape)}"
-            )
+            raise ValueError(f"f_s, f_t and idx must share the batch size, got "
+                             f"{tuple(f_s.shape)}, {tuple(f_t.shape)}, {tuple(idx.shape)}")
         if contrast_idx is None:
             contrast_idx = self.sample_negatives(idx)
         contrast_idx = torch.as_tensor(contrast_idx, device=f_s.device).long()

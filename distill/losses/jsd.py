@@ -16,8 +16,6 @@ import torch
 
 from amid.distill.losses.checks import check_pair
 
-__all__ = ["jsd_loss"]
-
 
 def jsd_loss(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
     """Batch-mean JSD between ``softmax(logits_p)`` and ``softmax(logits_q)``, both (N, C)."""

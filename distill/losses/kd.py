@@ -7,10 +7,9 @@ With temperature T, teacher logits z_t and student logits z_s (both (N, C))::
     p_t = softmax(z_t / T),  log p_s = log_softmax(z_s / T)
     kd  = T^2 * mean_i sum_c p_t[i, c] * (log p_t[i, c] - log p_s[i, c])     = T^2 KL(p_t || p_s)
 
-The T^2 factor keeps the gradient's scale independent of T (Hinton et al.,
-section 2), so a weight lambda means the same at every T. The method uses
-``(1 - lambda) * CE(z_s, y) + lambda * kd``. Gradients flow into both inputs;
-a caller that treats the teacher as a target passes ``z_t.detach()``.
+The T^2 factor keeps the gradient's scale independent of T (Hinton et al., section 2), so
+the method's weight lambda means the same at every T. Gradients flow into both inputs; a
+caller that treats the teacher as a target passes ``z_t.detach()``.
 """
 
 from __future__ import annotations
@@ -18,8 +17,6 @@ from __future__ import annotations
 import torch
 
 from amid.distill.losses.checks import check_pair, check_temperature
-
-__all__ = ["kd_loss"]
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,

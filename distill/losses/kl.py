@@ -1,9 +1,8 @@
 """Symmetric KL between two classifiers' predictions, used by the CCL baseline.
 
-CCL (Chen et al., "Distilling Audio-Visual Knowledge by Compositional
-Contrastive Learning", CVPR 2021) aligns the student's and the composed
-teacher's logits with a KL term in both directions. With softening
-temperature T::
+CCL (Chen et al., "Distilling Audio-Visual Knowledge by Compositional Contrastive Learning",
+CVPR 2021) aligns the student's and the composed teacher's logits with a KL term in both
+directions. With softening temperature T::
 
     p_a = softmax(logits_a / T), p_b = softmax(logits_b / T)
     loss = T^2 * ( KL(p_a || p_b) + KL(p_b || p_a) ) / 2
@@ -19,12 +18,9 @@ import torch
 
 from amid.distill.losses.checks import check_pair, check_temperature
 
-__all__ = ["symmetric_kl_loss"]
 
-
-def symmetric_kl_loss(
-    logits_a: torch.Tensor, logits_b: torch.Tensor, temperature: float = 1.0
-) -> torch.Tensor:
+def symmetric_kl_loss(logits_a: torch.Tensor, logits_b: torch.Tensor,
+                      temperature: float = 1.0) -> torch.Tensor:
     """Batch-mean symmetric KL of softened predictions, (N, C) x (N, C) -> scalar."""
     check_pair("symmetric_kl_loss", logits_a, logits_b)
     check_temperature(temperature)

@@ -10,19 +10,16 @@ sample i), both L2-normalised here::
     ccl        : l_i = -sum_{P(i)} log h_ij / |P(i)|  -  sum_{Ng(i)} log(1 - h_ij) / |Ng(i)|
     loss = mean_i l_i
 
-The ``class_prior`` form (Eq. 9, AMID's own) is the paper's critic
-log-likelihood with class prior ``q(C=1) = |P| / (|P| + |Ng|)``: the
-negative sum is weighted by |Ng|/|P| relative to the ``ccl`` form (Chen et
-al. 2021), which averages each sum over its own set. Anchors whose
-class fills the whole batch have an empty Ng(i) and contribute only the
-positive sum.
+The ``class_prior`` form (Eq. 9, AMID's own) is the paper's critic log-likelihood with class
+prior ``q(C=1) = |P| / (|P| + |Ng|)``: the negative sum is weighted by |Ng|/|P| relative to
+the ``ccl`` form (Chen et al. 2021), which averages each sum over its own set. Anchors whose
+class fills the whole batch have an empty Ng(i) and contribute only the positive sum.
 
-Numerics: ``log h`` comes from ``log_softmax``. ``log(1 - h)`` uses
-``log1p(-h)`` wherever ``h <= 1/2`` (every entry except a row's maximum), and
-for the row's maximum it is computed exactly as
-``logsumexp(other logits) - logsumexp(all logits)``, so it stays finite and
-accurate even when that entry holds all the mass (tiny tau, a negative equal
-to the anchor). No epsilons are added anywhere.
+Numerics: ``log h`` comes from ``log_softmax``. ``log(1 - h)`` uses ``log1p(-h)`` wherever
+``h <= 1/2`` (every entry except a row's maximum), and for the row's maximum it is computed
+exactly as ``logsumexp(other logits) - logsumexp(all logits)``, so it stays finite and
+accurate even when that entry holds all the mass (tiny tau, a negative equal to the anchor).
+No epsilons are added anywhere.
 """
 
 from __future__ import annotations
@@ -34,14 +31,6 @@ import torch.nn.functional as F
 
 from amid.distill.losses.checks import check_temperature
 
-__all__ = [
-    "MI_VARIANTS",
-    "RENAMED_VARIANTS",
-    "class_aware_mi_loss",
-    "log1m_softmax",
-    "symmetric_mi_loss",
-]
-
 # named for what they are, not for the method (`amid` trains either): the form with the
 # class prior (Eq. 9) and Chen et al.'s per-set averages; RENAMED_VARIANTS: old names
 MI_VARIANTS = ("class_prior", "ccl")
@@ -49,11 +38,8 @@ RENAMED_VARIANTS = {"amid": ("class_prior", "the paper's Eq. 9 form")}
 
 
 def log1m_softmax(logits: torch.Tensor) -> torch.Tensor:
-    """``log(1 - softmax(logits, dim=1))`` without cancellation, shape (N, M).
-
-    Entries other than a row's maximum have ``h <= 1/2`` so ``log1p(-exp(log h))``
-    is accurate there; the maximum uses the exact complement sum. ``M >= 2``.
-    """
+    """``log(1 - softmax(logits, dim=1))`` without cancellation (see Numerics above),
+    shape (N, M), ``M >= 2``."""
     log_h = logits.log_softmax(dim=1)
     top = logits.argmax(dim=1, keepdim=True)  # (N, 1)
     # a comparison, not scatter_: it has a vmap batching rule (stacked sweeps)
@@ -63,20 +49,16 @@ def log1m_softmax(logits: torch.Tensor) -> torch.Tensor:
     safe = torch.where(is_top, torch.full_like(log_h, -math.log(2.0)), log_h)
     rest = torch.log1p(-torch.exp(safe))
     others = logits.masked_fill(is_top, float("-inf"))
-    top_val = torch.logsumexp(others, dim=1, keepdim=True) - torch.logsumexp(
-        logits, dim=1, keepdim=True
-    )
+    top_val = (torch.logsumexp(others, dim=1, keepdim=True)
+               - torch.logsumexp(logits, dim=1, keepdim=True))
     return torch.where(is_top, top_val.expand_as(rest), rest)
 
 
-def _check_inputs(
-    anchors: torch.Tensor, candidates: torch.Tensor, labels: torch.Tensor, temperature: float
-) -> torch.Tensor:
+def _check_inputs(anchors: torch.Tensor, candidates: torch.Tensor, labels: torch.Tensor,
+                  temperature: float) -> torch.Tensor:
     if anchors.dim() != 2 or anchors.shape != candidates.shape:
-        raise ValueError(
-            "anchors and candidates must both be (N, d) with the same shape, got "
-            f"{tuple(anchors.shape)} and {tuple(candidates.shape)}"
-        )
+        raise ValueError("anchors and candidates must both be (N, d) with the same shape, got "
+                         f"{tuple(anchors.shape)} and {tuple(candidates.shape)}")
     if anchors.dtype != candidates.dtype:
         raise ValueError(f"dtype mismatch: anchors {anchors.dtype}, candidates {candidates.dtype}")
     if anchors.shape[0] == 0:
@@ -90,29 +72,19 @@ def _check_inputs(
     return labels
 
 
-def class_aware_mi_loss(
-    anchors: torch.Tensor,
-    candidates: torch.Tensor,
-    labels: torch.Tensor,
-    temperature: float | torch.Tensor,
-    variant: str = "class_prior",
-) -> torch.Tensor:
+def class_aware_mi_loss(anchors: torch.Tensor, candidates: torch.Tensor, labels: torch.Tensor,
+                        temperature: float | torch.Tensor,
+                        variant: str = "class_prior") -> torch.Tensor:
     """One direction of the class-aware MI bound, anchors (N, d) vs candidates (N, d).
-
     ``labels`` is an integer tensor (N,). Returns a scalar in the input dtype;
     gradients flow into both anchors and candidates. ``variant`` is ``"class_prior"``
-    (paper Eq. 9; ``"amid"``, its name in the public contract, means the same) or
-    ``"ccl"`` (Chen et al. 2021 class-aware NCE weighting).
-    """
-    # the public signature other tools call (DESIGN.md 3.4) names Eq. 9's form "amid":
-    # an old name is still accepted here; params files must use the new one
+    (paper Eq. 9; ``"amid"``, its name in the public contract (DESIGN.md 3.4), means the
+    same: params files must use the new name) or ``"ccl"`` (Chen et al. 2021)."""
     variant = RENAMED_VARIANTS[variant][0] if variant in RENAMED_VARIANTS else variant
     if variant not in MI_VARIANTS:
         raise ValueError(f"unknown MI variant {variant!r}; known: {', '.join(MI_VARIANTS)}")
     labels = _check_inputs(anchors, candidates, labels, temperature)
-    u = F.normalize(anchors, dim=1)
-    v = F.normalize(candidates, dim=1)
-    logits = u @ v.T / temperature
+    logits = F.normalize(anchors, dim=1) @ F.normalize(candidates, dim=1).T / temperature  # (N, N)
 
     pos = labels[:, None] == labels[None, :]
     n_pos = pos.sum(dim=1).to(anchors.dtype)
@@ -131,15 +103,9 @@ def class_aware_mi_loss(
     return per_anchor.mean()
 
 
-def symmetric_mi_loss(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    labels: torch.Tensor,
-    temperature: float | torch.Tensor,
-    variant: str = "class_prior",
-) -> torch.Tensor:
+def symmetric_mi_loss(x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor,
+                      temperature: float | torch.Tensor,
+                      variant: str = "class_prior") -> torch.Tensor:
     """``(mi(x, y) + mi(y, x)) / 2``: L_TS with (t, s), L_TA with (t, a) (docs/method.md, 3)."""
-    return 0.5 * (
-        class_aware_mi_loss(x, y, labels, temperature, variant)
-        + class_aware_mi_loss(y, x, labels, temperature, variant)
-    )
+    return 0.5 * (class_aware_mi_loss(x, y, labels, temperature, variant)
+                  + class_aware_mi_loss(y, x, labels, temperature, variant))

@@ -1,9 +1,5 @@
-"""Training methods by name (`amid-train --method NAME`).
-
-Each module of this folder registers its classes with `@METHODS.register("name")`;
-every module here is imported below, so adding a method is one file (plus its loss
-in `distill/losses/`). See `base.py` for what a method provides.
-"""
+"""Training methods by name (`amid-train --method NAME`): every module of this folder is
+imported below, each registering its classes (`base.py` says what a method provides)."""
 
 from amid.distill.methods.base import (
     METHODS,

@@ -4,14 +4,11 @@
     ts_ta : ts + beta * L_TA
     amid  : ts_ta + gamma * L_adv, discriminators trained on L_D (own optimiser)
 
-Each has its own options section (`methods.ts`, `methods.ts_ta`, `methods.amid`),
-the ablation switches among them, each described beside its field below. The
-defaults are the paper's (an online teacher trained jointly with the student);
-`preset: recommended` (RECOMMENDED below) is what this project's study chose instead.
-
-Samples missing an auxiliary modality train the student's CE only: the
-teacher CE is masked, and the pair terms (MI, JSD, adversarial) use the rows
-with every auxiliary modality (`base.teacher_pairs`).
+Each has its own options section (`methods.ts`, `methods.ts_ta`, `methods.amid`), the
+ablation switches among them, each described beside its field below. The defaults are the
+paper's (Sec. 3-4, Table 6: an online teacher trained jointly with the student; where its
+text lost a value, docs/method.md's; `preset: paper`); `preset: recommended` fills the keys
+a section leaves out with what this project's study chose instead (RECOMMENDED below).
 """
 
 from __future__ import annotations
@@ -42,7 +39,6 @@ from amid.distill.methods.base import (
     Weight,
     build_student,
     build_teacher,
-    ce_terms,
     forward_with_teacher,
     teacher_pairs,
 )
@@ -54,11 +50,8 @@ from amid.schema import option, renamed
 log = logging.getLogger(__name__)
 
 # `preset: recommended`: what docs/results.md's study chose on validation data over eight
-# regimes (rule A: tau; rule G, on rules C-F: a teacher CE-trained for 15 epochs while the
-# student trains on its own CE, frozen at its best validation epoch; instance positives,
-# alpha 1; distillation only if that teacher disagrees with at least 10 % of the training
-# labels). At worst 0.6 validation points below the baseline where labels are clean (the
-# paper's form: 6.4), +0.7 to +7.5 where they are noisy. The one place these live.
+# regimes (its rules A and G, on rules C-F). At worst 0.6 validation points below the baseline
+# where labels are clean (the paper's form: 6.4), +0.7 to +7.5 where they are noisy.
 RECOMMENDED = {"alpha": 1.0, "tau": 1.0, "positives": "instance", "fixed_teacher": True,
                "teacher_epochs": 15, "teacher_pick": "best", "student_waits": False,
                "min_disagreement": 0.1}
@@ -67,9 +60,6 @@ RECOMMENDED = {"alpha": 1.0, "tau": 1.0, "positives": "instance", "fixed_teacher
 class TSOptions(TeacherPhaseOptions):
     """`methods.ts`: the MI bound between teacher and student, plus prediction alignment."""
 
-    # The defaults are the paper's (Sec. 3-4, Table 6; `preset: paper`); where its text
-    # lost a value (tau, mu) the choice is docs/method.md's. `preset: recommended` fills
-    # the keys a section leaves out with RECOMMENDED instead.
     preset: Literal["paper", "recommended"] = "paper"
     alpha: float = option(4.0, ge=0, per_member=True)  # L_TS (Table 6)
     jsd: float = option(1.0, ge=0, per_member=True)  # L_JSD (Eq. 17: unweighted)
@@ -128,13 +118,13 @@ class TS(Method):
     presets = {"paper": {}, "recommended": RECOMMENDED}  # paper: the defaults above
     use_ta = False
     use_adv = False
+    distill_terms = ("jsd", "ts")
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
         o = ctx.opts
         self.student = build_student(ctx)
-        separate = ctx.model.teacher_encoders == "separate" or o.fixed_teacher
-        self.teacher = build_teacher(ctx, self.student, separate)
+        self.teacher = build_teacher(ctx, self.student, separate=o.fixed_teacher)
         self.phase = TeacherPhase(self, self.teacher, o) if o.fixed_teacher else None
         if o.min_disagreement > 0:
             if self.phase is None:
@@ -153,7 +143,7 @@ class TS(Method):
         self.register_buffer("align", torch.zeros(4))  # this epoch's alignment_stats sums
 
     # ------------------------------------------------------------ phases
-    def adversarial(self, epoch: int) -> bool:
+    def discriminator_step(self, epoch: int) -> bool:  # L_adv and L_D on
         pretrain = self.phase.pretrain if self.phase else 0
         return self.use_adv and epoch >= pretrain + self.opts.warmup_epochs
 
@@ -187,25 +177,15 @@ class TS(Method):
     # ------------------------------------------------------------ contract
     forward = forward_with_teacher
 
-    def losses(self, batch: Batch, out: Outputs, epoch: int) -> dict[str, torch.Tensor]:
-        o = self.opts
-        zero = out["s"].new_zeros(())
-        terms = ce_terms(batch, out) | {"jsd": zero, "ts": zero}
-        if self.use_ta:
-            terms["ta"] = zero
-        if self.use_adv:
-            terms |= {"adv_f": zero, "adv_e": zero, "adv": zero}
-        pairs = teacher_pairs(batch, out)
-        if pairs is None or not self.distilling(epoch):
-            return terms
-        p, y = pairs
+    def distill_losses(self, p: Outputs, epoch: int) -> dict[str, torch.Tensor]:
+        o, y = self.opts, p["labels"]
         # instance-level: each sample its own class, so P(i) = {i}
         pos = y if o.positives == "class" else torch.arange(len(y), device=y.device)  # (N,)
-        terms["jsd"] = jsd_loss(p["logits_t"], p["logits_s"])
+        terms = {"jsd": jsd_loss(p["logits_t"], p["logits_s"])}
         terms["ts"] = symmetric_mi_loss(p["t"], p["s"], pos, o.tau, o.mi_variant)
         if self.use_ta:
             terms["ta"] = symmetric_mi_loss(p["t"], p["a"], pos, o.tau, o.mi_variant)
-        if self.adversarial(epoch):
+        if self.discriminator_step(epoch):
             d = self.discriminators
             adv = adversarial_loss(d["f"], getattr(d, "e", None), p["s"], y,
                                    self.w[0], self.w[1], o.enhanced_disc)
@@ -225,21 +205,17 @@ class TS(Method):
             w["cls_teacher"] = 1.0
         if self.use_ta:
             w["ta"] = o.beta * on
-        if self.adversarial(epoch):
+        if self.discriminator_step(epoch):
             w["adv"] = o.gamma * on  # adv_f, adv_e: its parts, logged only
         return w
 
-    def discriminator_step(self, epoch: int) -> bool:
-        return self.adversarial(epoch)
-
     def discriminator_losses(self, batch: Batch, out: Outputs,
                              epoch: int) -> dict[str, torch.Tensor] | None:
-        pairs = teacher_pairs(batch, out) if self.adversarial(epoch) else None
-        if pairs is None:
+        p = teacher_pairs(batch, out) if self.discriminator_step(epoch) else None
+        if p is None:
             return None
-        p, y = pairs
         d = self.discriminators
-        return discriminator_loss(d["f"], getattr(d, "e", None), p["t"], p["s"], y,
+        return discriminator_loss(d["f"], getattr(d, "e", None), p["t"], p["s"], p["labels"],
                                   self.opts.enhanced_disc)
 
     def end_epoch(self, epoch: int) -> dict[str, torch.Tensor]:
@@ -248,10 +224,9 @@ class TS(Method):
             if self.gated() else {}
         if not self.use_adv:
             return extras
-        o = self.opts
-        if self.adversarial(epoch) and o.dynamic_weights:
+        if self.discriminator_step(epoch) and self.opts.dynamic_weights:
             c_f, c_e = alignment_means(self.align)
-            self.w.copy_(update_dynamic_weights(self.w, c_f, c_e, o.mu).to(self.w))
+            self.w.copy_(update_dynamic_weights(self.w, c_f, c_e, self.opts.mu).to(self.w))
         return extras | {"w_f": self.w[0].clone(), "w_e": self.w[1].clone()}
 
     def exports(self) -> dict:
@@ -269,6 +244,7 @@ class TSTA(TS):
 
     Options = TSTAOptions
     use_ta = True
+    distill_terms = ("jsd", "ts", "ta")
 
 
 @METHODS.register("amid")
@@ -278,3 +254,4 @@ class AMID(TS):
     Options = AMIDOptions
     use_ta = True
     use_adv = True
+    distill_terms = ("jsd", "ts", "ta", "adv_f", "adv_e", "adv")

@@ -1,11 +1,10 @@
 """What a training method provides to the trainer (`amid.distill.train`).
 
-A method is an `nn.Module` that owns its networks, its options and its
-phases, and says how to score a batch. Adding one is one file in
-`distill/methods/` with a subclass, an `Options` model (its keys under
-`methods.<name>` in params.yaml, ranges beside the fields) and a
-`@METHODS.register("name")` line (`methods/__init__.py` imports every module
-there); it can then be trained, swept and stacked with no other change.
+A method is an `nn.Module` that owns its networks, its options and its phases, and says how
+to score a batch. Adding one is one file in `distill/methods/` with a subclass, an `Options`
+model (its keys under `methods.<name>` in params.yaml, ranges beside the fields) and a
+`@METHODS.register("name")` line (`methods/__init__.py` imports every module there); it can
+then be trained, swept and stacked with no other change.
 
 The trainer, per batch (all tensors stay on the device)::
 
@@ -17,18 +16,16 @@ The trainer, per batch (all tensors stay on the device)::
     weights = method.weights(epoch)                      # term -> weight (absent: 0, logged only)
     step every other parameter on sum(weights[k] * terms[k])   (lr train.lr)
 
-and per epoch `begin_epoch(epoch)` before it, `end_epoch(epoch)` after it
-(extra scalars to log, e.g. discriminator weights), `predict(batch)` for the
-metrics and `outputs.h5`, `exports()` for the safetensors files. Keep the key
-set of `losses()` the same every epoch (0 for a term that is off), so the
-history has one column per term. State that must survive a resume belongs in
-buffers: the checkpoint stores the method's `state_dict()`.
+and per epoch `begin_epoch(epoch)` before it, `end_epoch(epoch)` after it (extra scalars to
+log, e.g. discriminator weights), `predict(batch)` for the metrics and `outputs.h5`,
+`exports()` for the safetensors files. Keep the key set of `losses()` the same every epoch
+(0 for a term that is off), so the history has one column per term. State that must survive
+a resume belongs in buffers: the checkpoint stores the method's `state_dict()`.
 
 Stacking (`amid.distill.stack`) runs `forward`, `losses`, `weights` and
-`discriminator_losses` under `torch.func.vmap`, with the options marked
-`per_member` replaced by per-member tensors: read options from `self.opts`
-when they are used (not copied into attributes at construction), and never
-branch in Python on a `per_member` value.
+`discriminator_losses` under `torch.func.vmap`, with the options marked `per_member`
+replaced by per-member tensors: read options from `self.opts` when they are used (not copied
+into attributes at construction), and never branch in Python on a `per_member` value.
 """
 
 from __future__ import annotations
@@ -91,7 +88,8 @@ class MethodContext:
 
 
 class Method(nn.Module):
-    """Base class; subclasses set `student` (and `teacher`) and implement `losses`."""
+    """Base class; subclasses set `student` (and `teacher`) and implement `losses` (or
+    `distill_losses`) and `weights`."""
 
     Options: ClassVar[type] = NoOptions
     has_teacher: ClassVar[bool] = False
@@ -102,6 +100,12 @@ class Method(nn.Module):
     # named sets of option values (`methods.<name>.preset`), each filling only the keys
     # a section leaves out; {} for a method without presets (then `preset` is unknown)
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    # the default `losses`: the pair terms `distill_losses` gives, in log order; the batch
+    # fields they need beside the outputs and labels, taken on the same rows; the teacher
+    # CE's logits
+    distill_terms: ClassVar[tuple[str, ...]] = ()
+    pair_fields: ClassVar[tuple[str, ...]] = ()
+    teacher_logits: ClassVar[str] = "logits_t"
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__()
@@ -119,7 +123,19 @@ class Method(nn.Module):
         return {"s": s, "logits_s": logits_s}
 
     def losses(self, batch: Batch, out: Outputs, epoch: int) -> dict[str, torch.Tensor]:
-        """Named, unweighted loss terms (scalars); the same keys every epoch."""
+        """Named, unweighted loss terms (scalars); the same keys every epoch. Here: both CEs
+        (`ce_terms`), then `distill_terms`, 0 unless distilling on two paired rows. Samples
+        missing an auxiliary modality train the student's CE only."""
+        zero = out["s"].new_zeros(())
+        terms = ce_terms(batch, out, self.teacher_logits) | dict.fromkeys(self.distill_terms, zero)
+        pairs = teacher_pairs(batch, {**out, **{k: getattr(batch, k) for k in self.pair_fields}})
+        if pairs is None or not self.distilling(epoch):
+            return terms
+        return terms | self.distill_losses(pairs, epoch)
+
+    def distill_losses(self, pairs: Outputs, epoch: int) -> dict[str, torch.Tensor]:
+        """The pair terms on the rows with every auxiliary modality (`pairs`: the outputs,
+        `labels` and `pair_fields` on those rows), while distilling."""
         raise NotImplementedError
 
     def weights(self, epoch: int) -> dict[str, Weight]:
@@ -188,7 +204,7 @@ class Method(nn.Module):
         for p in module.parameters():
             p.requires_grad_(False)
         module.eval()
-        if all(m is not module for m in self._frozen):
+        if not self.is_frozen(module):
             self._frozen.append(module)
 
     def is_frozen(self, module: nn.Module) -> bool:
@@ -204,8 +220,6 @@ class Method(nn.Module):
 
 
 # ------------------------------------------------------------------ builders
-
-
 def build_student(ctx: MethodContext) -> Student:
     enc = build_encoder(ctx.data.target, ctx.model.student, ctx.model)
     return Student(enc, nn.Linear(ctx.model.dim, ctx.num_classes))
@@ -218,12 +232,13 @@ def needs_auxiliary(ctx: MethodContext) -> None:
 
 
 def build_teacher(ctx: MethodContext, student: Student | None = None,
-                  separate: bool = True) -> Teacher:
+                  separate: bool = False) -> Teacher:
     """H_T over E_S and E_A. With `student`: its classifier g, and its E_S unless `separate`
-    (then a copy, same init). Without: a teacher sharing nothing with the student, with
-    its own E_S and classifier (crd, crcd, kd)."""
+    or `model.teacher_encoders: separate` (then a copy, same init). Without: a teacher
+    sharing nothing with the student, with its own E_S and classifier (crd, crcd, kd)."""
     needs_auxiliary(ctx)
     m = ctx.model
+    separate = separate or m.teacher_encoders == "separate"
     shared = student is not None and not separate
     s_enc = student.encoder if shared else build_encoder(ctx.data.target, m.student, m)
     if student is not None and separate:
@@ -257,15 +272,15 @@ def masked_ce(logits: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor) ->
     return (per * weight).sum() / weight.sum().clamp(min=1)
 
 
-def teacher_pairs(batch: Batch, out: Outputs) -> tuple[Outputs, torch.Tensor] | None:
-    """The outputs and labels of the rows with every auxiliary modality (the pair terms'
-    rows), or None when fewer than two: no pair, no MI, JSD or contrastive term."""
+def teacher_pairs(batch: Batch, out: Outputs) -> Outputs | None:
+    """`out` plus the batch's `labels` on the rows with every auxiliary modality (the pair
+    terms' rows), or None when fewer than two: no pair, no MI, JSD or contrastive term."""
     rows = batch.teacher_rows
     if rows is None:  # every row has them: no indexing, no host sync
-        return out, batch.labels
+        return {**out, "labels": batch.labels}
     if rows.numel() < 2:  # rows came from nonzero(): its size is known on the host
         return None
-    return {k: v[rows] for k, v in out.items()}, batch.labels[rows]
+    return {k: v[rows] for k, v in {**out, "labels": batch.labels}.items()}
 
 
 def weighted_total(terms: dict[str, torch.Tensor], weights: dict[str, Weight]) -> torch.Tensor:

@@ -19,12 +19,11 @@ two softmax predictions (`symmetric_kl_loss` at T = 1, the authors'
     student:  CE(g(s), y) + nce_weight * (NCE2(s, t) + NCE2(s, a)) + kl_weight * SKL
     teacher:  CE(g_t(t), y) + NCE2(s, t) + NCE2(t, a) + SKL
 
-The authors backpropagate them separately into two optimisers: the student
-gets the gradient of the student objective only (never of the teacher's CE
-or NCE2(t, a)), while the composition accumulates both. Here one weighted
-sum gives exactly those gradients: the teacher objective's terms are
-computed on a second composition of `s.detach()` (`t_sg`), so they reach the
-composition and E_A but not the student. Pair terms use the samples with
+The authors backpropagate them separately into two optimisers: the student gets the gradient
+of the student objective only (never of the teacher's CE or NCE2(t, a)), while the
+composition accumulates both. Here one weighted sum gives exactly those gradients: the
+teacher objective's terms are computed on a second composition of `s.detach()` (`t_sg`), so
+they reach the composition and E_A but not the student. Pair terms use the samples with
 every auxiliary modality; the teacher CE is masked the same way.
 
 Differences from the authors' code, and why:
@@ -35,11 +34,10 @@ Differences from the authors' code, and why:
   side and trains with the composition, on the sum of both objectives.
 - One optimiser (train.lr) instead of two SGD optimisers of equal rate; the
   gradients each part receives are the authors' (see above).
-- `nce_weight` and `kl_weight` scale the student's terms, as the authors'
-  `--loss_weight` does in their audio+image variant (their audio-only
-  variant uses 1, the default here). No 1e-10 inside the logs (the NCE's
-  log(1 - h) and the KL are computed exactly); an anchor whose class fills
-  the batch has no negative sum (the authors' code divides 0 by 0 there).
+- `nce_weight` and `kl_weight` scale the student's terms, as the authors' `--loss_weight`
+  does in their audio+image variant (their audio-only variant uses 1, the default here). No
+  1e-10 inside the logs (the NCE's log(1 - h) and the KL are computed exactly); an anchor
+  whose class fills the batch has no negative sum (the authors' code divides 0 by 0 there).
 """
 
 from __future__ import annotations
@@ -52,7 +50,7 @@ from torch import nn
 
 from amid.distill.data import Batch
 from amid.distill.losses.kl import symmetric_kl_loss
-from amid.distill.losses.mi import class_aware_mi_loss
+from amid.distill.losses.mi import symmetric_mi_loss
 from amid.distill.methods.base import (
     METHODS,
     Method,
@@ -60,9 +58,8 @@ from amid.distill.methods.base import (
     Outputs,
     Weight,
     build_student,
-    ce_terms,
+    forward_with_teacher,
     needs_auxiliary,
-    teacher_pairs,
 )
 from amid.distill.models import Teacher, build_encoder
 from amid.schema import Schema, option
@@ -77,8 +74,7 @@ class ComposedTeacher(Teacher):
 
 def nce2(x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tensor:
     """The authors' symmetric pair term: NCELoss(x, y) + NCELoss(y, x), not halved."""
-    return (class_aware_mi_loss(x, y, labels, tau, "ccl")
-            + class_aware_mi_loss(y, x, labels, tau, "ccl"))
+    return 2 * symmetric_mi_loss(x, y, labels, tau, "ccl")
 
 
 class CCLOptions(Schema):
@@ -95,6 +91,9 @@ class CCL(Method):
 
     Options = CCLOptions
     has_teacher = True
+    distill_terms = ("nce_student", "kl_student", "nce_teacher", "kl_teacher",
+                     "nce_st", "nce_sa", "nce_ta")  # the last three: NCE2's parts, logged only
+    teacher_logits = "logits_t_sg"  # the teacher CE: of the teacher objective's composition
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
@@ -106,31 +105,19 @@ class CCL(Method):
                                        nn.Linear(m.dim, ctx.num_classes))
 
     def forward(self, batch: Batch) -> Outputs:
-        s, logits_s = self.student(batch.target)  # (B, d), (B, C)
-        tout = self.teacher(batch.target, batch.auxiliary, s)  # a, t (B, d), logits_t (B, C)
+        out = forward_with_teacher(self, batch)  # the teacher shares E_S: it reuses s
         # the teacher objective's composition: same value, no path back into the student
-        t_sg = self.teacher.compose(tout["a"], s.detach())
-        return {"s": s, "logits_s": logits_s, **tout, "t_sg": t_sg,
-                "logits_t_sg": self.teacher.classifier(t_sg)}
+        t_sg = self.teacher.compose(out["a"], out["s"].detach())
+        return out | {"t_sg": t_sg, "logits_t_sg": self.teacher.classifier(t_sg)}
 
-    def losses(self, batch: Batch, out: Outputs, epoch: int) -> dict[str, torch.Tensor]:
-        zero = out["s"].new_zeros(())
-        terms = ce_terms(batch, out, "logits_t_sg") | {
-            "nce_student": zero, "kl_student": zero, "nce_teacher": zero, "kl_teacher": zero,
-            "nce_st": zero, "nce_sa": zero, "nce_ta": zero,  # the NCE2 parts, logged only
-        }
-        pairs = teacher_pairs(batch, out)
-        if pairs is None:
-            return terms
-        p, y = pairs
-        tau = self.opts.temperature
-        s_sg = p["s"].detach()
-        terms["nce_st"] = nce2(p["s"], p["t"], y, tau)
+    def distill_losses(self, p: Outputs, epoch: int) -> dict[str, torch.Tensor]:
+        y, tau = p["labels"], self.opts.temperature
+        terms = {"nce_st": nce2(p["s"], p["t"], y, tau)}
         terms["nce_sa"] = nce2(p["s"], p["a"], y, tau)
         terms["nce_ta"] = nce2(p["t_sg"], p["a"], y, tau)
         terms["nce_student"] = terms["nce_st"] + terms["nce_sa"]
         terms["kl_student"] = symmetric_kl_loss(p["logits_s"], p["logits_t"])
-        terms["nce_teacher"] = nce2(s_sg, p["t_sg"], y, tau) + terms["nce_ta"]
+        terms["nce_teacher"] = nce2(p["s"].detach(), p["t_sg"], y, tau) + terms["nce_ta"]
         terms["kl_teacher"] = symmetric_kl_loss(p["logits_s"].detach(), p["logits_t_sg"])
         return terms
 

@@ -1,25 +1,18 @@
 """`crcd`: relation contrastive distillation (Zhu et al., CVPR 2021), docs/method.md.
 
-Same fixed teacher as `crd` (CE pre-trained for `teacher_epochs`, or loaded
-from `teacher_run`, then frozen: `base.TeacherPhase`). The student then trains on
+Same fixed teacher as `crd` (`base.TeacherPhase`). The student then trains on
 
     CE(g(s), y) + weight * crcd_loss(P(s), t)
 
 where P is a linear head d -> d on the student side (the authors' `Embed`,
-"linear" type, here to d rather than 128) and `crcd_loss` contrasts each
-student relation normalize(t_a - P(s)_j), anchored on the frozen teacher's
-t_a, with the teacher's relations normalize(t_a - t_k) of the same anchor,
-at the authors' temperature 0.05 (`nce_t` in Lechatelia/CRCD
-`train_student.py`) and their loss weight 1 (`-b`).
+"linear" type, here to d rather than 128) and `crcd_loss` (its relations:
+`amid.distill.losses.crcd`) runs at the authors' temperature 0.05 (`nce_t` in
+Lechatelia/CRCD `train_student.py`) with their loss weight 1 (`-b`).
 
-Differences from the authors' code (each explained in
-`amid.distill.losses.crcd`): in-batch candidates instead of a memory bank
-of 500 negatives, the InfoNCE form the authors leave in their file instead
-of NCE, no teacher-side term and no teacher head (the teacher is frozen),
-no gradient relations. Not taken over either: the authors' advice to drop
-the distillation weight to 0 for the last epochs (their README), a
-schedule tied to their 250-epoch CIFAR runs. As in `crd`, the student
-trains after the teacher's epochs.
+Differences from the authors' code: those of the loss (`amid.distill.losses.crcd`), and
+their advice to drop the distillation weight to 0 for the last epochs (their README) is not
+taken over: a schedule tied to their 250-epoch CIFAR runs. As in `crd`, the student trains
+after the teacher's epochs.
 """
 
 from __future__ import annotations
@@ -28,13 +21,7 @@ import torch
 from torch import nn
 
 from amid.distill.losses.crcd import crcd_loss
-from amid.distill.methods.base import (
-    METHODS,
-    FixedTeacherOptions,
-    MethodContext,
-    Outputs,
-    Weight,
-)
+from amid.distill.methods.base import METHODS, FixedTeacherOptions, MethodContext, Outputs, Weight
 from amid.distill.methods.teacher_student import SeparateTeacherMethod
 from amid.schema import option
 

@@ -5,18 +5,14 @@ then frozen (`base.TeacherPhase`). The student then trains on
 
     CE(g(s), y) + weight * (L_crd(s -> teacher bank) + L_crd(t -> student bank))
 
-as the authors' HobbitLong/RepDistiller `train_student.py --distill crd`
-with its defaults and README command (`-r 1 -a 0 -b 0.8`): linear
-`feat_dim`-d L2-normalised embedding heads, memory banks of momentum
-`momentum` over the training samples, `negatives` = 16384 negatives per
-anchor drawn from the other classes, NCE at temperature 0.07
-(`amid.distill.losses.CRDLoss`, which lists its remaining differences).
+as the authors' HobbitLong/RepDistiller `train_student.py --distill crd` with its defaults
+and README command (`-r 1 -a 0 -b 0.8`); the loss, its embedding heads, memory banks and
+negatives, and its differences from their code: `amid.distill.losses.crd`.
 
-Differences in the method, and why: the teacher is trained inside the run
-(or loaded) rather than taken from a separate pre-training script, so
-within one run the student gets `epochs - teacher_epochs` epochs; the
-banks cover only the training samples with every auxiliary modality (the
-others have no teacher representation).
+Differences in the method, and why: the teacher is trained inside the run (or loaded) rather
+than taken from a separate pre-training script, so within one run the student gets
+`epochs - teacher_epochs` epochs; the banks cover only the training samples with every
+auxiliary modality (the others have no teacher representation).
 """
 
 from __future__ import annotations
@@ -24,13 +20,7 @@ from __future__ import annotations
 import torch
 
 from amid.distill.losses.crd import CRDLoss
-from amid.distill.methods.base import (
-    METHODS,
-    FixedTeacherOptions,
-    MethodContext,
-    Outputs,
-    Weight,
-)
+from amid.distill.methods.base import METHODS, FixedTeacherOptions, MethodContext, Outputs, Weight
 from amid.distill.methods.teacher_student import SeparateTeacherMethod
 from amid.errors import ConfigError
 from amid.schema import option
@@ -56,8 +46,7 @@ class CRD(SeparateTeacherMethod):
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        o = ctx.opts
-        data = ctx.data
+        o, data = ctx.opts, ctx.data
         train = data.splits["train"]
         bank_rows = train[data.aux_present[train]]  # (n,) rows that have teacher features
         if bank_rows.numel() < 2:

@@ -1,12 +1,11 @@
 """`gmc`: Geometric Multimodal Contrastive learning (Poklukar et al., ICML 2022), docs/method.md.
 
 Follows the authors' supervised code, miguelsvasco/gmc
-`gmc_code/supervised/architectures/models/gmc.py` (`SuperGMC`) and its
-training configurations (`ingredients/stage_specific/model_ingredients.py`).
-Views: the target modalities (through the student encoder E_S, one view)
-and each auxiliary modality (its own encoder). A joint encoder reads every
-modality; one shared head P (a linear layer d -> d, then L2 normalisation,
-as the authors' `AffectEncoder`) maps every view and the joint
+`gmc_code/supervised/architectures/models/gmc.py` (`SuperGMC`) and its training
+configurations (`ingredients/stage_specific/model_ingredients.py`). Views: the target
+modalities (through the student encoder E_S, one view) and each auxiliary modality (its own
+encoder). A joint encoder reads every modality; one shared head P (a linear layer d -> d,
+then L2 normalisation, as the authors' `AffectEncoder`) maps every view and the joint
 representation to the common space. The objective is
 
     CE(g(s), y) + weight * sum_v NT-Xent( P(h_v), P(h_joint) )    (temperature 0.3)
@@ -19,21 +18,19 @@ its representation and are not reported (GMC has no teacher).
 
 Differences from the authors' code, and why:
 
-- Classifier: the authors classify the shared head's output through a
-  residual 2-layer MLP and train it on the joint representation only (a
-  test with missing modalities averages the available views' outputs).
-  Here the student's linear g reads s and trains on the student's own view
-  with CE: a run delivers E_S + a linear g (`student.safetensors`, rebuilt
-  by `amid.distill.inference.load_student`) that is scored on the target
-  modalities alone, so the classifier must be the student's. The authors'
-  supervised task is regression (L1); this one is classification (CE).
+- Classifier: the authors classify the shared head's output through a residual 2-layer MLP
+  and train it on the joint representation only (a test with missing modalities averages the
+  available views' outputs). Here the student's linear g reads s and trains on the student's
+  own view with CE: a run delivers E_S + a linear g (`student.safetensors`, rebuilt by
+  `amid.distill.inference.load_student`) that is scored on the target modalities alone, so
+  the classifier must be the student's. The authors' supervised task is regression (L1);
+  this one is classification (CE).
 - Joint encoder: the authors' reads the raw concatenated sequences (a
   cross-modal transformer); here sequences of different lengths cannot be
   concatenated, so the joint encoder has its own per-modality sequence
   encoders whose outputs are concatenated and fused by a 2-layer MLP.
-- Several target modalities form a single view (the student's fused
-  encoder), not one view each. The contrastive terms use the samples with
-  every auxiliary modality.
+- Several target modalities form a single view (the student's fused encoder), not one view
+  each. The contrastive terms use the samples with every auxiliary modality.
 """
 
 from __future__ import annotations
@@ -107,8 +104,7 @@ class GMC(Method):
         self.views = ["_".join(ctx.data.target), *ctx.data.auxiliary]
 
     def forward(self, batch: Batch) -> Outputs:
-        s, logits_s = self.student(batch.target)  # (B, d), (B, C)
-        out = {"s": s, "logits_s": logits_s}
+        out = super().forward(batch)  # the student's s (B, d), logits_s (B, C)
         for name, enc in self.aux_encoders.items():
             out[f"h_{name}"] = enc({name: batch.auxiliary[name]})  # (B, d)
         out["h_joint"] = self.joint({**batch.target, **batch.auxiliary})  # (B, d)
@@ -126,7 +122,7 @@ class GMC(Method):
         pairs = teacher_pairs(batch, {k: out[k] for k in names})
         if pairs is None:
             return terms
-        hs = [pairs[0][k] for k in names]
+        hs = [pairs[k] for k in names]
         z = self.projection(torch.cat(hs)).split(hs[0].shape[0])  # shared head, one pass
         for view, z_v in zip(self.views, z[:-1], strict=True):
             terms[f"gmc_{view}"] = ntxent_loss(z_v, z[-1], self.opts.temperature)  # vs joint

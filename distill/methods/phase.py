@@ -21,16 +21,10 @@ log = logging.getLogger(__name__)
 
 
 class TeacherPhase:
-    """The fixed-teacher schedule.
-
-    The teacher is CE-trained for the first `teacher_epochs` epochs of the run
-    (the student waits), then frozen: requires_grad False and eval mode. Or
-    it is loaded from `teacher_run` (a `teacher` run folder) and frozen from
-    the start. A schedule that would leave the student no epoch, or distil
-    from an untrained teacher, is refused before anything trains. With
-    `teacher_pick: best` (docs/results.md, rule D) the teacher frozen is the
-    pre-training epoch's whose validation Top-1 was highest, not the last one's.
-    """
+    """The teacher CE-trained for the first `teacher_epochs` epochs of the run, then frozen
+    (`Method.freeze`), or loaded from `teacher_run` and frozen from the start. A schedule
+    that would leave the student no epoch, or distil from an untrained teacher, is refused
+    before anything trains."""
 
     def __init__(self, method: Method, teacher: nn.Module, opts: Any) -> None:
         ctx = method.ctx
@@ -92,8 +86,7 @@ class TeacherSnapshot(nn.Module):
     Stored in the method's `state_dict` as extra state, one flat float64 tensor
     [acc, epoch, *state]: not a buffer, so a stack neither vmaps it nor copies stale
     rows over it at `sync`, and a checkpoint resumes it (float32 and small integers
-    round-trip exactly). Once restored into the teacher it keeps [acc, epoch] only.
-    """
+    round-trip exactly). Once restored into the teacher it keeps [acc, epoch] only."""
 
     def __init__(self, teacher: nn.Module) -> None:
         super().__init__()

@@ -39,11 +39,9 @@ class Baseline(Method):
 @METHODS.register("teacher")
 class TeacherAlone(Method):
     """The full-modality teacher H_T([E_S ; E_A]) and g trained with CE, no distillation.
-
-    Samples missing an auxiliary modality do not count. E_S + g fall out of
-    the teacher's training and are saved as `student`, but they were never
-    trained on the target alone: evaluation does not report them.
-    """
+    Samples missing an auxiliary modality do not count. E_S + g fall out of the teacher's
+    training and are saved as `student`, but they were never trained on the target alone:
+    evaluation does not report them."""
 
     has_teacher = True
     student_trained = False  # student.json says so: amid-predict and export refuse it
@@ -51,7 +49,7 @@ class TeacherAlone(Method):
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
         self.student = build_student(ctx)
-        self.teacher = build_teacher(ctx, self.student, ctx.model.teacher_encoders == "separate")
+        self.teacher = build_teacher(ctx, self.student)
 
     forward = forward_with_teacher
 
