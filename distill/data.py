@@ -101,12 +101,13 @@ class TrainData:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def batch(self, index: torch.Tensor) -> Batch:
-        """Slice rows `index` (B,), or a stack's (M, B), on the device. teacher_rows costs a
-        sync only with missing aux, and a stack has none (its members would select
-        different rows: `Stack` reads every row)."""
+    def batch(self, index: torch.Tensor, pair_rows: bool = True) -> Batch:
+        """Slice rows `index` (B,), or a stack's (M, B), on the device. `teacher_rows` costs
+        a sync, so it is found only with missing aux and `pair_rows`; a `Stack` passes
+        False (its members would select different rows: it stacks only methods that read
+        no auxiliary modality there)."""
         present = self.aux_present[index]
-        select = index.dim() == 1 and not self.all_aux_present
+        select = pair_rows and not self.all_aux_present
         rows = present.nonzero().squeeze(1) if select else None
         return Batch(index, self.labels[index], take_rows(self.target, index),
                      take_rows(self.auxiliary, index), present, rows)

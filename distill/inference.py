@@ -54,8 +54,8 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
     try:
         state = load_file(str(path))  # on the CPU
     except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file (truncated?): {exc}") \
-            from None
+        msg = f"{path}: not a readable safetensors file (truncated?): {exc}"
+        raise CheckpointError(msg) from None
     own = module.state_dict()
     wrong = {"missing": sorted(set(own) - set(state)),
              "unexpected": sorted(set(state) - set(own)),
@@ -123,8 +123,8 @@ def load_student(run_dir: str | Path, device: str = "cpu") -> tuple[Student, dic
         encoder = MultiModalEncoder(**arch["encoder"])
         model = Student(encoder, nn.Linear(arch["encoder"]["dim"], arch["num_classes"]))
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{run_dir / 'student.json'}: bad architecture entry ({exc})") \
-            from None
+        msg = f"{run_dir / 'student.json'}: bad architecture entry ({exc})"
+        raise CheckpointError(msg) from None
     load_weights(model, run_dir / "student.safetensors")
     return model.to(device).eval(), meta
 

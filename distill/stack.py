@@ -36,6 +36,7 @@ import dataclasses
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -269,7 +270,7 @@ class Stack:
     # ------------------------------------------------------------ calls
     def forward(self, idx: Tensor, epoch: int, tap: Tensor | None = None,
                 autocast: AbstractContextManager = NO_AUTOCAST) -> Step:
-        batch = self.data.batch(idx)  # (M, B) rows -> tensors (M, B, ...)
+        batch = self.data.batch(idx, pair_rows=False)  # (M, B) rows -> tensors (M, B, ...)
         disc_epoch = self.template.discriminator_step(epoch)  # the epoch decides, for all
         if self.fuse:
             with autocast:
@@ -316,7 +317,8 @@ class Stack:
         chunks = predict_chunks(  # the template's modes are what the vmapped calls read
             self.template, lambda batch: self._vmap(lambda m, b: m.predict(b), batch,
                                                     shared=True),
-            self.data.batch, shared, max(1, batch_size // self.size), autocast,
+            partial(self.data.batch, pair_rows=False), shared, max(1, batch_size // self.size),
+            autocast,
             weights=self.leaves.values())  # what the vmapped calls read
         # role -> (emb (M, b, d), logits (M, b, C)) per chunk; each member its row
         return [as_split([{role: (e[m], lg[m]) for role, (e, lg) in c.items()} for c in chunks],

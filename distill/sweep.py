@@ -83,11 +83,13 @@ def parse_axes(specs: list[str]) -> list[tuple[str, list[Any]]]:
         if not isinstance(data, dict) or not data:
             raise ConfigError(f"{path}: a sweep file maps dotted keys to lists of values")
         axes += grid_axes(data, str(path))
-    for i, (key, values) in enumerate(axes):
+    seen: set[str] = set()
+    for key, values in axes:
         if not values:
             raise ConfigError(f"--sweep {key}: the list of values is empty")
-        if key in [k for k, _ in axes[:i]]:
+        if key in seen:
             raise ConfigError(f"--sweep {key}: the key is given twice")
+        seen.add(key)
     return axes
 
 

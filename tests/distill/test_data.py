@@ -66,6 +66,12 @@ def test_alignment_splits_labels_and_missing_aux(tmp_path):
     x, lengths = b.target["visual"]
     assert torch.equal(x[1, : lengths[1]], torch.from_numpy(cache.sequence(0)))
     assert b.teacher_rows is not None  # some auxiliary features are missing
+    # the rows with every auxiliary modality, counted from the fixture (rows 0..6 lack them)
+    b = data.batch(torch.tensor([5, 9, 0, 12]))
+    assert b.teacher_rows.tolist() == [k for k, r in enumerate([5, 9, 0, 12]) if r >= 7]
+    # a stack's batch (M, B) does not select them (the members would differ; no host sync)
+    stacked = data.batch(torch.tensor([[5, 9], [0, 12]]), pair_rows=False)
+    assert stacked.teacher_rows is None and stacked.labels.shape == (2, 2)
 
 
 def test_samples_missing_from_a_target_cache_are_dropped(tmp_path):
